@@ -1,0 +1,145 @@
+"""The ASGI application: /graphql (HTTP + websocket), /healthz, /readyz."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+
+from api.auth.principal import ANONYMOUS, DEV_HQ_ADMIN, Principal
+from api.cache import Cache, create_cache
+from api.db import Database
+from api.graphql.context import Context
+from api.graphql.schema import build_schema
+from api.logs import request_id_var
+from api.settings import Settings
+
+log = logging.getLogger("qudao.http")
+
+
+class RequestIdMiddleware:
+    """Give every request an id (the caller's X-Request-ID, or a new one), echo it back, and
+    write one access-log line when the response is done."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or ())
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if 0 < len(given) <= 64 else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if scope["type"] == "http":
+                log.info(
+                    "%s %s %s",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    extra={
+                        "status": status,
+                        "ms": round((time.perf_counter() - started) * 1000, 1),
+                    },
+                )
+            request_id_var.reset(token)
+
+
+class QudaoGraphQL(GraphQL[Context, None]):
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(build_schema(settings), **kwargs)
+        self.settings = settings
+
+    async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
+        state = request.app.state
+        return Context(
+            db=state.db,
+            cache=state.cache,
+            settings=self.settings,
+            principal=authenticate(request, self.settings),
+            request_id=request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex,
+            request=request,
+            response=response,
+        )
+
+
+def authenticate(request: Request | WebSocket, settings: Settings) -> Principal:
+    # DEV ONLY switch until OAuth lands: without it, an unauthenticated caller sees nothing.
+    return DEV_HQ_ADMIN if settings.dev_open_access else ANONYMOUS
+
+
+async def healthz(_: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    state = request.app.state
+    checks = {"database": await state.db.ping()}
+    if state.settings.redis_url:
+        checks["redis"] = await state.cache.ping()
+    ready = all(checks.values())
+    body = {"status": "ready" if ready else "unavailable", "checks": checks}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    db: Database | None = None,
+    cache: Cache | None = None,
+) -> Starlette:
+    """Build the app. ``db``/``cache`` given by the caller (tests) are theirs to close."""
+    settings = settings or Settings.from_env()
+    owns_db, owns_cache = db is None, cache is None
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        # Graceful shutdown: uvicorn has drained in-flight requests before this runs.
+        if owns_cache:
+            await app.state.cache.close()
+        if owns_db:
+            await app.state.db.dispose()
+
+    graphql = QudaoGraphQL(settings)
+    app = Starlette(
+        routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db or Database(settings.database_url)
+    app.state.cache = cache or create_cache(settings.redis_url, settings.cache_prefix)
+    app.add_middleware(RequestIdMiddleware)
+    return app

@@ -1,0 +1,1 @@
+"""Who is calling (principals and roles) and what they may see (data scoping)."""

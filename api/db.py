@@ -1,0 +1,173 @@
+"""Engines, sessions and the two write patterns every domain needs.
+
+SQLite (aiosqlite) is the embedded default and PostgreSQL (asyncpg) the production engine;
+everything here behaves the same on both:
+
+* SQLite runs in WAL mode with a busy timeout, and we emit BEGIN ourselves: Python's sqlite3
+  does not begin a transaction for SELECTs or SAVEPOINTs, which breaks repeatable reads and
+  nested rollbacks. Write units of work begin with ``BEGIN IMMEDIATE`` so two writers queue on
+  the busy timeout instead of deadlocking on a read-to-write lock upgrade.
+* Concurrency-safe writes are conditional ``UPDATE ... RETURNING`` (decided by the returned
+  row, never rowcount) and idempotent ``INSERT ... ON CONFLICT DO NOTHING`` + read-back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import DateTime, Dialect, MetaData, Row, Update, event, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on both engines (SQLite has no time zones: store naive UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use aware UTC datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime()}
+
+
+def _install_sqlite_transaction_control(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take BEGIN away from the driver; we emit it in "begin" below.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
+
+
+class Database:
+    """An engine plus the two kinds of session the app uses.
+
+    ``read()`` is a session for queries; ``transaction()`` is one unit of work that commits
+    on success and rolls back on any exception. Each unit of work gets its own session:
+    an AsyncSession must never be shared by concurrently running resolvers.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        else:
+            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        if self.is_sqlite:
+            _install_sqlite_transaction_control(self.engine)
+        write_engine = self.engine.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+        self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._write_sessions = async_sessionmaker(write_engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        async with self._read_sessions() as session:
+            yield session
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        async with self._write_sessions() as session, session.begin():
+            yield session
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+async def update_returning(session: AsyncSession, stmt: Update) -> Row[Any] | None:
+    """Run a conditional ``UPDATE ... WHERE <guard> RETURNING ...``.
+
+    The guard is the invariant (``on_hand - reserved >= :q``); a returned row means it held
+    and the change is made, None means it did not and nothing changed. Rowcount is not used:
+    it is unreliable across drivers once RETURNING is involved.
+    """
+    result = await session.execute(stmt)
+    return result.first()
+
+
+M = TypeVar("M", bound=Base)
+
+
+async def insert_or_get(
+    session: AsyncSession,
+    model: type[M],
+    values: Mapping[str, Any],
+    conflict_columns: Sequence[str],
+) -> tuple[M, bool]:
+    """Insert a row unless one with the same unique key exists; return (row, created).
+
+    The unique constraint over ``conflict_columns`` is what makes a retried operation
+    idempotent, even when two retries race: exactly one insert wins, the other reads it back.
+    """
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = (
+        insert(model)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=list(conflict_columns))
+        .returning(model)
+    )
+    created = (await session.execute(stmt)).scalar_one_or_none()
+    if created is not None:
+        return created, True
+    key = {column: values[column] for column in conflict_columns}
+    existing = (await session.execute(select(model).filter_by(**key))).scalar_one()
+    return existing, False

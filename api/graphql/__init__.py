@@ -1,0 +1,1 @@
+"""GraphQL core: schema assembly, context, Relay ids and connections, errors, limits."""

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Any, TypeVar
+
+from strawberry.dataloader import DataLoader
+from strawberry.types import Info as StrawberryInfo
+
+from api.auth.principal import Principal
+from api.cache import Cache
+from api.db import Database
+from api.settings import Settings
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+BatchFn = Callable[..., Awaitable[Sequence[Any]]]
+
+
+class Context:
+    """Everything one request's resolvers share.
+
+    DataLoaders are created on first use and live for this request only: their caches hold
+    data scoped to this principal, so they must never outlive it.
+    """
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        cache: Cache,
+        settings: Settings,
+        principal: Principal,
+        request_id: str,
+        request: Any = None,
+        response: Any = None,
+    ) -> None:
+        self.db = db
+        self.cache = cache
+        self.settings = settings
+        self.principal = principal
+        self.request_id = request_id
+        self.request = request
+        self.response = response
+        self._loaders: dict[tuple[Any, ...], DataLoader[Any, Any]] = {}
+
+    def loader(self, batch: BatchFn, *params: Hashable) -> DataLoader[Any, Any]:
+        """The request's DataLoader for ``batch(context, *params, keys)``.
+
+        ``params`` tell loaders apart that batch differently (a nested connection's page
+        arguments), so each distinct argument set is one query for all parents.
+        """
+        key = (batch, *params)
+        loader = self._loaders.get(key)
+        if loader is None:
+
+            async def load(keys: list[Any]) -> Sequence[Any]:
+                return await batch(self, *params, keys)
+
+            loader = self._loaders[key] = DataLoader(load_fn=load)
+        return loader
+
+
+Info = StrawberryInfo[Context, None]

@@ -1,0 +1,32 @@
+"""Opaque global ids: base64url("Type:pk"). Clients must treat them as opaque strings."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from api.errors import InputError
+
+
+def encode_id(type_name: str, pk: int) -> str:
+    return base64.urlsafe_b64encode(f"{type_name}:{pk}".encode()).decode().rstrip("=")
+
+
+def decode_id(global_id: str) -> tuple[str, int]:
+    """Split a global id into (type name, primary key); InputError when it is not one."""
+    try:
+        raw = base64.urlsafe_b64decode(global_id + "=" * (-len(global_id) % 4)).decode()
+        type_name, _, pk = raw.partition(":")
+        if not type_name or not pk.isdigit():
+            raise ValueError
+        return type_name, int(pk)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InputError(f"Invalid ID: {global_id!r}.") from None
+
+
+def decode_id_of(global_id: str, type_name: str) -> int:
+    """The primary key of a ``type_name`` id; InputError for a malformed id or another type."""
+    found, pk = decode_id(global_id)
+    if found != type_name:
+        raise InputError(f"Expected a {type_name} ID; got an ID of another type: {global_id!r}.")
+    return pk

@@ -1,0 +1,74 @@
+"""Assemble the schema from the domain modules, with the request limits as extensions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import (
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
+from strawberry.extensions.query_depth_limiter import IgnoreContext
+from strawberry.tools import merge_types
+from strawberry.types import ExecutionContext
+
+from api.graphql.errors import ErrorPolicy, log_unexpected
+from api.graphql.limits import CostLimit
+from api.graphql.relay import NodeQuery
+from api.partners.schema import Partner, PartnerMutation, PartnerQuery, Store
+from api.settings import Settings
+
+Query = merge_types("Query", (NodeQuery, PartnerQuery))
+Mutation = merge_types("Mutation", (PartnerMutation,))
+NODE_TYPES = [Partner, Store]
+
+
+def _is_introspection(context: IgnoreContext) -> bool:
+    # GraphiQL's introspection query is deeper than any real query; it is not data access.
+    return context.field_name.startswith("__")
+
+
+class QudaoSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # Expected errors (bad input, validation) are the client's business; log only bugs.
+        context = execution_context.context if execution_context else None
+        log_unexpected(errors, getattr(context, "request_id", None))
+
+
+def build_schema(settings: Settings) -> strawberry.Schema:
+    # Extensions are factories: strawberry builds fresh instances per operation, so
+    # per-request state (the computed cost) never leaks between requests.
+    extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
+        ErrorPolicy,
+        lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
+        lambda: ParserCache(maxsize=settings.parser_cache_size),
+        lambda: QueryDepthLimiter(max_depth=settings.max_depth, should_ignore=_is_introspection),
+        lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+        lambda: ValidationCache(maxsize=settings.parser_cache_size),
+        lambda: CostLimit(
+            limit=settings.max_cost,
+            page_cap=settings.page_cap,
+            default_page=settings.default_page_size,
+        ),
+    ]
+    return QudaoSchema(
+        query=Query,
+        mutation=Mutation,
+        types=NODE_TYPES,
+        extensions=extensions,  # type: ignore[arg-type]
+    )
+
+
+def export_sdl(settings: Settings | None = None) -> str:
+    return build_schema(settings or Settings()).as_str() + "\n"
+
+
+__all__ = ["build_schema", "export_sdl"]

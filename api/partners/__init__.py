@@ -1,0 +1,1 @@
+"""Partners (渠道伙伴) and their stores (门店): the channel master data."""

@@ -1,0 +1,425 @@
+"""GraphQL surface of partners and stores: thin wrappers over service.py and loaders.py."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Any
+
+import strawberry
+from strawberry import UNSET as GQL_UNSET
+
+from api.errors import DomainError, InputError
+from api.graphql.context import Context, Info
+from api.graphql.errors import UserError, user_errors
+from api.graphql.ids import decode_id_of, encode_id
+from api.graphql.relay import Connection, Node, page_request, register_node, to_connection
+from api.pagination import count, fetch_page
+from api.partners import loaders, models, service
+
+PartnerType = strawberry.enum(
+    models.PartnerType, description="渠道类型: the kind of channel partner."
+)
+PartnerStatus = strawberry.enum(
+    models.PartnerStatus, description="Lifecycle: PROSPECT → ACTIVE ⇄ PROBATION → TERMINATED."
+)
+PartnerTier = strawberry.enum(models.PartnerTier, description="分级: the partner's tier.")
+StoreStatus = strawberry.enum(models.StoreStatus)
+PartnerErrorCode = strawberry.enum(service.PartnerErrorCode)
+PartnerSortKeys = strawberry.enum(service.PartnerSortKey, name="PartnerSortKeys")
+
+
+@strawberry.type
+class PartnerContact:
+    name: str | None
+    phone: str | None
+    email: str | None
+
+
+@strawberry.type(description="A channel partner (渠道伙伴): distributor, agent, store, shop.")
+class Partner(Node):
+    code: str
+    name: str
+    type: PartnerType  # type: ignore[valid-type]
+    status: PartnerStatus  # type: ignore[valid-type]
+    tier: PartnerTier | None  # type: ignore[valid-type]
+    contact: PartnerContact
+    contract_starts_on: date | None
+    contract_ends_on: date | None
+    created_at: datetime
+    updated_at: datetime
+    pk: strawberry.Private[int]
+    parent_pk: strawberry.Private[int | None]
+
+    @classmethod
+    def from_row(cls, row: models.Partner) -> Partner:
+        return cls(
+            id=strawberry.ID(encode_id("Partner", row.id)),
+            pk=row.id,
+            parent_pk=row.parent_id,
+            code=row.code,
+            name=row.name,
+            type=row.type,
+            status=row.status,
+            tier=row.tier,
+            contact=PartnerContact(
+                name=row.contact_name, phone=row.contact_phone, email=row.contact_email
+            ),
+            contract_starts_on=row.contract_starts_on,
+            contract_ends_on=row.contract_ends_on,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+    @strawberry.field(description="Protected sales regions (区域保护), GB/T 2260 codes.")
+    async def territories(self, info: Info) -> list[str]:
+        return await info.context.loader(loaders.territories_by_partner).load(self.pk)
+
+    @strawberry.field(description="The upstream partner in multi-level distribution (上级).")
+    async def parent(self, info: Info) -> Partner | None:
+        if self.parent_pk is None:
+            return None
+        row = await info.context.loader(loaders.partners_by_pk).load(self.parent_pk)
+        return Partner.from_row(row) if row else None
+
+    @strawberry.field(description="Downstream partners (下级), e.g. a distributor's agents.")
+    async def children(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[Partner]:
+        request = page_request(info, first, after, last, before)
+        page = await info.context.loader(loaders.child_pages_by_parent, request).load(self.pk)
+        counts = info.context.loader(loaders.child_counts_by_parent)
+        return to_connection(page, Partner.from_row, lambda: counts.load(self.pk))
+
+    @strawberry.field
+    async def stores(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[Store]:
+        request = page_request(info, first, after, last, before)
+        page = await info.context.loader(loaders.store_pages_by_partner, request).load(self.pk)
+        counts = info.context.loader(loaders.store_counts_by_partner)
+        return to_connection(page, Store.from_row, lambda: counts.load(self.pk))
+
+
+@strawberry.type(description="A store or other location (门店); HQ-run when it has no partner.")
+class Store(Node):
+    code: str
+    name: str
+    region_code: str
+    address: str
+    offers_pickup: bool
+    status: StoreStatus  # type: ignore[valid-type]
+    created_at: datetime
+    partner_pk: strawberry.Private[int | None]
+
+    @classmethod
+    def from_row(cls, row: models.Store) -> Store:
+        return cls(
+            id=strawberry.ID(encode_id("Store", row.id)),
+            partner_pk=row.partner_id,
+            code=row.code,
+            name=row.name,
+            region_code=row.region_code,
+            address=row.address,
+            offers_pickup=row.offers_pickup,
+            status=row.status,
+            created_at=row.created_at,
+        )
+
+    @strawberry.field
+    async def partner(self, info: Info) -> Partner | None:
+        if self.partner_pk is None:
+            return None
+        row = await info.context.loader(loaders.partners_by_pk).load(self.partner_pk)
+        return Partner.from_row(row) if row else None
+
+
+async def _load_partners(ctx: Context, pks: Sequence[int]) -> list[Partner | None]:
+    rows = await ctx.loader(loaders.partners_by_pk).load_many(pks)
+    return [Partner.from_row(r) if r else None for r in rows]
+
+
+async def _load_stores(ctx: Context, pks: Sequence[int]) -> list[Store | None]:
+    rows = await ctx.loader(loaders.stores_by_pk).load_many(pks)
+    return [Store.from_row(r) if r else None for r in rows]
+
+
+register_node("Partner", _load_partners)
+register_node("Store", _load_stores)
+
+
+# --- queries -------------------------------------------------------------------------------
+
+
+@strawberry.input
+class PartnerFilter:
+    types: list[PartnerType] | None = None  # type: ignore[valid-type]
+    tiers: list[PartnerTier] | None = None  # type: ignore[valid-type]
+    statuses: list[PartnerStatus] | None = None  # type: ignore[valid-type]
+    region_code: str | None = strawberry.field(
+        default=None, description="Partners protecting this region or a region containing it."
+    )
+    parent_id: strawberry.ID | None = None
+    search: str | None = strawberry.field(default=None, description="Part of a name or code.")
+
+    def to_service(self) -> service.PartnerFilter:
+        return service.PartnerFilter(
+            types=self.types or (),
+            tiers=self.tiers or (),
+            statuses=self.statuses or (),
+            region_code=self.region_code,
+            parent_id=decode_id_of(self.parent_id, "Partner") if self.parent_id else None,
+            search=self.search,
+        )
+
+
+@strawberry.input
+class StoreFilter:
+    partner_ids: list[strawberry.ID] | None = None
+    region_code: str | None = strawberry.field(
+        default=None, description="A district, or a city/province code (…00) for all within it."
+    )
+    offers_pickup: bool | None = None
+    statuses: list[StoreStatus] | None = None  # type: ignore[valid-type]
+
+    def to_service(self) -> service.StoreFilter:
+        return service.StoreFilter(
+            partner_ids=[decode_id_of(i, "Partner") for i in self.partner_ids or ()],
+            region_code=self.region_code,
+            offers_pickup=self.offers_pickup,
+            statuses=self.statuses or (),
+        )
+
+
+@strawberry.type
+class PartnerQuery:
+    @strawberry.field
+    async def partners(
+        self,
+        info: Info,
+        filter: PartnerFilter | None = None,
+        sort_key: PartnerSortKeys = service.PartnerSortKey.ID,  # type: ignore[valid-type]
+        reverse: bool = False,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[Partner]:
+        ctx = info.context
+        request = page_request(info, first, after, last, before)
+        stmt = service.partners_query(ctx.principal, filter.to_service() if filter else None)
+        async with ctx.db.read() as session:
+            page = await fetch_page(
+                session, stmt, service.PARTNER_KEYSETS[sort_key], request, reverse=reverse
+            )
+        return to_connection(page, Partner.from_row, lambda: _count(ctx, stmt))
+
+    @strawberry.field
+    async def partner(self, info: Info, id: strawberry.ID) -> Partner | None:
+        return (await _load_partners(info.context, [decode_id_of(id, "Partner")]))[0]
+
+    @strawberry.field
+    async def stores(
+        self,
+        info: Info,
+        filter: StoreFilter | None = None,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[Store]:
+        ctx = info.context
+        request = page_request(info, first, after, last, before)
+        stmt = service.stores_query(ctx.principal, filter.to_service() if filter else None)
+        async with ctx.db.read() as session:
+            page = await fetch_page(session, stmt, service.STORE_KEYSET, request)
+        return to_connection(page, Store.from_row, lambda: _count(ctx, stmt))
+
+    @strawberry.field
+    async def store(self, info: Info, id: strawberry.ID) -> Store | None:
+        return (await _load_stores(info.context, [decode_id_of(id, "Store")]))[0]
+
+
+async def _count(ctx: Context, stmt: Any) -> int:
+    async with ctx.db.read() as session:
+        return await count(session, stmt)
+
+
+# --- mutations -----------------------------------------------------------------------------
+
+
+@strawberry.type
+class PartnerError(UserError):
+    code: PartnerErrorCode  # type: ignore[valid-type]
+
+
+@strawberry.input
+class PartnerContactInput:
+    name: str | None = None
+    phone: str | None = None
+    email: str | None = None
+
+
+@strawberry.input
+class PartnerCreateInput:
+    code: str
+    name: str
+    type: PartnerType  # type: ignore[valid-type]
+    status: PartnerStatus = models.PartnerStatus.PROSPECT  # type: ignore[valid-type]
+    tier: PartnerTier | None = None  # type: ignore[valid-type]
+    parent_id: strawberry.ID | None = None
+    territories: list[str] = strawberry.field(default_factory=list)
+    contact: PartnerContactInput | None = None
+    contract_starts_on: date | None = None
+    contract_ends_on: date | None = None
+
+
+@strawberry.input(description="Only the fields given change; null clears an optional field.")
+class PartnerUpdateInput:
+    id: strawberry.ID
+    name: str | None = GQL_UNSET
+    status: PartnerStatus | None = GQL_UNSET  # type: ignore[valid-type]
+    tier: PartnerTier | None = GQL_UNSET  # type: ignore[valid-type]
+    parent_id: strawberry.ID | None = GQL_UNSET
+    territories: list[str] | None = GQL_UNSET
+    contact: PartnerContactInput | None = GQL_UNSET
+    contract_starts_on: date | None = GQL_UNSET
+    contract_ends_on: date | None = GQL_UNSET
+
+
+@strawberry.input
+class StoreCreateInput:
+    code: str
+    name: str
+    region_code: str
+    address: str
+    partner_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Omit for an HQ-operated location."
+    )
+    offers_pickup: bool = False
+    status: StoreStatus = models.StoreStatus.OPEN  # type: ignore[valid-type]
+
+
+@strawberry.type
+class PartnerCreatePayload:
+    partner: Partner | None = None
+    errors: list[PartnerError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class PartnerUpdatePayload:
+    partner: Partner | None = None
+    errors: list[PartnerError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class StoreCreatePayload:
+    store: Store | None = None
+    errors: list[PartnerError] = strawberry.field(default_factory=list)
+
+
+def _pk(global_id: str, type_name: str, *path: str) -> int:
+    """An input id's primary key; a malformed id is a payload error on that field."""
+    try:
+        return decode_id_of(global_id, type_name)
+    except InputError as error:
+        raise DomainError.one(service.PartnerErrorCode.INVALID, str(error), *path) from None
+
+
+def _given(value: Any) -> bool:
+    return value is not GQL_UNSET
+
+
+@strawberry.type
+class PartnerMutation:
+    @strawberry.mutation
+    async def partner_create(self, info: Info, input: PartnerCreateInput) -> PartnerCreatePayload:
+        ctx = info.context
+        contact = input.contact or PartnerContactInput()
+        try:
+            draft = service.PartnerDraft(
+                code=input.code,
+                name=input.name,
+                type=input.type,
+                status=input.status,
+                tier=input.tier,
+                parent_id=_pk(input.parent_id, "Partner", "parentId") if input.parent_id else None,
+                territories=input.territories,
+                contact_name=contact.name,
+                contact_phone=contact.phone,
+                contact_email=contact.email,
+                contract_starts_on=input.contract_starts_on,
+                contract_ends_on=input.contract_ends_on,
+            )
+            async with ctx.db.transaction() as session:
+                row = await service.create_partner(session, ctx.principal, draft)
+        except DomainError as error:
+            return PartnerCreatePayload(errors=user_errors(PartnerError, error))
+        return PartnerCreatePayload(partner=Partner.from_row(row))
+
+    @strawberry.mutation
+    async def partner_update(self, info: Info, input: PartnerUpdateInput) -> PartnerUpdatePayload:
+        ctx = info.context
+        changes = service.PartnerChanges()
+        try:
+            partner_pk = _pk(input.id, "Partner", "id")
+            for name in ("name", "status", "tier", "territories"):
+                if _given(getattr(input, name)):
+                    setattr(changes, name, getattr(input, name))
+            if changes.name is None or changes.status is None or changes.territories is None:
+                raise DomainError.one(
+                    service.PartnerErrorCode.REQUIRED,
+                    "name, status and territories cannot be null.",
+                )
+            if _given(input.parent_id):
+                changes.parent_id = (
+                    _pk(input.parent_id, "Partner", "parentId") if input.parent_id else None
+                )
+            if _given(input.contact):
+                contact = input.contact or PartnerContactInput()
+                changes.contact_name = contact.name
+                changes.contact_phone = contact.phone
+                changes.contact_email = contact.email
+            if _given(input.contract_starts_on):
+                changes.contract_starts_on = input.contract_starts_on
+            if _given(input.contract_ends_on):
+                changes.contract_ends_on = input.contract_ends_on
+            async with ctx.db.transaction() as session:
+                row = await service.update_partner(session, ctx.principal, partner_pk, changes)
+        except DomainError as error:
+            return PartnerUpdatePayload(errors=user_errors(PartnerError, error))
+        return PartnerUpdatePayload(partner=Partner.from_row(row))
+
+    @strawberry.mutation
+    async def store_create(self, info: Info, input: StoreCreateInput) -> StoreCreatePayload:
+        ctx = info.context
+        try:
+            draft = service.StoreDraft(
+                code=input.code,
+                name=input.name,
+                region_code=input.region_code,
+                address=input.address,
+                partner_id=_pk(input.partner_id, "Partner", "partnerId")
+                if input.partner_id
+                else None,
+                offers_pickup=input.offers_pickup,
+                status=input.status,
+            )
+            async with ctx.db.transaction() as session:
+                row = await service.create_store(session, ctx.principal, draft)
+        except DomainError as error:
+            return StoreCreatePayload(errors=user_errors(PartnerError, error))
+        return StoreCreatePayload(store=Store.from_row(row))
+
+
+__all__ = ["PartnerMutation", "PartnerQuery"]

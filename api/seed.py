@@ -1,0 +1,85 @@
+"""Demo data for `qudao seed --demo`: a small brand's channel network, through the services."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from api.auth.principal import Principal, Role
+from api.db import Database
+from api.partners import service
+from api.partners.models import Partner, PartnerStatus, PartnerTier, PartnerType
+
+SEEDER = Principal(subject="seed", role=Role.HQ_ADMIN)
+
+# code, name, type, tier, parent code, territories
+DEMO_PARTNERS = [
+    ("SH-DIST", "上海浦江商贸有限公司", PartnerType.DISTRIBUTOR, PartnerTier.A, None, ["310000"]),
+    ("ZJ-DIST", "杭州西湖供应链有限公司", PartnerType.DISTRIBUTOR, PartnerTier.A, None, ["330000"]),
+    ("BJ-DIST", "北京京华分销有限公司", PartnerType.DISTRIBUTOR, PartnerTier.B, None, ["110000"]),
+    ("SH-PD-AG", "浦东新区代理商", PartnerType.AGENT, PartnerTier.B, "SH-DIST", ["310115"]),
+    ("SH-XH-AG", "徐汇区代理商", PartnerType.AGENT, PartnerTier.C, "SH-DIST", ["310104"]),
+    (
+        "HZ-FR-01",
+        "杭州湖滨加盟店",
+        PartnerType.FRANCHISE_STORE,
+        PartnerTier.B,
+        "ZJ-DIST",
+        ["330102"],
+    ),
+    ("SH-DIRECT", "上海直营门店", PartnerType.DIRECT_STORE, PartnerTier.A, None, []),
+    ("TMALL", "天猫官方旗舰店", PartnerType.MARKETPLACE_SHOP, PartnerTier.A, None, []),
+    ("JD", "京东自营旗舰店", PartnerType.MARKETPLACE_SHOP, PartnerTier.A, None, []),
+    ("DOUYIN", "抖音官方旗舰店", PartnerType.MARKETPLACE_SHOP, PartnerTier.B, None, []),
+    ("SH-GL-01", "张江社区团长", PartnerType.GROUP_LEADER, PartnerTier.C, "SH-PD-AG", ["310115"]),
+]
+
+# code, name, partner code, region, address, offers pickup
+DEMO_STORES = [
+    ("S-SH-001", "陆家嘴旗舰店", "SH-PD-AG", "310115", "上海市浦东新区世纪大道100号", True),
+    ("S-SH-002", "张江店", "SH-PD-AG", "310115", "上海市浦东新区张江路88号", True),
+    ("S-SH-003", "徐家汇店", "SH-XH-AG", "310104", "上海市徐汇区漕溪北路1号", True),
+    ("S-HZ-001", "湖滨银泰店", "HZ-FR-01", "330102", "杭州市上城区延安路258号", True),
+    ("S-BJ-001", "国贸店", "BJ-DIST", "110105", "北京市朝阳区建国门外大街1号", False),
+    ("S-SH-DIR", "南京西路直营店", "SH-DIRECT", "310106", "上海市静安区南京西路1266号", True),
+    ("W-SH-HQ", "华东总仓", None, "310112", "上海市闵行区莘庄工业区申富路1号", False),
+]
+
+
+async def seed_demo(db: Database) -> bool:
+    """Insert the demo network unless partners exist already; True when it seeded."""
+    async with db.transaction() as session:
+        if await session.scalar(select(Partner.id).limit(1)) is not None:
+            return False
+        ids: dict[str, int] = {}
+        for code, name, type_, tier, parent, territories in DEMO_PARTNERS:
+            partner = await service.create_partner(
+                session,
+                SEEDER,
+                service.PartnerDraft(
+                    code=code,
+                    name=name,
+                    type=type_,
+                    status=PartnerStatus.ACTIVE,
+                    tier=tier,
+                    parent_id=ids[parent] if parent else None,
+                    territories=territories,
+                    contact_name="渠道联系人",
+                    contact_phone="13800138000",
+                    contact_email=f"{code.lower()}@partners.example.com",
+                ),
+            )
+            ids[code] = partner.id
+        for code, name, partner_code, region, address, pickup in DEMO_STORES:
+            await service.create_store(
+                session,
+                SEEDER,
+                service.StoreDraft(
+                    code=code,
+                    name=name,
+                    region_code=region,
+                    address=address,
+                    partner_id=ids[partner_code] if partner_code else None,
+                    offers_pickup=pickup,
+                ),
+            )
+    return True

@@ -1,0 +1,61 @@
+"""Alembic environment: async, one chain for SQLite and PostgreSQL (batch mode on SQLite)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic import context
+from sqlalchemy.engine import Connection
+
+from api.db import Base, Database
+from api.domains import load_models
+from api.settings import Settings
+
+load_models()
+target_metadata = Base.metadata
+
+
+def _url() -> str:
+    return context.config.attributes.get("database_url") or Settings.from_env().database_url
+
+
+def _configure(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+
+
+def _run_sync(connection: Connection) -> None:
+    _configure(connection)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_async() -> None:
+    # Our Database gives SQLite its PRAGMAs (foreign keys) and real transactional DDL.
+    database = Database(_url())
+    try:
+        async with database.engine.connect() as connection:
+            await connection.run_sync(_run_sync)
+            await connection.commit()
+    finally:
+        await database.dispose()
+
+
+def run_migrations_online() -> None:
+    connection = context.config.attributes.get("connection")
+    if connection is not None:  # called from code that already holds a connection
+        _run_sync(connection)
+    else:
+        asyncio.run(_run_async())
+
+
+if context.is_offline_mode():
+    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    run_migrations_online()
