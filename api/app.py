@@ -16,11 +16,14 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.types import ExecutionResult
 
 from api.auth.principal import ANONYMOUS, DEV_HQ_ADMIN, Principal
 from api.cache import Cache, create_cache
 from api.db import Database
 from api.graphql.context import Context
+from api.graphql.errors import coded
 from api.graphql.schema import build_schema
 from api.logs import request_id_var
 from api.settings import Settings
@@ -88,6 +91,15 @@ class QudaoGraphQL(GraphQL[Context, None]):
             request=request,
             response=response,
         )
+
+    async def process_result(
+        self, request: Request | WebSocket, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        # Here and not in a schema extension: parse errors raised by the parser cache never
+        # reach an extension's operation hook, but every result passes through this.
+        if result.errors:
+            result.errors = [coded(e) for e in result.errors]
+        return process_result(result)
 
 
 def authenticate(request: Request | WebSocket, settings: Settings) -> Principal:

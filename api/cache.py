@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import redis.asyncio as redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 logger = logging.getLogger(__name__)
@@ -268,7 +269,7 @@ _PING_TIMEOUT = 2.0  # seconds; a probe must answer even when Redis is black-hol
 class _PubSubMessages:
     """Iterator over one Redis pub/sub connection (one connection per subscription)."""
 
-    def __init__(self, pubsub: redis.client.PubSub) -> None:
+    def __init__(self, pubsub: PubSub) -> None:
         self._pubsub = pubsub
         self._closed = False
 
@@ -299,11 +300,31 @@ class RedisCache(Cache):
 
     Every key and channel is prefixed with `prefix`, so several deployments (or test runs) can
     share one server.
+
+    Commands use a blocking pool of `max_connections`: a burst of requests waits for a free
+    connection instead of failing with "Too many connections" (redis-py's default pool caps at
+    100 and raises). Each subscription holds its own connection for as long as it lasts, so
+    subscriptions get a separate pool of `max_subscriptions`: many open GraphQL subscriptions
+    then cannot starve rate limiting and token checks of connections.
     """
 
-    def __init__(self, url: str, prefix: str = "qudao:") -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "qudao:",
+        *,
+        max_connections: int = 50,
+        max_subscriptions: int = 1000,
+    ) -> None:
         self.prefix = prefix
-        self._client = redis.Redis.from_url(url, decode_responses=True)
+        self._client = redis.Redis.from_pool(
+            redis.BlockingConnectionPool.from_url(
+                url, decode_responses=True, max_connections=max_connections
+            )
+        )
+        self._pubsub_client = redis.Redis.from_url(
+            url, decode_responses=True, max_connections=max_subscriptions
+        )
         self._hit = self._client.register_script(_HIT_SCRIPT)
         self._subscriptions: set[_PubSubMessages] = set()
 
@@ -344,7 +365,7 @@ class RedisCache(Cache):
 
     @contextlib.asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[AsyncIterator[str]]:
-        pubsub = self._client.pubsub()
+        pubsub = self._pubsub_client.pubsub()
         messages = _PubSubMessages(pubsub)
         self._subscriptions.add(messages)
         try:
@@ -371,6 +392,7 @@ class RedisCache(Cache):
     async def close(self) -> None:
         for messages in list(self._subscriptions):
             await messages.aclose()
+        await self._pubsub_client.aclose()
         await self._client.aclose()
 
 

@@ -192,7 +192,7 @@ async def count_grouped(
     sub = stmt.where(group_by.in_(group_ids)).order_by(None).subquery()
     column = sub.c[group_by.key]
     rows = await session.execute(select(column, func.count()).group_by(column))
-    counts: dict[Hashable, int] = dict(rows.tuples().all())
+    counts: dict[Hashable, int] = {gid: n for gid, n in rows}
     return {gid: counts.get(gid, 0) for gid in group_ids}
 
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Iterator
 from typing import Any, Protocol, TypeVar
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import SchemaExtension
 
 from api.errors import DomainError, InputError, Problem
 
@@ -59,6 +57,7 @@ def input_id_error(error_type: type[E], code: enum.Enum, message: str, *path: st
 class ErrorCode(enum.Enum):
     BAD_USER_INPUT = "BAD_USER_INPUT"
     FORBIDDEN = "FORBIDDEN"
+    GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
     GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
     INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
 
@@ -71,7 +70,11 @@ _KNOWN: dict[type[Exception], ErrorCode] = {
 
 def classify(error: GraphQLError) -> ErrorCode:
     original = error.original_error
-    if original is None:
+    if error.message.startswith("Syntax Error"):
+        return ErrorCode.GRAPHQL_PARSE_FAILED
+    # No path: raised before execution (validation, variable coercion such as a bad Date),
+    # so it describes the request, whatever exception carried it.
+    if original is None or error.path is None:
         return ErrorCode.GRAPHQL_VALIDATION_FAILED
     for kind, code in _KNOWN.items():
         if isinstance(original, kind):
@@ -79,40 +82,29 @@ def classify(error: GraphQLError) -> ErrorCode:
     return ErrorCode.INTERNAL_SERVER_ERROR
 
 
-def _coded(error: GraphQLError) -> GraphQLError:
+def coded(error: GraphQLError) -> GraphQLError:
+    """The error as clients see it: with ``extensions.code``, and masked when unexpected."""
     code = classify(error)
-    extensions = {**(error.extensions or {})}
-    extensions.setdefault("code", code.value)
-    message = error.message
     if code is ErrorCode.INTERNAL_SERVER_ERROR:
         message, extensions = "Internal server error.", {"code": code.value}
+    else:
+        message, extensions = error.message, {"code": code.value, **(error.extensions or {})}
     return GraphQLError(
         message,
         nodes=error.nodes,
         source=error.source,
         positions=error.positions,
         path=error.path,
-        original_error=None,
         extensions=extensions,
     )
 
 
-class ErrorPolicy(SchemaExtension):
-    """Add ``extensions.code`` to every error and mask unexpected ones."""
-
-    def on_operation(self) -> Iterator[None]:
-        yield
-        result = self.execution_context.result
-        if result is not None and result.errors:
-            result.errors = [_coded(e) for e in result.errors]
-
-
-def log_unexpected(errors: list[GraphQLError], request_id: str | None) -> None:
+def log_unexpected(errors: list[GraphQLError]) -> None:
+    """Log bugs with their traceback (the log record carries the request id)."""
     for error in errors:
         if classify(error) is ErrorCode.INTERNAL_SERVER_ERROR:
             log.error(
                 "unexpected error in %s",
                 ".".join(map(str, error.path or [])) or "operation",
                 exc_info=error.original_error,
-                extra={"request_id": request_id},
             )

@@ -30,6 +30,7 @@ from graphql import (
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    Undefined,
     get_named_type,
     value_from_ast_untyped,
 )
@@ -107,10 +108,12 @@ class _CostWalk:
         return multiplier * (1 + self.selection_set(node.selection_set, target, seen))
 
     def arguments(self, node: FieldNode) -> dict[str, Any]:
-        return {
+        values = {
             arg.name.value: value_from_ast_untyped(arg.value, self.variables)
             for arg in node.arguments or ()
         }
+        # An argument bound to a variable the request did not send is absent, not a value.
+        return {name: value for name, value in values.items() if value is not Undefined}
 
     def page_size(self, node: FieldNode, args: dict[str, Any]) -> int:
         sizes = [args.get("first"), args.get("last")]

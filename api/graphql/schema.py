@@ -18,7 +18,7 @@ from strawberry.extensions.query_depth_limiter import IgnoreContext
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
-from api.graphql.errors import ErrorPolicy, log_unexpected
+from api.graphql.errors import log_unexpected
 from api.graphql.limits import CostLimit
 from api.graphql.relay import NodeQuery
 from api.partners.schema import Partner, PartnerMutation, PartnerQuery, Store
@@ -39,15 +39,13 @@ class QudaoSchema(strawberry.Schema):
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         # Expected errors (bad input, validation) are the client's business; log only bugs.
-        context = execution_context.context if execution_context else None
-        log_unexpected(errors, getattr(context, "request_id", None))
+        log_unexpected(errors)
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
     # Extensions are factories: strawberry builds fresh instances per operation, so
     # per-request state (the computed cost) never leaks between requests.
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
-        ErrorPolicy,
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
         lambda: ParserCache(maxsize=settings.parser_cache_size),
         lambda: QueryDepthLimiter(max_depth=settings.max_depth, should_ignore=_is_introspection),

@@ -336,6 +336,10 @@ def _pk(global_id: str, type_name: str, *path: str) -> int:
         raise DomainError.one(service.PartnerErrorCode.INVALID, str(error), *path) from None
 
 
+# Optional in the input (omit to keep), but a value is required: null is refused.
+_REQUIRED_ON_UPDATE = frozenset({"name", "status", "territories"})
+
+
 def _given(value: Any) -> bool:
     return value is not GQL_UNSET
 
@@ -374,13 +378,16 @@ class PartnerMutation:
         try:
             partner_pk = _pk(input.id, "Partner", "id")
             for name in ("name", "status", "tier", "territories"):
-                if _given(getattr(input, name)):
-                    setattr(changes, name, getattr(input, name))
-            if changes.name is None or changes.status is None or changes.territories is None:
-                raise DomainError.one(
-                    service.PartnerErrorCode.REQUIRED,
-                    "name, status and territories cannot be null.",
-                )
+                value = getattr(input, name)
+                if not _given(value):
+                    continue
+                if value is None and name in _REQUIRED_ON_UPDATE:
+                    raise DomainError.one(
+                        service.PartnerErrorCode.REQUIRED,
+                        f"{name} cannot be null.",
+                        name,
+                    )
+                setattr(changes, name, value)
             if _given(input.parent_id):
                 changes.parent_id = (
                     _pk(input.parent_id, "Partner", "parentId") if input.parent_id else None

@@ -223,7 +223,7 @@ async def territories_of(session: AsyncSession, partner_ids: Sequence[int]) -> d
         .order_by(PartnerTerritory.partner_id, PartnerTerritory.region_code)
     )
     result: dict[int, list[str]] = {pid: [] for pid in partner_ids}
-    for partner_id, region_code in rows.tuples():
+    for partner_id, region_code in rows:
         result[partner_id].append(region_code)
     return result
 

@@ -1,0 +1,158 @@
+"""Bad input gets a clear, coded error and never a 500 or a traceback; expensive queries are
+refused before a single SQL statement runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.partners import service
+from tests.factories import create_partner
+
+
+def only_error(body: dict) -> dict:
+    assert body.get("data") is None, body
+    (error,) = body["errors"]
+    return error
+
+
+async def test_malformed_query_is_a_parse_error(gql):
+    error = only_error(await gql.raw("{ partners( { }"))
+    assert error["extensions"]["code"] == "GRAPHQL_PARSE_FAILED"
+    assert error["message"].startswith("Syntax Error")
+
+
+async def test_unknown_field_is_a_validation_error(gql):
+    error = only_error(await gql.raw("{ partners { edges { node { nope } } } }"))
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert "nope" in error["message"]
+
+
+async def test_bad_scalar_variable_is_a_validation_error_not_an_internal_one(gql):
+    query = """mutation($d: Date) { partnerCreate(input: {code: "XY", name: "n", type: AGENT,
+      contractStartsOn: $d}) { errors { code } } }"""
+    error = only_error(await gql.raw(query, {"d": "not-a-date"}))
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert "Date" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("query", "variables"),
+    [
+        ("{ partners(first: 101) { nodes { id } } }", None),
+        ("query($n: Int) { partners(last: $n) { nodes { id } } }", {"n": 500}),
+        ("{ partners(first: -1) { nodes { id } } }", None),
+        ("{ partners(first: 1) { nodes { stores(first: 1000) { nodes { id } } } } }", None),
+    ],
+)
+async def test_page_size_over_the_cap_is_refused_before_execution(
+    gql, count_queries, query, variables
+):
+    with count_queries() as counter:
+        error = only_error(await gql.raw(query, variables))
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "between 0 and 100" in error["message"]
+    assert counter.count == 0
+
+
+async def test_first_and_last_together_are_refused(gql):
+    body = await gql.raw("{ partners(first: 1, last: 1) { nodes { id } } }")
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "either `first` or `last`" in body["errors"][0]["message"]
+
+
+async def test_cost_is_reported_and_multiplies_nested_page_sizes(gql):
+    # 1 (partners) + 50 x [edges 1 + node 1 + stores (1 + 10 x nodes 1)] = 1 + 50 x 13
+    body = await gql.raw(
+        "{ partners(first: 50) { edges { node { id stores(first: 10) { nodes { name } } } } } }"
+    )
+    assert "errors" not in body
+    assert body["extensions"]["cost"] == {"requested": 651, "limit": 25_000}
+
+
+async def test_pageinfo_and_total_count_are_not_multiplied(gql):
+    # 1 + pageInfo 1 + 100 x nodes 1; totalCount is a scalar (0)
+    body = await gql.raw(
+        "{ partners(first: 100) { totalCount pageInfo { hasNextPage } nodes { id } } }"
+    )
+    assert body["extensions"]["cost"]["requested"] == 102
+
+
+async def test_cost_over_the_limit_is_refused_before_execution(gql, count_queries):
+    query = """{ partners(first: 100) { nodes { stores(first: 100) { nodes {
+        partner { children(first: 100) { nodes { id } } } } } } } }"""
+    with count_queries() as counter:
+        body = await gql.raw(query)
+    error = only_error(body)
+    assert error["extensions"]["code"] == "COST_LIMIT_EXCEEDED"
+    assert body["extensions"]["cost"]["requested"] > 25_000
+    assert counter.count == 0
+
+
+async def test_fragments_are_costed_like_inline_selections(gql):
+    inline = await gql.raw(
+        "{ partners(first: 20) { nodes { stores(first: 5) { nodes { id } } } } }"
+    )
+    spread = await gql.raw(
+        """{ partners(first: 20) { nodes { ...P } } }
+           fragment P on Partner { stores(first: 5) { nodes { id } } }"""
+    )
+    assert spread["extensions"]["cost"] == inline["extensions"]["cost"]
+
+
+async def test_depth_limit(gql):
+    deep = "{ partners { nodes { " + "parent { " * 12 + "id" + " }" * 12 + " } } }"
+    error = only_error(await gql.raw(deep))
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert "exceeds maximum operation depth" in error["message"]
+
+
+async def test_alias_limit(gql):
+    aliases = " ".join(f"a{i}: partners(first: 1) {{ totalCount }}" for i in range(31))
+    error = only_error(await gql.raw("{ " + aliases + " }"))
+    assert "aliases" in error["message"]
+
+
+async def test_token_limit(gql):
+    fields = " ".join("__typename" for _ in range(6000))
+    error = only_error(await gql.raw("{ " + fields + " }"))
+    assert "token" in error["message"].lower()
+
+
+async def test_introspection_is_not_refused_by_the_depth_limit(gql):
+    # GraphiQL's introspection query nests TypeRef.ofType seven levels deep.
+    of_type = "ofType { " * 7 + "name" + " }" * 7
+    body = await gql.raw("{ __schema { types { fields { type { " + of_type + " } } } } }")
+    assert "errors" not in body
+
+
+async def test_malformed_and_wrong_type_ids(gql):
+    partner = await create_partner(gql, "P1")
+    bad = await gql.raw('{ node(id: "not-an-id") { id } }')
+    assert bad["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    wrong_type = await gql.raw("query($id: ID!) { store(id: $id) { id } }", {"id": partner["id"]})
+    assert wrong_type["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "Expected a Store ID" in wrong_type["errors"][0]["message"]
+
+
+async def test_malformed_cursor(gql):
+    body = await gql.raw('{ partners(first: 2, after: "garbage!") { nodes { id } } }')
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "Invalid cursor" in body["errors"][0]["message"]
+
+
+async def test_unexpected_errors_are_masked_and_logged(gql, monkeypatch, caplog):
+    def explode(*_args, **_kwargs):
+        raise RuntimeError("secret connection string postgres://admin:hunter2@db")
+
+    monkeypatch.setattr(service, "partners_query", explode)
+    body = await gql.raw("{ partners { nodes { id } } }")
+    assert body["errors"] == [
+        {
+            "message": "Internal server error.",
+            "locations": [{"line": 1, "column": 3}],
+            "path": ["partners"],
+            "extensions": {"code": "INTERNAL_SERVER_ERROR"},
+        }
+    ]
+    assert "hunter2" not in str(body)
+    assert any("hunter2" in str(r.exc_info) for r in caplog.records if r.exc_info)
