@@ -7,6 +7,7 @@ from collections.abc import Callable
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import (
+    AddValidationRules,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
@@ -43,13 +44,21 @@ class QudaoSchema(strawberry.Schema):
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
+    # The depth and alias rules are built once: each limiter instance mints a new rule class,
+    # and the validation cache is keyed by the rule classes, so per-request limiters would
+    # make every request miss it.
+    rules = [
+        *QueryDepthLimiter(
+            max_depth=settings.max_depth, should_ignore=_is_introspection
+        ).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
+    ]
     # Extensions are factories: strawberry builds fresh instances per operation, so
     # per-request state (the computed cost) never leaks between requests.
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
         lambda: ParserCache(maxsize=settings.parser_cache_size),
-        lambda: QueryDepthLimiter(max_depth=settings.max_depth, should_ignore=_is_introspection),
-        lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+        lambda: AddValidationRules(rules),
         lambda: ValidationCache(maxsize=settings.parser_cache_size),
         lambda: CostLimit(
             limit=settings.max_cost,

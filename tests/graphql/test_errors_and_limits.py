@@ -156,3 +156,15 @@ async def test_unexpected_errors_are_masked_and_logged(gql, monkeypatch, caplog)
     ]
     assert "hunter2" not in str(body)
     assert any("hunter2" in str(r.exc_info) for r in caplog.records if r.exc_info)
+
+
+async def test_a_repeated_query_is_validated_once(gql, settings):
+    from strawberry.extensions.validation_cache import _get_validate_cache
+
+    cache = _get_validate_cache(settings.parser_cache_size)
+    query = "{ partners(first: 3) { nodes { id name } } }"
+    await gql(query)
+    hits = cache.cache_info().hits
+    await gql(query)
+    await gql(query)
+    assert cache.cache_info().hits == hits + 2
