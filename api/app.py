@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 import uuid
@@ -19,7 +20,10 @@ from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.types import ExecutionResult
 
-from api.auth.principal import ANONYMOUS, DEV_HQ_ADMIN, Principal
+from api.auth.middleware import AuthenticationMiddleware
+from api.auth.oauth import ROUTES as OAUTH_ROUTES
+from api.auth.oauth import OAuthServer
+from api.auth.principal import ANONYMOUS
 from api.cache import Cache, create_cache
 from api.db import Database
 from api.graphql.context import Context
@@ -86,7 +90,7 @@ class QudaoGraphQL(GraphQL[Context, None]):
             db=state.db,
             cache=state.cache,
             settings=self.settings,
-            principal=authenticate(request, self.settings),
+            principal=request.scope.get("state", {}).get("principal", ANONYMOUS),
             request_id=request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex,
             request=request,
             response=response,
@@ -100,11 +104,6 @@ class QudaoGraphQL(GraphQL[Context, None]):
         if result.errors:
             result.errors = [coded(e) for e in result.errors]
         return process_result(result)
-
-
-def authenticate(request: Request | WebSocket, settings: Settings) -> Principal:
-    # DEV ONLY switch until OAuth lands: without it, an unauthenticated caller sees nothing.
-    return DEV_HQ_ADMIN if settings.dev_open_access else ANONYMOUS
 
 
 async def healthz(_: Request) -> Response:
@@ -133,6 +132,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Everything built so far (schema, mappers, compiled caches) lives as long as the
+        # process: move it out of the collector's reach, or every full collection re-scans
+        # ~100k objects (a 40-80 ms pause that shows up as p90 latency).
+        gc.collect()
+        gc.freeze()
         yield
         # Graceful shutdown: uvicorn has drained in-flight requests before this runs.
         if owns_cache:
@@ -147,11 +151,17 @@ def create_app(
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            *OAUTH_ROUTES,
         ],
         lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.db = db or Database(settings.database_url)
     app.state.cache = cache or create_cache(settings.redis_url, settings.cache_prefix)
-    app.add_middleware(RequestIdMiddleware)
+    app.state.keys = settings.key_ring()
+    app.state.oauth = OAuthServer(app.state.db, app.state.cache, app.state.keys, settings)
+    app.add_middleware(
+        AuthenticationMiddleware, keys=app.state.keys, cache=app.state.cache, settings=settings
+    )
+    app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every log has the id
     return app

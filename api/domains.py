@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-DOMAINS = ("partners",)
+DOMAINS = ("partners", "auth")
 
 
 def load_models() -> None:

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from api.auth.keys import KeyRing
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/qudao.db"
 
 
@@ -34,6 +36,22 @@ class Settings:
     # DEV ONLY, until the identity issue lands: requests without a token act as an HQ admin.
     # Never set in production; `qudao serve` prints a warning when it is on.
     dev_open_access: bool = False
+    # Identity. The key file is a JWKS of private keys (first signs, all verify); when absent
+    # it is created, so `make serve` needs no setup. QUDAO_JWT_KEYS (the JSON) overrides it.
+    issuer: str = "http://127.0.0.1:8000"
+    jwt_keys_file: str = "./var/jwks.json"
+    jwt_keys_json: str | None = None
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 30 * 24 * 3600
+    auth_code_ttl: int = 300
+    oauth_require_https: bool = False
+    # Rate limits (fixed windows in the cache, so N processes on one Redis share them).
+    rate_limit: int = 600  # GraphQL requests per principal (or address) per window
+    rate_window: float = 60.0
+    oauth_rate_limit: int = 30  # token/revoke/introspect/login calls per address per window
+    oauth_rate_window: float = 60.0
+    failed_login_limit: int = 5
+    failed_login_window: float = 900.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -47,6 +65,12 @@ class Settings:
             log_json=not _flag(env.get("QUDAO_LOG_PLAIN")),
             max_cost=int(env.get("QUDAO_MAX_COST", defaults.max_cost)),
             dev_open_access=_flag(env.get("QUDAO_DEV_OPEN_ACCESS")),
+            issuer=env.get("QUDAO_ISSUER", defaults.issuer),
+            jwt_keys_file=env.get("QUDAO_JWT_KEYS_FILE", defaults.jwt_keys_file),
+            jwt_keys_json=env.get("QUDAO_JWT_KEYS") or None,
+            oauth_require_https=_flag(env.get("QUDAO_OAUTH_REQUIRE_HTTPS")),
+            rate_limit=int(env.get("QUDAO_RATE_LIMIT", defaults.rate_limit)),
+            oauth_rate_limit=int(env.get("QUDAO_OAUTH_RATE_LIMIT", defaults.oauth_rate_limit)),
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -55,6 +79,11 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    def key_ring(self) -> KeyRing:
+        if self.jwt_keys_json:
+            return KeyRing.from_json(self.jwt_keys_json)
+        return KeyRing.load_or_create(Path(self.jwt_keys_file))
 
     def ensure_local_dirs(self) -> None:
         """Create the directory of an embedded SQLite file (./var by default)."""

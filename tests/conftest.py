@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from api.app import create_app
+from api.auth.keys import KeyRing
 from api.cache import InProcessCache
 from api.db import Base, Database
 from api.domains import load_models
@@ -63,7 +64,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
     # DEV ONLY switch: until the identity issue lands, HTTP tests act as an HQ admin.
-    return Settings(database_url=database_url, dev_open_access=True, log_json=False)
+    return Settings(
+        database_url=database_url,
+        dev_open_access=True,
+        log_json=False,
+        jwt_keys_json=KeyRing.generate().to_json(),
+    )
 
 
 @pytest_asyncio.fixture(scope="session")

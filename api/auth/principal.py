@@ -30,6 +30,8 @@ class Principal:
     partner_id: int | None = None
     store_id: int | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
+    client_id: str | None = None  # the OAuth client the token was issued to
+    token_id: str | None = None  # the access token's jti, for audit and revocation
 
     @property
     def is_authenticated(self) -> bool:
@@ -38,6 +40,9 @@ class Principal:
     @property
     def is_hq(self) -> bool:
         return self.role in HQ_ROLES
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
 
 
 ANONYMOUS = Principal(subject="anonymous", role=None)
