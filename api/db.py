@@ -13,6 +13,7 @@ everything here behaves the same on both:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -39,6 +40,8 @@ NAMING_CONVENTION = {
 }
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+# Well inside a load balancer's probe timeout: a server that accepts but never answers is down.
+PING_TIMEOUT_SECONDS = 1.5
 
 
 def utcnow() -> datetime:
@@ -121,8 +124,9 @@ class Database:
             yield session
 
     async def ping(self) -> bool:
+        """Readiness: True when the database answers in time; never raises."""
         try:
-            async with self.engine.connect() as conn:
+            async with asyncio.timeout(PING_TIMEOUT_SECONDS), self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception:
             return False
@@ -139,7 +143,9 @@ async def update_returning(session: AsyncSession, stmt: Update) -> Row[Any] | No
     and the change is made, None means it did not and nothing changed. Rowcount is not used:
     it is unreliable across drivers once RETURNING is involved.
     """
-    result = await session.execute(stmt)
+    # No Python-side session sync: the ORM would re-apply SET to loaded objects even when the
+    # guard refused the update (on PostgreSQL a loaded object can be stale). Use the row.
+    result = await session.execute(stmt, execution_options={"synchronize_session": False})
     return result.first()
 
 
