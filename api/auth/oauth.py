@@ -21,6 +21,7 @@ import anyio
 from anyio import from_thread
 from authlib.oauth2 import AuthorizationServer, OAuth2Error
 from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Payload, OAuth2Request, grants
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -362,6 +363,22 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         return _on_loop(self.server.store.user, authorization_code.user_id)
 
 
+class S256Required(CodeChallenge):
+    """PKCE with S256 on every authorization request. authlib's ``required`` only refuses at
+    the token exchange, and it accepts the ``plain`` method; we refuse both up front."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+
+    def __init__(self) -> None:
+        super().__init__(required=True)
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        data = grant.request.payload.data
+        if not data.get("code_challenge") or data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("PKCE is required: send code_challenge with method S256.")
+        super().validate_code_challenge(grant, redirect_uri)
+
+
 class RefreshTokenGrant(grants.RefreshTokenGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = _SECRET_OR_PUBLIC
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotation: every refresh returns a new refresh token
@@ -510,7 +527,7 @@ class _Request(OAuth2Request):
         if not settings.oauth_require_https:
             # TLS ends at the load balancer in most deployments; authlib would refuse http.
             uri = urlunsplit(urlsplit(uri)._replace(scheme="https"))
-        super().__init__(request.method, uri, headers=dict(request.headers))
+        super().__init__(request.method, uri, headers=request.headers)  # case-insensitive
         self._args: QueryParams = request.query_params
         self._form = form
         pairs = list(request.query_params.multi_items())
@@ -537,7 +554,7 @@ class OAuthServer(AuthorizationServer):
         self.register_token_generator("default", AccessTokens(keys, settings))
         self.register_grant(ClientCredentialsGrant)
         self.register_grant(PasswordGrant)
-        self.register_grant(AuthorizationCodeGrant, [CodeChallenge(required=True)])
+        self.register_grant(AuthorizationCodeGrant, [S256Required()])
         self.register_grant(RefreshTokenGrant)
         self.register_endpoint(Revocation)
         self.register_endpoint(Introspection)
