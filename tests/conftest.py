@@ -22,6 +22,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from api.app import create_app
 from api.auth.keys import KeyRing
+from api.auth.principal import Role
+from api.auth.scopes import ROLE_SCOPES
+from api.auth.tokens import TokenSubject, issue_access_token
 from api.cache import InProcessCache
 from api.db import Base, Database
 from api.domains import load_models
@@ -63,13 +66,37 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
-    # DEV ONLY switch: until the identity issue lands, HTTP tests act as an HQ admin.
     return Settings(
         database_url=database_url,
-        dev_open_access=True,
         log_json=False,
         jwt_keys_json=KeyRing.generate().to_json(),
     )
+
+
+@pytest.fixture(scope="session")
+def issue_token(settings: Settings) -> Any:
+    """``issue_token(Role.PARTNER_ADMIN, partner_id=1)``: a signed access token for a
+    principal, as the OAuth server would issue it (scopes default to the role's)."""
+    keys = settings.key_ring()
+
+    def issue(
+        role: Role,
+        *,
+        partner_id: int | None = None,
+        store_id: int | None = None,
+        scopes: set[str] | None = None,
+        subject: str | None = None,
+    ) -> str:
+        return issue_access_token(
+            keys,
+            issuer=settings.issuer,
+            client_id="tests",
+            who=TokenSubject(subject or f"test:{role.value}", role, partner_id, store_id),
+            scope=" ".join(sorted(ROLE_SCOPES[role] if scopes is None else scopes)),
+            ttl=600,
+        )
+
+    return issue
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -94,10 +121,18 @@ async def db(database: Database) -> Database:
 
 
 @pytest_asyncio.fixture
-async def client(db: Database, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, db=db, cache=InProcessCache())
+async def app(db: Database, settings: Settings) -> Any:
+    return create_app(settings, db=db, cache=InProcessCache())
+
+
+@pytest_asyncio.fixture
+async def client(app: Any, issue_token: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client acting as an HQ admin (every scope)."""
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://qudao.test") as http:
+    headers = {"Authorization": f"Bearer {issue_token(Role.HQ_ADMIN, subject='user:1')}"}
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://qudao.test", headers=headers
+    ) as http:
         yield http
 
 

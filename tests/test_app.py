@@ -8,7 +8,7 @@ import logging
 import httpx
 
 from api.app import create_app
-from api.cache import InProcessCache, RedisCache
+from api.cache import RedisCache
 from api.db import Database
 from api.logs import JsonFormatter
 from api.settings import Settings
@@ -87,13 +87,12 @@ async def test_queries_over_get_but_no_mutations(client):
     assert refused.status_code in (400, 405)
 
 
-async def test_anonymous_callers_see_nothing_without_the_dev_switch(db):
-    settings = Settings(database_url=db.url)  # dev_open_access off, as in production
-    app = create_app(settings, db=db, cache=InProcessCache())
+async def test_anonymous_callers_must_sign_in(app, db):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as h:
         await _seed_one_partner(db)
         body = (await h.post("/graphql", json={"query": "{ partners { totalCount } }"})).json()
-    assert body["data"] == {"partners": {"totalCount": 0}}
+    assert body["data"] is None
+    assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
 
 
 async def _seed_one_partner(db) -> None:

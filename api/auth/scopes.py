@@ -24,6 +24,9 @@ SCOPES: dict[str, str] = {
     "audit:read": "read the audit log",
 }
 
+# Never granted to a partner's integration client: they act on every partner's data.
+HQ_ONLY_SCOPES = frozenset({"partners:write", "coupons:write", "audit:read"})
+
 ROLE_SCOPES: dict[Role, frozenset[str]] = {
     Role.HQ_ADMIN: frozenset(SCOPES),
     Role.CHANNEL_MANAGER: frozenset(

@@ -115,6 +115,14 @@ async def create_client(
     allowed_grants = {"client_credentials", "authorization_code", "refresh_token", "password"}
     if not grant_types or grant_types - allowed_grants:
         problems.append(Problem(AuthErrorCode.INVALID, "Unsupported grant types.", ("grants",)))
+    if partner_id is not None and (hq_only := scopes & scope_catalog.HQ_ONLY_SCOPES):
+        problems.append(
+            Problem(
+                AuthErrorCode.INVALID,
+                f"A partner's client cannot hold {' '.join(sorted(hq_only))}.",
+                ("scopes",),
+            )
+        )
     if "client_credentials" in grant_types and partner_id is None:
         problems.append(
             Problem(

@@ -6,6 +6,7 @@ from typing import Any, TypeVar
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info as StrawberryInfo
 
+from api.audit.service import AuditEntry
 from api.auth.principal import Principal
 from api.cache import Cache
 from api.db import Database
@@ -42,6 +43,21 @@ class Context:
         self.request = request
         self.response = response
         self._loaders: dict[tuple[Any, ...], DataLoader[Any, Any]] = {}
+        # Written once at the end of the request (see api/graphql/audit.py).
+        self.audit_entries: list[AuditEntry] = []
+        self.mutation_objects: dict[str, tuple[str, str]] = {}
+
+    @property
+    def ip(self) -> str | None:
+        client = getattr(self.request, "client", None)
+        return client.host if client else None
+
+    def audit(self, entry: AuditEntry) -> None:
+        self.audit_entries.append(entry)
+
+    def touched(self, info: StrawberryInfo[Any, Any], type_name: str, pk: int) -> None:
+        """Name the object a mutation changed, for its audit entry."""
+        self.mutation_objects[info.path.key] = (type_name, str(pk))
 
     def loader(self, batch: BatchFn, *params: Hashable) -> DataLoader[Any, Any]:
         """The request's DataLoader for ``batch(context, *params, keys)``.

@@ -23,6 +23,10 @@ class PermissionDenied(Exception):
     """The caller may not do this at all (an auth failure, not a payload error)."""
 
 
+class Unauthenticated(Exception):
+    """No access token where one is needed."""
+
+
 @strawberry.interface(description="An expected failure of a mutation, tied to an input field.")
 class UserError:
     field: list[str] | None = strawberry.field(
@@ -57,6 +61,7 @@ def input_id_error(error_type: type[E], code: enum.Enum, message: str, *path: st
 class ErrorCode(enum.Enum):
     BAD_USER_INPUT = "BAD_USER_INPUT"
     FORBIDDEN = "FORBIDDEN"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
     GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
     GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
     INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
@@ -65,6 +70,7 @@ class ErrorCode(enum.Enum):
 _KNOWN: dict[type[Exception], ErrorCode] = {
     InputError: ErrorCode.BAD_USER_INPUT,
     PermissionDenied: ErrorCode.FORBIDDEN,
+    Unauthenticated: ErrorCode.UNAUTHENTICATED,
 }
 
 

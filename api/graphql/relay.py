@@ -11,6 +11,7 @@ import strawberry
 from api.errors import InputError
 from api.graphql.context import Context, Info
 from api.graphql.ids import decode_id
+from api.graphql.permissions import Authenticated
 from api.pagination import CountFn, Page, PageRequest
 
 T = TypeVar("T")
@@ -117,11 +118,17 @@ def to_connection(page: Page[Any], wrap: Callable[[Any], T], count_fn: CountFn) 
 
 @strawberry.type
 class NodeQuery:
-    @strawberry.field(description="Fetch any object by its ID; null when it does not exist.")
+    @strawberry.field(
+        description="Fetch any object by its ID; null when it does not exist or is not yours.",
+        permission_classes=[Authenticated],
+    )
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:
         return (await resolve_nodes(info, [id]))[0]
 
-    @strawberry.field(description="Fetch objects by ID, in order; null for each that is missing.")
+    @strawberry.field(
+        description="Fetch objects by ID, in order; null for each that is missing or not yours.",
+        permission_classes=[Authenticated],
+    )
     async def nodes(self, info: Info, ids: list[strawberry.ID]) -> list[Node | None]:
         if len(ids) > info.context.settings.page_cap:
             raise InputError(f"At most {info.context.settings.page_cap} ids at once.")

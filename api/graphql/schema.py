@@ -19,15 +19,17 @@ from strawberry.extensions.query_depth_limiter import IgnoreContext
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
+from api.auth.schema import AuditEvent, AuthQuery
+from api.graphql.audit import AuditTrail
 from api.graphql.errors import log_unexpected
 from api.graphql.limits import CostLimit
 from api.graphql.relay import NodeQuery
 from api.partners.schema import Partner, PartnerMutation, PartnerQuery, Store
 from api.settings import Settings
 
-Query = merge_types("Query", (NodeQuery, PartnerQuery))
+Query = merge_types("Query", (NodeQuery, AuthQuery, PartnerQuery))
 Mutation = merge_types("Mutation", (PartnerMutation,))
-NODE_TYPES = [Partner, Store]
+NODE_TYPES = [Partner, Store, AuditEvent]
 
 
 def _is_introspection(context: IgnoreContext) -> bool:
@@ -56,6 +58,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     # Extensions are factories: strawberry builds fresh instances per operation, so
     # per-request state (the computed cost) never leaks between requests.
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
+        AuditTrail,
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
         lambda: ParserCache(maxsize=settings.parser_cache_size),
         lambda: AddValidationRules(rules),

@@ -9,10 +9,13 @@ from typing import Any
 import strawberry
 from strawberry import UNSET as GQL_UNSET
 
+from api.audit.service import AuditEntry
+from api.auth.pii import PII_SCOPE, mask_email, mask_phone
 from api.errors import DomainError, InputError
 from api.graphql.context import Context, Info
 from api.graphql.errors import UserError, user_errors
 from api.graphql.ids import decode_id_of, encode_id
+from api.graphql.permissions import requires
 from api.graphql.relay import Connection, Node, page_request, register_node, to_connection
 from api.pagination import count, fetch_page
 from api.partners import loaders, models, service
@@ -43,13 +46,13 @@ class Partner(Node):
     type: PartnerType  # type: ignore[valid-type]
     status: PartnerStatus  # type: ignore[valid-type]
     tier: PartnerTier | None  # type: ignore[valid-type]
-    contact: PartnerContact
     contract_starts_on: date | None
     contract_ends_on: date | None
     created_at: datetime
     updated_at: datetime
     pk: strawberry.Private[int]
     parent_pk: strawberry.Private[int | None]
+    raw_contact: strawberry.Private[PartnerContact]
 
     @classmethod
     def from_row(cls, row: models.Partner) -> Partner:
@@ -62,7 +65,7 @@ class Partner(Node):
             type=row.type,
             status=row.status,
             tier=row.tier,
-            contact=PartnerContact(
+            raw_contact=PartnerContact(
                 name=row.contact_name, phone=row.contact_phone, email=row.contact_email
             ),
             contract_starts_on=row.contract_starts_on,
@@ -70,6 +73,22 @@ class Partner(Node):
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
+
+    @strawberry.field(
+        description="The contact person. Phone and email are masked (138****1234) without the "
+        "pii:read scope; unmasked reads are audited."
+    )
+    def contact(self, info: Info) -> PartnerContact:
+        raw = self.raw_contact
+        if not info.context.principal.has_scope(PII_SCOPE):
+            return PartnerContact(
+                name=raw.name, phone=mask_phone(raw.phone), email=mask_email(raw.email)
+            )
+        if raw.phone or raw.email:
+            info.context.audit(
+                AuditEntry("pii.read", "Partner", str(self.pk), {"fields": ["contact"]})
+            )
+        return raw
 
     @strawberry.field(description="Protected sales regions (区域保护), GB/T 2260 codes.")
     async def territories(self, info: Info) -> list[str]:
@@ -203,7 +222,7 @@ class StoreFilter:
 
 @strawberry.type
 class PartnerQuery:
-    @strawberry.field
+    @strawberry.field(permission_classes=[requires("partners:read")])
     async def partners(
         self,
         info: Info,
@@ -224,11 +243,11 @@ class PartnerQuery:
             )
         return to_connection(page, Partner.from_row, lambda: _count(ctx, stmt))
 
-    @strawberry.field
+    @strawberry.field(permission_classes=[requires("partners:read")])
     async def partner(self, info: Info, id: strawberry.ID) -> Partner | None:
         return (await _load_partners(info.context, [decode_id_of(id, "Partner")]))[0]
 
-    @strawberry.field
+    @strawberry.field(permission_classes=[requires("partners:read")])
     async def stores(
         self,
         info: Info,
@@ -245,7 +264,7 @@ class PartnerQuery:
             page = await fetch_page(session, stmt, service.STORE_KEYSET, request)
         return to_connection(page, Store.from_row, lambda: _count(ctx, stmt))
 
-    @strawberry.field
+    @strawberry.field(permission_classes=[requires("partners:read")])
     async def store(self, info: Info, id: strawberry.ID) -> Store | None:
         return (await _load_stores(info.context, [decode_id_of(id, "Store")]))[0]
 
@@ -346,7 +365,7 @@ def _given(value: Any) -> bool:
 
 @strawberry.type
 class PartnerMutation:
-    @strawberry.mutation
+    @strawberry.mutation(permission_classes=[requires("partners:write")])
     async def partner_create(self, info: Info, input: PartnerCreateInput) -> PartnerCreatePayload:
         ctx = info.context
         contact = input.contact or PartnerContactInput()
@@ -369,9 +388,10 @@ class PartnerMutation:
                 row = await service.create_partner(session, ctx.principal, draft)
         except DomainError as error:
             return PartnerCreatePayload(errors=user_errors(PartnerError, error))
+        ctx.touched(info, "Partner", row.id)
         return PartnerCreatePayload(partner=Partner.from_row(row))
 
-    @strawberry.mutation
+    @strawberry.mutation(permission_classes=[requires("partners:write")])
     async def partner_update(self, info: Info, input: PartnerUpdateInput) -> PartnerUpdatePayload:
         ctx = info.context
         changes = service.PartnerChanges()
@@ -405,9 +425,10 @@ class PartnerMutation:
                 row = await service.update_partner(session, ctx.principal, partner_pk, changes)
         except DomainError as error:
             return PartnerUpdatePayload(errors=user_errors(PartnerError, error))
+        ctx.touched(info, "Partner", row.id)
         return PartnerUpdatePayload(partner=Partner.from_row(row))
 
-    @strawberry.mutation
+    @strawberry.mutation(permission_classes=[requires("partners:write")])
     async def store_create(self, info: Info, input: StoreCreateInput) -> StoreCreatePayload:
         ctx = info.context
         try:
@@ -426,6 +447,7 @@ class PartnerMutation:
                 row = await service.create_store(session, ctx.principal, draft)
         except DomainError as error:
             return StoreCreatePayload(errors=user_errors(PartnerError, error))
+        ctx.touched(info, "Store", row.id)
         return StoreCreatePayload(store=Store.from_row(row))
 
 

@@ -1,0 +1,69 @@
+"""Every mutation leaves an audit entry, whatever its outcome, with no resolver having to
+remember: this extension reads the operation's root fields and their results. Entries a
+request collected on the way (unmasked PII reads) are written in the same single INSERT."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from graphql import FieldNode, OperationDefinitionNode
+from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
+
+from api.audit.service import AuditEntry, record
+from api.graphql.context import Context
+
+
+class AuditTrail(SchemaExtension):
+    async def on_operation(self) -> AsyncIterator[None]:
+        yield
+        execution = self.execution_context
+        context = execution.context
+        if not isinstance(context, Context):
+            return
+        entries = list(context.audit_entries)
+        result = execution.result
+        executed = result is not None and (result.data is not None or _has_path_errors(result))
+        if executed and execution.operation_type is OperationType.MUTATION:
+            entries += _mutation_entries(
+                execution.graphql_document, execution.operation_name, result, context
+            )
+        await record(context.db, context.principal, context.ip, entries)
+
+
+def _has_path_errors(result: Any) -> bool:
+    return any(error.path for error in result.errors or ())
+
+
+def _mutation_entries(
+    document: Any, operation_name: str | None, result: Any, context: Context
+) -> list[AuditEntry]:
+    operation = next(
+        (
+            d
+            for d in document.definitions
+            if isinstance(d, OperationDefinitionNode)
+            and (operation_name is None or (d.name and d.name.value == operation_name))
+        ),
+        None,
+    )
+    if operation is None:
+        return []
+    failed = {str(e.path[0]): e.message for e in result.errors or () if e.path}
+    entries = []
+    for selection in operation.selection_set.selections:
+        if not isinstance(selection, FieldNode) or selection.name.value.startswith("__"):
+            continue
+        key = selection.alias.value if selection.alias else selection.name.value
+        object_type, object_id = context.mutation_objects.get(key, (None, None))
+        # A resolver that changed something names it (context.touched); one that refused the
+        # input changed nothing. The outcome never depends on what the client selected.
+        if key in failed:
+            detail: dict[str, Any] = {"outcome": "refused", "reason": failed[key]}
+        elif object_id is not None:
+            detail = {"outcome": "ok"}
+        else:
+            detail = {"outcome": "rejected"}
+        entries.append(AuditEntry(selection.name.value, object_type, object_id, detail))
+    return entries

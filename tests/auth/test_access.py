@@ -1,0 +1,351 @@
+"""Who may see and do what, checked through the API as each kind of caller."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import pytest
+from graphql import get_named_type
+
+from api.auth.principal import Role
+from api.auth.scopes import ROLE_SCOPES
+from api.graphql.relay import NODE_TYPES
+from api.graphql.schema import build_schema
+from api.settings import Settings
+from tests.factories import create_partner, create_store
+
+SCHEMA = build_schema(Settings())._schema
+
+
+class Caller:
+    def __init__(self, app, token: str | None) -> None:
+        self.app = app
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def raw(self, query: str, variables: dict | None = None) -> dict:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app), base_url="http://t", headers=self.headers
+        ) as http:
+            response = await http.post("/graphql", json={"query": query, "variables": variables})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+@pytest.fixture
+async def two_partners(gql):
+    """Partner A (a second-level agent under B) with a store; partner B with a store."""
+    b = await create_partner(
+        gql,
+        "PB",
+        type="DISTRIBUTOR",
+        contact={"name": "Zhao", "phone": "13912345678", "email": "zhao@b.example.com"},
+    )
+    a = await create_partner(
+        gql,
+        "PA",
+        parentId=b["id"],
+        contact={"name": "Qian", "phone": "13800001111", "email": "qian@a.example.com"},
+    )
+    store_a = await create_store(gql, "SA", a["id"])
+    store_b = await create_store(gql, "SB", b["id"])
+    return {"A": a, "B": b, "SA": store_a, "SB": store_b}
+
+
+def pk(global_id: str) -> int:
+    return int(base64.urlsafe_b64decode(global_id + "==").decode().split(":")[1])
+
+
+@pytest.fixture
+def partner_a(app, issue_token, two_partners) -> Caller:
+    return Caller(
+        app,
+        issue_token(Role.PARTNER_ADMIN, partner_id=pk(two_partners["A"]["id"]), subject="user:42"),
+    )
+
+
+def missing_id_like(global_id: str) -> str:
+    type_name = base64.urlsafe_b64decode(global_id + "==").decode().split(":")[0]
+    return base64.urlsafe_b64encode(f"{type_name}:987654".encode()).decode().rstrip("=")
+
+
+# --- viewer -----------------------------------------------------------------------------------
+
+
+async def test_viewer_tells_who_is_calling(partner_a, two_partners):
+    data = (
+        await partner_a.raw(
+            '{ viewer { kind subject role partner { code } store { code } can(scope: "pii:read") '
+            "scopes } }"
+        )
+    )["data"]
+    assert data["viewer"] == {
+        "kind": "STAFF",
+        "subject": "user:42",
+        "role": "PARTNER_ADMIN",
+        "partner": {"code": "PA"},
+        "store": None,
+        "can": False,
+        "scopes": sorted(ROLE_SCOPES[Role.PARTNER_ADMIN]),
+    }
+
+
+async def test_viewer_for_anonymous(app):
+    data = (await Caller(app, None).raw("{ viewer { kind role scopes partner { id } } }"))["data"]
+    assert data["viewer"] == {"kind": "ANONYMOUS", "role": None, "scopes": [], "partner": None}
+
+
+# --- isolation matrix -------------------------------------------------------------------------
+
+# Which fixture object of partner B stands for each node type. A node type added later
+# without an entry here fails test_every_node_type_is_in_the_matrix.
+OTHER_PARTNERS_OBJECT = {"Partner": "B", "Store": "SB"}
+# Node types no partner principal sees at all, whoever owns them.
+HQ_ONLY = {"AuditEvent"}
+TYPED_ROOT_FIELD = {"Partner": "partner", "Store": "store"}
+
+
+def test_every_node_type_is_in_the_matrix():
+    node_types = {t.name for t in SCHEMA.get_possible_types(SCHEMA.get_type("Node"))}
+    assert node_types == set(NODE_TYPES)
+    uncovered = node_types - OTHER_PARTNERS_OBJECT.keys() - HQ_ONLY
+    assert not uncovered, f"add these node types to the isolation matrix: {uncovered}"
+
+
+@pytest.mark.parametrize("type_name", sorted(OTHER_PARTNERS_OBJECT))
+async def test_another_partners_object_answers_like_a_missing_one(
+    partner_a, two_partners, type_name
+):
+    other = two_partners[OTHER_PARTNERS_OBJECT[type_name]]["id"]
+    missing = missing_id_like(other)
+    field = TYPED_ROOT_FIELD[type_name]
+    query = (
+        f"query($id: ID!) {{ node(id: $id) {{ id }} nodes(ids: [$id]) {{ id }} "
+        f"{field}(id: $id) {{ id }} }}"
+    )
+    seen = await partner_a.raw(query, {"id": other})
+    absent = await partner_a.raw(query, {"id": missing})
+    assert seen == absent
+    assert seen["data"] == {"node": None, "nodes": [None], field: None}
+
+
+def root_connections() -> list[str]:
+    return sorted(
+        name
+        for name, f in SCHEMA.query_type.fields.items()
+        if get_named_type(f.type).name.endswith("Connection")
+    )
+
+
+# How a partner principal may reach another partner's objects through each root connection:
+# unfiltered, and with every filter that names an owner. Missing entries fail the test.
+CONNECTION_PROBES = {
+    "partners": [
+        "",
+        '(filter: {parentId: "$B"})',
+        '(filter: {search: "PB"})',
+        "(filter: {types: [DISTRIBUTOR]})",
+    ],
+    "stores": ["", '(filter: {partnerIds: ["$B"]})', '(filter: {regionCode: "310000"})'],
+    "auditEvents": None,  # needs audit:read: refused outright (see the permission tests)
+}
+
+
+def test_every_root_connection_is_probed():
+    assert set(root_connections()) == set(CONNECTION_PROBES)
+
+
+@pytest.mark.parametrize(
+    ("field", "args"),
+    [(field, args) for field, probes in CONNECTION_PROBES.items() for args in probes or ()],
+)
+async def test_connections_and_filters_never_show_another_partner(
+    partner_a, two_partners, field, args
+):
+    args = args.replace("$B", two_partners["B"]["id"])
+    body = await partner_a.raw(f"{{ {field}{args} {{ totalCount nodes {{ id }} }} }}")
+    ids = {n["id"] for n in body["data"][field]["nodes"]}
+    foreign = {two_partners["B"]["id"], two_partners["SB"]["id"]}
+    assert not ids & foreign
+    assert body["data"][field]["totalCount"] == len(ids)
+
+
+async def test_nested_fields_stop_at_the_partner_boundary(partner_a, two_partners):
+    data = (
+        await partner_a.raw(
+            "query($a: ID!) { partner(id: $a) { parent { id } stores { nodes { code } } } "
+            "stores { nodes { partner { code parent { code } } } } }",
+            {"a": two_partners["A"]["id"]},
+        )
+    )["data"]
+    assert data["partner"] == {"parent": None, "stores": {"nodes": [{"code": "SA"}]}}
+    assert data["stores"]["nodes"] == [{"partner": {"code": "PA", "parent": None}}]
+
+
+async def test_a_store_principal_sees_its_store_only(app, issue_token, two_partners, gql):
+    other_store = await create_store(gql, "SA2", two_partners["A"]["id"])
+    clerk = Caller(
+        app,
+        issue_token(
+            Role.STORE_STAFF,
+            partner_id=pk(two_partners["A"]["id"]),
+            store_id=pk(two_partners["SA"]["id"]),
+        ),
+    )
+    data = (
+        await clerk.raw(
+            "query($s: ID!) { stores { nodes { code } } store(id: $s) { id } }",
+            {"s": other_store["id"]},
+        )
+    )["data"]
+    assert data == {"stores": {"nodes": [{"code": "SA"}]}, "store": None}
+
+
+# --- PII ----------------------------------------------------------------------------------------
+
+
+async def test_contacts_are_masked_without_pii_read(partner_a, two_partners):
+    data = (await partner_a.raw("{ partners { nodes { contact { name phone email } } } }"))["data"]
+    assert data["partners"]["nodes"] == [
+        {"contact": {"name": "Qian", "phone": "138****1111", "email": "q***@a.example.com"}}
+    ]
+
+
+async def test_unmasked_reads_are_audited(gql, two_partners):
+    data = await gql("{ partners { nodes { code contact { phone } } } }")
+    assert {n["contact"]["phone"] for n in data["partners"]["nodes"]} == {
+        "13912345678",
+        "13800001111",
+    }
+    events = await gql(
+        '{ auditEvents(filter: {action: "pii.read"}) { nodes { actor objectType '
+        "objectId detail } } }"
+    )
+    audited = events["auditEvents"]["nodes"]
+    assert {e["objectId"] for e in audited} == {two_partners["A"]["id"], two_partners["B"]["id"]}
+    assert all(e["actor"] == "user:1" and e["objectType"] == "Partner" for e in audited)
+
+
+# --- audit of mutations ---------------------------------------------------------------------------
+
+
+async def test_every_mutation_is_audited_with_its_outcome(gql, app, issue_token):
+    created = await create_partner(gql, "AUD1")
+    await gql(
+        'mutation { partnerCreate(input: {code: "AUD1", name: "dup", type: AGENT}) '
+        "{ partner { id } } }"
+    )  # rejected: duplicate code (errors not even selected)
+    marketer = Caller(app, issue_token(Role.MARKETER, subject="user:7"))
+    await marketer.raw(
+        'mutation { partnerCreate(input: {code: "AUD2", name: "x", type: AGENT}) '
+        "{ partner { id } } }"
+    )
+    events = (
+        await gql("{ auditEvents { nodes { actor role action objectType objectId detail ip } } }")
+    )["auditEvents"]["nodes"]
+    assert [(e["actor"], e["action"], e["objectId"], e["detail"]["outcome"]) for e in events] == [
+        ("user:7", "partnerCreate", None, "refused"),
+        ("user:1", "partnerCreate", None, "rejected"),
+        ("user:1", "partnerCreate", created["id"], "ok"),
+    ]
+    assert events[0]["role"] == "marketer" and events[0]["ip"] == "127.0.0.1"
+
+
+async def test_only_audit_readers_see_the_log(partner_a):
+    body = await partner_a.raw("{ auditEvents { nodes { id } } }")
+    assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+# --- authorization matrix -----------------------------------------------------------------------
+
+# One case per mutation: (document, the scope it needs, whether only HQ staff pass the rules).
+# A mutation added later without a case fails test_every_mutation_is_in_the_matrix.
+MUTATION_CASES = {
+    "partnerCreate": (
+        'mutation { partnerCreate(input: {code: "NEW1", name: "n", type: AGENT}) '
+        "{ partner { code } errors { code } } }",
+        "partners:write",
+        True,
+    ),
+    "partnerUpdate": (
+        'mutation($id: ID!) { partnerUpdate(input: {id: $id, name: "renamed"}) '
+        "{ partner { name } errors { code } } }",
+        "partners:write",
+        True,
+    ),
+    "storeCreate": (
+        'mutation { storeCreate(input: {code: "NEWS", name: "n", regionCode: '
+        '"310115", address: "a"}) { store { code } errors { code } } }',
+        "partners:write",
+        True,
+    ),
+}
+
+CALLERS = {
+    "anonymous": None,
+    "member": (Role.MEMBER, None),
+    **{role.name: (role, None) for role in Role if role not in (Role.INTEGRATION, Role.MEMBER)},
+    "integration without the scope": (Role.INTEGRATION, set()),
+    "integration with the scope": (Role.INTEGRATION, "the scope"),
+}
+
+
+def test_every_mutation_is_in_the_matrix():
+    assert set(SCHEMA.mutation_type.fields) == set(MUTATION_CASES)
+
+
+@pytest.mark.parametrize("caller", sorted(CALLERS))
+@pytest.mark.parametrize("mutation", sorted(MUTATION_CASES))
+async def test_authorization_matrix(app, issue_token, two_partners, mutation, caller):
+    document, scope, hq_only = MUTATION_CASES[mutation]
+    spec = CALLERS[caller]
+    token = None
+    if spec is not None:
+        role, scopes = spec
+        scopes = {scope} if scopes == "the scope" else scopes
+        token = issue_token(
+            role,
+            partner_id=pk(two_partners["A"]["id"])
+            if role in (Role.PARTNER_ADMIN, Role.STORE_STAFF, Role.INTEGRATION)
+            else None,
+            store_id=pk(two_partners["SA"]["id"]) if role is Role.STORE_STAFF else None,
+            scopes=scopes,
+        )
+    body = await Caller(app, token).raw(document, {"id": two_partners["A"]["id"]})
+    holds_scope = spec is not None and (
+        scope
+        in (
+            ROLE_SCOPES[spec[0]]
+            if spec[1] is None
+            else ({scope} if spec[1] == "the scope" else spec[1])
+        )
+    )
+    if spec is None:
+        assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    elif not holds_scope:
+        assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+        assert body["data"] is None
+    elif hq_only and spec[0] not in (Role.HQ_ADMIN, Role.CHANNEL_MANAGER, Role.MARKETER):
+        (payload,) = body["data"].values()
+        assert [e["code"] for e in payload["errors"]] == ["FORBIDDEN"]
+    else:
+        (payload,) = body["data"].values()
+        assert payload["errors"] == [], payload
+
+
+async def test_a_partners_integration_client_cannot_hold_hq_scopes(db, two_partners):
+    from api.auth import service
+    from api.errors import DomainError
+
+    async with db.transaction() as session:
+        with pytest.raises(DomainError) as refused:
+            await service.create_client(
+                session,
+                name="ERP",
+                grant_types={"client_credentials"},
+                scopes={"orders:write", "partners:write", "audit:read"},
+                partner_id=pk(two_partners["A"]["id"]),
+            )
+    assert refused.value.problems[0].message == (
+        "A partner's client cannot hold audit:read partners:write."
+    )
