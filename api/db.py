@@ -14,12 +14,13 @@ everything here behaves the same on both:
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import DateTime, Dialect, MetaData, Row, Update, event, select, text
+from sqlalchemy import DateTime, Dialect, Enum, MetaData, Row, Update, event, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
@@ -66,6 +67,18 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def enum_column(cls: type[enum.Enum]) -> Enum:
+    """An enum stored as its short lowercase values in a string column, not a native PG enum:
+    adding a value later is then a code change, not a type rewrite on both engines."""
+    return Enum(
+        cls,
+        values_callable=lambda members: [m.value for m in members],
+        native_enum=False,
+        length=32,
+        validate_strings=True,
+    )
 
 
 class Base(DeclarativeBase):

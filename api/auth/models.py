@@ -8,19 +8,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Enum, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from api.auth.principal import Role
-from api.db import Base, utcnow
-
-RoleColumn = Enum(
-    Role,
-    values_callable=lambda members: [m.value for m in members],
-    native_enum=False,
-    length=32,
-    validate_strings=True,
-)
+from api.db import Base, enum_column, utcnow
 
 
 class StaffUser(Base):
@@ -29,7 +21,7 @@ class StaffUser(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str] = mapped_column(String(200))
-    role: Mapped[Role] = mapped_column(RoleColumn)
+    role: Mapped[Role] = mapped_column(enum_column(Role))
     partner_id: Mapped[int | None] = mapped_column(ForeignKey("partner.id"))
     store_id: Mapped[int | None] = mapped_column(ForeignKey("store.id"))
     is_active: Mapped[bool] = mapped_column(default=True)

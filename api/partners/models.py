@@ -3,10 +3,10 @@ from __future__ import annotations
 import enum
 from datetime import date, datetime
 
-from sqlalchemy import Enum, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from api.db import Base, utcnow
+from api.db import Base, enum_column, utcnow
 
 
 class PartnerType(enum.Enum):
@@ -36,27 +36,15 @@ class StoreStatus(enum.Enum):
     CLOSED = "closed"
 
 
-def _enum(cls: type[enum.Enum]) -> Enum:
-    # Stored as short lowercase strings (not native PG enums): adding a value later is then a
-    # code change, not a migration that rewrites a type on both engines.
-    return Enum(
-        cls,
-        values_callable=lambda members: [m.value for m in members],
-        native_enum=False,
-        length=32,
-        validate_strings=True,
-    )
-
-
 class Partner(Base):
     __tablename__ = "partner"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     code: Mapped[str] = mapped_column(String(32), unique=True)
     name: Mapped[str] = mapped_column(String(200))
-    type: Mapped[PartnerType] = mapped_column(_enum(PartnerType))
-    status: Mapped[PartnerStatus] = mapped_column(_enum(PartnerStatus))
-    tier: Mapped[PartnerTier | None] = mapped_column(_enum(PartnerTier))
+    type: Mapped[PartnerType] = mapped_column(enum_column(PartnerType))
+    status: Mapped[PartnerStatus] = mapped_column(enum_column(PartnerStatus))
+    tier: Mapped[PartnerTier | None] = mapped_column(enum_column(PartnerTier))
     # Multi-level distribution (一级/二级): a second-level partner has its distributor as parent.
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("partner.id"), index=True)
     contact_name: Mapped[str | None] = mapped_column(String(100))
@@ -97,7 +85,7 @@ class Store(Base):
     region_code: Mapped[str] = mapped_column(String(6))
     address: Mapped[str] = mapped_column(String(500))
     offers_pickup: Mapped[bool] = mapped_column(default=False)
-    status: Mapped[StoreStatus] = mapped_column(_enum(StoreStatus))
+    status: Mapped[StoreStatus] = mapped_column(enum_column(StoreStatus))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (
