@@ -14,15 +14,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Embedded default: SQLite under ./var, in-process cache, demo data on first run.
-# DEV ONLY: QUDAO_DEV_OPEN_ACCESS lets requests without a token act as an HQ admin until the
-# OAuth server lands. Set DATABASE_URL / REDIS_URL to use PostgreSQL and Redis instead.
+# Embedded default: SQLite under ./var, in-process cache, demo data and demo logins on first
+# run (the seed prints the demo client secrets that once). Every API call needs a token.
+# Set DATABASE_URL / REDIS_URL to use PostgreSQL and Redis instead.
 serve: install
 	$(BIN)/qudao migrate
 	$(BIN)/qudao seed --demo
-	@echo "Demo data: no token needed (DEV ONLY open access). Try in GraphiQL:"
+	@echo ""
+	@echo "Tokens: the demo logins' password is qudao-demo-2026. For a token, in another shell:"
+	@echo "  $(BIN)/qudao token --role hq_admin   (or channel_manager, marketer, partner_admin, store_staff)"
+	@echo '  then in GraphiQL (Headers): {"Authorization": "Bearer <token>"} and try'
 	@echo "  { partners(first: 5) { edges { node { id name } } } }"
-	QUDAO_DEV_OPEN_ACCESS=1 $(BIN)/qudao serve
+	@echo "Or log in over OAuth (<secret>: the qudao-console client_secret the seed printed on its first run):"
+	@echo "  curl -u qudao-console:<secret> -d grant_type=password -d username=admin@demo.qudao.dev -d password=qudao-demo-2026 http://127.0.0.1:8000/oauth/token"
+	$(BIN)/qudao serve
 
 # QUDAO_TEST_DATABASE_URL / QUDAO_TEST_REDIS_URL add PostgreSQL / Redis runs of the suite.
 test: install

@@ -3,15 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from api.errors import DomainError
 from api.settings import Settings
 
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from api.auth.principal import Role
+    from api.db import Database
+
+T = TypeVar("T")
+
 app = typer.Typer(help="Qudao: partner portal and private-domain CRM API.", no_args_is_help=True)
-console = Console(stderr=True)
+user_app = typer.Typer(help="Staff users.", no_args_is_help=True)
+client_app = typer.Typer(help="OAuth clients.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(client_app, name="client")
+# Messages go to stderr; stdout carries only what scripts read (tokens, client credentials).
+console = Console(stderr=True, soft_wrap=True)
+
+STAFF_ROLES = ("hq_admin", "channel_manager", "marketer", "partner_admin", "store_staff")
+# The CLI option behind a service error's field, where their names differ.
+_OPTIONS = {"redirectUris": "--redirect-uri"}
 
 
 def _settings() -> Settings:
@@ -38,7 +60,8 @@ def serve(
             "[yellow]Several workers without REDIS_URL do not share rate limits or "
             "subscriptions; set REDIS_URL.[/]"
         )
-    if settings.dev_open_access:
+    # getattr: the DEV ONLY switch is being removed from Settings; warn while it exists.
+    if getattr(settings, "dev_open_access", False):
         console.print(
             "[bold red]DEV ONLY:[/] QUDAO_DEV_OPEN_ACCESS is on: requests without a token act "
             "as an HQ admin. Never enable this outside a development machine."
@@ -79,18 +102,34 @@ def seed(demo: bool = typer.Option(False, "--demo", help="Seed the demo channel 
     if not demo:
         console.print("Nothing to seed: pass --demo.")
         raise typer.Exit(2)
-    from api.db import Database
     from api.seed import seed_demo
 
-    async def run() -> bool:
-        db = Database(_settings().database_url)
-        try:
-            return await seed_demo(db)
-        finally:
-            await db.dispose()
-
-    seeded = asyncio.run(run())
-    console.print("[green]Demo data seeded.[/]" if seeded else "Demo data already present.")
+    settings = _settings()
+    seeded = _with_db(settings, seed_demo, options=False)
+    if seeded is None:
+        console.print(
+            "Demo data already present (seeded when the database has no partners; the client "
+            "secrets were printed then). Get a token with `qudao token --role hq_admin`."
+        )
+        return
+    console.print("[green]Demo data seeded.[/] Client secrets are shown this once:")
+    width = max(len(role.value) for _, role in seeded.users)
+    lines = [f"Demo logins (password: {seeded.password}):"]
+    lines += [f"  {role.value:<{width}}  {email}" for email, role in seeded.users]
+    lines += [
+        f"Console client (first party; {seeded.console.grant_types}):",
+        f"  client_id: {seeded.console.client_id}",
+        f"  client_secret: {seeded.console.secret}",
+        f"Integration client for {seeded.integration_partner} (client_credentials; "
+        f"{seeded.integration.scopes}):",
+        f"  client_id: {seeded.integration.client_id}",
+        f"  client_secret: {seeded.integration.secret}",
+        "Log in:",
+        f"  curl -u {seeded.console.client_id}:{seeded.console.secret} -d grant_type=password "
+        f"-d username={seeded.users[0][0]} -d password={seeded.password} "
+        f"{settings.issuer}/oauth/token",
+    ]
+    typer.echo("\n".join(lines))
 
 
 @app.command("export-schema")
@@ -102,3 +141,291 @@ def export_schema(
 
     output.write_text(export_sdl(), encoding="utf-8")
     console.print(f"Wrote {output}")
+
+
+# --- identity: staff users, OAuth clients, operator tokens ----------------------------------
+
+
+def _fail(message: str) -> NoReturn:
+    console.print(f"[bold red]error:[/] [red]{escape(message)}[/]")
+    raise typer.Exit(2)
+
+
+def _fail_with(error: DomainError, *, options: bool = True) -> NoReturn:
+    """Each problem on its own line, led by the option to fix (when the caller has options)."""
+    for problem in error.problems:
+        field = problem.field[0] if problem.field and options else None
+        option = _OPTIONS.get(field, f"--{field}") if field else None
+        where = f"{option}: " if option else ""
+        console.print(f"[bold red]error:[/] [red]{escape(where + problem.message)}[/]")
+    raise typer.Exit(2)
+
+
+def _with_db(
+    settings: Settings, work: Callable[[Database], Awaitable[T]], *, options: bool = True
+) -> T:
+    """Run ``work`` with a database of its own; service validation errors exit 2."""
+    from api.db import Database
+
+    async def run() -> T:
+        db = Database(settings.database_url)
+        try:
+            return await work(db)
+        finally:
+            await db.dispose()
+
+    try:
+        return asyncio.run(run())
+    except DomainError as error:
+        _fail_with(error, options=options)
+
+
+async def _resolve(session: AsyncSession, kind: str, value: str | None) -> int | None:
+    """A partner's or store's id from its numeric id or its code (e.g. SH-DIST)."""
+    if value is None:
+        return None
+    from sqlalchemy import or_, select
+
+    from api.partners.models import Partner, Store
+
+    model = Partner if kind == "partner" else Store
+    text = value.strip()
+    match = model.code == text
+    if text.isdigit():
+        match = or_(match, model.id == int(text))
+    ids = list(await session.scalars(select(model.id).where(match).limit(2)))
+    if not ids:
+        _fail(f"--{kind}: no {kind} with id or code {text!r}.")
+    if len(ids) > 1:
+        _fail(f"--{kind}: {text!r} is one {kind}'s id and another's code; ambiguous.")
+    return ids[0]
+
+
+def _staff_role(value: str) -> Role:
+    from api.auth.principal import Role
+
+    name = value.strip().lower().replace("-", "_")
+    if name not in STAFF_ROLES:
+        _fail(f"--role: {value!r} is not a staff role; one of: {', '.join(STAFF_ROLES)}.")
+    return Role(name)
+
+
+def _scope_set(value: str | None, option: str = "--scopes") -> set[str] | None:
+    from api.auth import scopes as catalog
+
+    if value is None:
+        return None
+    wanted = catalog.parse(value)
+    if not wanted:
+        _fail(f"{option}: no scopes given.")
+    if bad := catalog.unknown(wanted):
+        _fail(f"{option}: unknown scopes: {' '.join(sorted(bad))}.")
+    return wanted
+
+
+def _stdin_is_tty() -> bool:
+    return sys.stdin.isatty()
+
+
+def _read_password() -> str:
+    if _stdin_is_tty():
+        return typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    line = sys.stdin.readline().rstrip("\r\n")
+    if not line:
+        _fail("--password: none given, and no password line on stdin.")
+    return line
+
+
+@user_app.command("create")
+def user_create(
+    email: str = typer.Option(..., "--email", help="Login email."),
+    role: str = typer.Option(
+        ..., "--role", help=f"One of {', '.join(STAFF_ROLES)} (any case).", show_default=False
+    ),
+    partner: str | None = typer.Option(
+        None, "--partner", help="Partner id or code (partner_admin; store staff get the store's)."
+    ),
+    store: str | None = typer.Option(None, "--store", help="Store id or code (store_staff)."),
+    password: str | None = typer.Option(
+        None,
+        "--password",
+        help="Else prompted for (twice, hidden), or one line read from stdin when it is not a "
+        "terminal. A password on the command line stays in shell history.",
+    ),
+) -> None:
+    """Create a staff user."""
+    staff_role = _staff_role(role)
+    if password is None:
+        password = _read_password()
+
+    async def create(db: Database) -> tuple[int, str, int | None, int | None]:
+        from api.auth import service
+
+        async with db.transaction() as session:
+            user = await service.create_user(
+                session,
+                email=email,
+                password=password,
+                role=staff_role,
+                partner_id=await _resolve(session, "partner", partner),
+                store_id=await _resolve(session, "store", store),
+            )
+            return user.id, user.email, user.partner_id, user.store_id
+
+    user_id, saved_email, partner_id, store_id = _with_db(_settings(), create)
+    where = "".join(
+        f", {kind} {value}"
+        for kind, value in (("partner", partner_id), ("store", store_id))
+        if value is not None
+    )
+    console.print(
+        f"[green]Created user {user_id}[/]: {escape(saved_email)} ({staff_role.value}{where})"
+    )
+
+
+@client_app.command("create")
+def client_create(
+    partner: str | None = typer.Option(
+        None, "--partner", help="Partner id or code the integration acts for."
+    ),
+    scopes: str | None = typer.Option(
+        None, "--scopes", help='The integration\'s scopes, e.g. "orders:write stock:write".'
+    ),
+    first_party: bool = typer.Option(
+        False, "--first-party", help="One of our own apps: acts for a signed-in staff user."
+    ),
+    grants: str | None = typer.Option(
+        None,
+        "--grants",
+        help='Grant types, e.g. "password refresh_token" (default: client_credentials).',
+    ),
+    redirect_uri: list[str] = typer.Option(
+        [], "--redirect-uri", help="Redirect URI for authorization_code (repeatable)."
+    ),
+    public: bool = typer.Option(
+        False, "--public", help="No secret (browser or mini-program app; PKCE)."
+    ),
+    name: str | None = typer.Option(None, "--name", help="A name for people."),
+) -> None:
+    """Register an OAuth client; prints its client_id and (once) its secret."""
+    from api.auth import scopes as catalog
+
+    if first_party:
+        if partner is not None:
+            _fail("--partner: first-party apps act for staff users, not for a partner.")
+        if scopes is not None:
+            _fail("--scopes: a first-party app gets its signed-in user's role scopes.")
+        if grants is None:
+            _fail('--grants: give a first-party app\'s grants, e.g. "password refresh_token".')
+    wanted = _scope_set(scopes)
+    if not first_party and not wanted:
+        _fail('--scopes: give the integration\'s scopes, e.g. "orders:write stock:write".')
+    grant_types = catalog.parse(grants) if grants is not None else {"client_credentials"}
+
+    async def create(db: Database) -> tuple[str, str | None]:
+        from api.auth import service
+
+        async with db.transaction() as session:
+            new = await service.create_client(
+                session,
+                name=name or ("First-party app" if first_party else f"Integration of {partner}"),
+                grant_types=grant_types,
+                scopes=wanted,
+                partner_id=await _resolve(session, "partner", partner),
+                redirect_uris=redirect_uri,
+                first_party=first_party,
+                public=public,
+            )
+            return new.client.client_id, new.secret
+
+    client_id, secret = _with_db(_settings(), create)
+    typer.echo(f"client_id: {client_id}")
+    if secret is None:
+        console.print("[green]Public client registered[/] (no secret: it must use PKCE).")
+        return
+    typer.echo(f"client_secret: {secret}")
+    console.print("[yellow]The secret is shown this once; only its hash is stored.[/]")
+
+
+@app.command()
+def token(
+    user: str | None = typer.Option(None, "--user", help="A staff user's email."),
+    role: str | None = typer.Option(
+        None, "--role", help="The seeded demo user of this role (see `qudao seed --demo`)."
+    ),
+    client: str | None = typer.Option(None, "--client", help="An integration client's client_id."),
+    scopes: str | None = typer.Option(
+        None, "--scopes", help="Narrow the token to these scopes (default: all it may have)."
+    ),
+    ttl: int | None = typer.Option(
+        None, "--ttl", min=1, help="Lifetime in seconds (default: the server's, 900)."
+    ),
+) -> None:
+    """Print an access token for an existing user or integration client (operator tool).
+
+    Signed with the server's keys (./var/jwks.json or QUDAO_JWT_KEYS), so run it with the
+    server's environment. Only the token goes to stdout.
+    """
+    from api.auth.scopes import ROLE_SCOPES
+    from api.auth.tokens import TokenSubject, issue_access_token
+
+    if sum(x is not None for x in (user, role, client)) != 1:
+        _fail("give exactly one of --user EMAIL, --role ROLE or --client CLIENT_ID.")
+    settings = _settings()
+    wanted = _scope_set(scopes)
+    if role is not None:
+        from api.seed import DEMO_EMAILS
+
+        user = DEMO_EMAILS[_staff_role(role)]
+
+    async def principal(db: Database) -> tuple[str, TokenSubject, set[str]]:
+        from sqlalchemy import select
+
+        from api.auth import service
+        from api.auth.models import OAuthClient
+        from api.auth.principal import Role
+
+        async with db.read() as session:
+            if client is not None:
+                row = await session.scalar(
+                    select(OAuthClient).where(OAuthClient.client_id == client)
+                )
+                if row is None:
+                    _fail(f"--client: no client {client!r}.")
+                if row.revoked_at is not None:
+                    _fail(f"--client: client {client!r} is revoked.")
+                if "client_credentials" not in row.grant_types.split() or row.partner_id is None:
+                    _fail(f"--client: {client!r} is not an integration (client_credentials).")
+                who = TokenSubject(f"client:{row.client_id}", Role.INTEGRATION, row.partner_id)
+                return row.client_id, who, set(row.scopes.split())
+            found = await service.user_by_email(session, user or "")
+            if found is None:
+                if role is None:
+                    _fail(f"--user: no staff user {user!r}.")
+                _fail(
+                    f"--role: no demo user {user} (`qudao seed --demo` creates it in an "
+                    "empty database); or use --user EMAIL."
+                )
+            if not found.is_active:
+                _fail(f"{found.email} is deactivated.")
+            who = TokenSubject(f"user:{found.id}", found.role, found.partner_id, found.store_id)
+            return "qudao-cli", who, set(ROLE_SCOPES[found.role])
+
+    client_id, who, allowed = _with_db(settings, principal)
+    if wanted is not None and (denied := wanted - allowed):
+        _fail(
+            f"--scopes: {who.subject} ({who.role.value}) may not have: {' '.join(sorted(denied))}."
+        )
+    scope = " ".join(sorted(allowed if wanted is None else wanted))
+    lifetime = ttl or settings.access_token_ttl
+    typer.echo(
+        issue_access_token(
+            settings.key_ring(),
+            issuer=settings.issuer,
+            client_id=client_id,
+            who=who,
+            scope=scope,
+            ttl=lifetime,
+        )
+    )
+    console.print(f"[dim]{who.subject} ({who.role.value}), {lifetime} s, scope: {scope}[/]")

@@ -1,9 +1,19 @@
-"""Demo data for `qudao seed --demo`: a small brand's channel network, through the services."""
+"""Demo data for `qudao seed --demo`: a small brand's channel network, through the services.
+
+Besides partners and stores it creates one demo login per staff role (all with the documented
+password below), the first-party console client (`qudao-console`, password grant) and an
+integration client for one agent. Client secrets are stored hashed: the seed returns them so
+`qudao seed --demo` can print them, once.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from dataclasses import dataclass
 
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.auth import service as auth
 from api.auth.principal import Principal, Role
 from api.db import Database
 from api.partners import service
@@ -45,41 +55,137 @@ DEMO_STORES = [
 ]
 
 
-async def seed_demo(db: Database) -> bool:
-    """Insert the demo network unless partners exist already; True when it seeded."""
+# Every demo login has this password. Documented (README, Makefile): demo databases only.
+DEMO_PASSWORD = "qudao-demo-2026"
+
+# email, role, partner code, store code
+DEMO_USERS = [
+    ("admin@demo.qudao.dev", Role.HQ_ADMIN, None, None),
+    ("channel@demo.qudao.dev", Role.CHANNEL_MANAGER, None, None),
+    ("marketing@demo.qudao.dev", Role.MARKETER, None, None),
+    ("partner@demo.qudao.dev", Role.PARTNER_ADMIN, "SH-PD-AG", None),
+    ("store@demo.qudao.dev", Role.STORE_STAFF, None, "S-SH-001"),
+]
+DEMO_EMAILS: dict[Role, str] = {role: email for email, role, _, _ in DEMO_USERS}
+
+CONSOLE_CLIENT_ID = "qudao-console"
+INTEGRATION_PARTNER = "SH-PD-AG"
+INTEGRATION_SCOPES = {
+    "partners:read",
+    "orders:write",
+    "stock:write",
+    "customers:read",
+    "coupons:redeem",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SeededClient:
+    client_id: str
+    secret: str
+    grant_types: str
+    scopes: str
+
+
+@dataclass(frozen=True, slots=True)
+class DemoSeed:
+    """What `seed_demo` created, secrets included: the only time they can be shown."""
+
+    password: str
+    users: tuple[tuple[str, Role], ...]
+    console: SeededClient
+    integration: SeededClient
+    integration_partner: str
+
+
+async def seed_demo(db: Database) -> DemoSeed | None:
+    """Insert the demo network and its logins unless partners exist already (then None)."""
     async with db.transaction() as session:
         if await session.scalar(select(Partner.id).limit(1)) is not None:
-            return False
-        ids: dict[str, int] = {}
-        for code, name, type_, tier, parent, territories in DEMO_PARTNERS:
-            partner = await service.create_partner(
-                session,
-                SEEDER,
-                service.PartnerDraft(
-                    code=code,
-                    name=name,
-                    type=type_,
-                    status=PartnerStatus.ACTIVE,
-                    tier=tier,
-                    parent_id=ids[parent] if parent else None,
-                    territories=territories,
-                    contact_name="渠道联系人",
-                    contact_phone="13800138000",
-                    contact_email=f"{code.lower()}@partners.example.com",
-                ),
-            )
-            ids[code] = partner.id
-        for code, name, partner_code, region, address, pickup in DEMO_STORES:
-            await service.create_store(
-                session,
-                SEEDER,
-                service.StoreDraft(
-                    code=code,
-                    name=name,
-                    region_code=region,
-                    address=address,
-                    partner_id=ids[partner_code] if partner_code else None,
-                    offers_pickup=pickup,
-                ),
-            )
-    return True
+            return None
+        partners, stores = await _seed_network(session)
+        return await _seed_identities(session, partners, stores)
+
+
+async def _seed_network(session: AsyncSession) -> tuple[dict[str, int], dict[str, int]]:
+    ids: dict[str, int] = {}
+    for code, name, type_, tier, parent, territories in DEMO_PARTNERS:
+        partner = await service.create_partner(
+            session,
+            SEEDER,
+            service.PartnerDraft(
+                code=code,
+                name=name,
+                type=type_,
+                status=PartnerStatus.ACTIVE,
+                tier=tier,
+                parent_id=ids[parent] if parent else None,
+                territories=territories,
+                contact_name="渠道联系人",
+                contact_phone="13800138000",
+                contact_email=f"{code.lower()}@partners.example.com",
+            ),
+        )
+        ids[code] = partner.id
+    store_ids: dict[str, int] = {}
+    for code, name, partner_code, region, address, pickup in DEMO_STORES:
+        store = await service.create_store(
+            session,
+            SEEDER,
+            service.StoreDraft(
+                code=code,
+                name=name,
+                region_code=region,
+                address=address,
+                partner_id=ids[partner_code] if partner_code else None,
+                offers_pickup=pickup,
+            ),
+        )
+        store_ids[code] = store.id
+    return ids, store_ids
+
+
+async def _seed_identities(
+    session: AsyncSession, partners: dict[str, int], stores: dict[str, int]
+) -> DemoSeed:
+    for email, role, partner_code, store_code in DEMO_USERS:
+        await auth.create_user(
+            session,
+            email=email,
+            password=DEMO_PASSWORD,
+            role=role,
+            partner_id=partners[partner_code] if partner_code else None,
+            store_id=stores[store_code] if store_code else None,
+        )
+    console = await auth.create_client(
+        session,
+        name="Qudao console (demo)",
+        grant_types={"password", "refresh_token"},
+        first_party=True,
+    )
+    console.client.client_id = CONSOLE_CLIENT_ID  # a fixed id the docs can name
+    integration = await auth.create_client(
+        session,
+        name=f"ERP of {INTEGRATION_PARTNER} (demo)",
+        grant_types={"client_credentials"},
+        scopes=INTEGRATION_SCOPES,
+        partner_id=partners[INTEGRATION_PARTNER],
+    )
+    await session.flush()
+    return DemoSeed(
+        password=DEMO_PASSWORD,
+        users=tuple((email, role) for email, role, _, _ in DEMO_USERS),
+        console=_seeded(console),
+        integration=_seeded(integration),
+        integration_partner=INTEGRATION_PARTNER,
+    )
+
+
+def _seeded(new: auth.NewClient) -> SeededClient:
+    assert new.secret is not None  # confidential clients
+    return SeededClient(
+        client_id=new.client.client_id,
+        secret=new.secret,
+        grant_types=new.client.grant_types,
+        scopes=new.client.scopes,
+    )

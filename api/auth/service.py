@@ -135,6 +135,11 @@ async def create_client(
         )
     if "authorization_code" in grant_types and not redirect_uris:
         problems.append(Problem(AuthErrorCode.INVALID, "Give a redirect URI.", ("redirectUris",)))
+    if public and "password" in grant_types:
+        # A password login must come from a backend that authenticates itself as a client.
+        problems.append(
+            Problem(AuthErrorCode.INVALID, "Public clients cannot use passwords.", ("public",))
+        )
     if public and "client_credentials" in grant_types:
         problems.append(
             Problem(AuthErrorCode.INVALID, "Public clients have no secret.", ("public",))

@@ -349,3 +349,15 @@ async def test_a_partners_integration_client_cannot_hold_hq_scopes(db, two_partn
     assert refused.value.problems[0].message == (
         "A partner's client cannot hold audit:read partners:write."
     )
+
+
+async def test_public_clients_cannot_use_the_password_grant(db):
+    from api.auth import service
+    from api.errors import DomainError
+
+    async with db.transaction() as session:
+        with pytest.raises(DomainError) as refused:
+            await service.create_client(
+                session, name="SPA", grant_types={"password"}, first_party=True, public=True
+            )
+    assert refused.value.problems[0].message == "Public clients cannot use passwords."
