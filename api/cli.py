@@ -60,12 +60,6 @@ def serve(
             "[yellow]Several workers without REDIS_URL do not share rate limits or "
             "subscriptions; set REDIS_URL.[/]"
         )
-    # getattr: the DEV ONLY switch is being removed from Settings; warn while it exists.
-    if getattr(settings, "dev_open_access", False):
-        console.print(
-            "[bold red]DEV ONLY:[/] QUDAO_DEV_OPEN_ACCESS is on: requests without a token act "
-            "as an HQ admin. Never enable this outside a development machine."
-        )
     console.print(
         f"Qudao on http://{host}:{port}/graphql  (database: {_safe(settings.database_url)})"
     )

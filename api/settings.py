@@ -33,9 +33,6 @@ class Settings:
     max_tokens: int = 5000
     max_cost: int = 25_000
     parser_cache_size: int = 512
-    # DEV ONLY, until the identity issue lands: requests without a token act as an HQ admin.
-    # Never set in production; `qudao serve` prints a warning when it is on.
-    dev_open_access: bool = False
     # Identity. The key file is a JWKS of private keys (first signs, all verify); when absent
     # it is created, so `make serve` needs no setup. QUDAO_JWT_KEYS (the JSON) overrides it.
     issuer: str = "http://127.0.0.1:8000"
@@ -64,7 +61,6 @@ class Settings:
             log_level=env.get("LOG_LEVEL", defaults.log_level).upper(),
             log_json=not _flag(env.get("QUDAO_LOG_PLAIN")),
             max_cost=int(env.get("QUDAO_MAX_COST", defaults.max_cost)),
-            dev_open_access=_flag(env.get("QUDAO_DEV_OPEN_ACCESS")),
             issuer=env.get("QUDAO_ISSUER", defaults.issuer),
             jwt_keys_file=env.get("QUDAO_JWT_KEYS_FILE", defaults.jwt_keys_file),
             jwt_keys_json=env.get("QUDAO_JWT_KEYS") or None,

@@ -34,6 +34,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from api.app import create_app
+from api.auth.keys import KeyRing
+from api.auth.principal import Role
+from api.auth.scopes import ROLE_SCOPES
+from api.auth.tokens import TokenSubject, issue_access_token
 from api.cache import InProcessCache
 from api.db import Database
 from api.settings import Settings
@@ -155,12 +159,28 @@ class Runner:
 
 
 async def run_all(url: str, benchmarks: list[Benchmark], args: argparse.Namespace) -> None:
-    settings = Settings(database_url=url, dev_open_access=True, log_json=False)
+    settings = Settings(
+        database_url=url,
+        log_json=False,
+        jwt_keys_json=KeyRing.generate().to_json(),  # in memory: no ./var/jwks.json written
+        rate_limit=10**9,
+    )
     db = Database(url)
     app = create_app(settings, db=db, cache=InProcessCache())
     transport = httpx.ASGITransport(app=app)
+    token = issue_access_token(
+        app.state.keys,
+        issuer=settings.issuer,
+        client_id="bench",
+        who=TokenSubject("user:bench", Role.HQ_ADMIN),
+        scope=" ".join(sorted(ROLE_SCOPES[Role.HQ_ADMIN])),
+        ttl=3600,
+    )
+    headers = {"Authorization": f"Bearer {token}"}
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench.test") as http:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://bench.test", headers=headers
+        ) as http:
             runner = Runner(db, http)
             if args.profile:
                 for bench in benchmarks:

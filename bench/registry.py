@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 # Modules that register benchmarks when imported.
-MODULES = ("bench.partners",)
+MODULES = ("bench.partners", "bench.auth")
 
 RawFn = Callable[[AsyncConnection], Awaitable[Any]]
 CheckFn = Callable[[dict[str, Any], Any], None]

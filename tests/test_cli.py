@@ -65,7 +65,7 @@ class CliEnv:
 def _use(monkeypatch: pytest.MonkeyPatch, directory: Path) -> None:
     monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{directory}/qudao.db")
     monkeypatch.setenv("QUDAO_JWT_KEYS_FILE", str(directory / "jwks.json"))
-    for name in ("QUDAO_JWT_KEYS", "QUDAO_DEV_OPEN_ACCESS", "QUDAO_ISSUER", "REDIS_URL"):
+    for name in ("QUDAO_JWT_KEYS", "QUDAO_ISSUER", "REDIS_URL"):
         monkeypatch.delenv(name, raising=False)
 
 

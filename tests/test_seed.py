@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import replace
 
 import httpx
 import pytest
@@ -83,7 +82,6 @@ async def test_seed_demo_creates_logins_and_clients_once(db):
 async def test_seeded_credentials_work_at_the_token_endpoint(db, settings):
     seeded = await seed_demo(db)
     assert seeded is not None
-    settings = replace(settings, dev_open_access=False)
     application = create_app(settings, db=db, cache=InProcessCache())
     keys = application.state.keys
     async with httpx.AsyncClient(

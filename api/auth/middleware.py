@@ -12,7 +12,7 @@ import json
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth.keys import KeyRing
-from api.auth.principal import ANONYMOUS, DEV_HQ_ADMIN, Principal
+from api.auth.principal import ANONYMOUS, Principal
 from api.auth.tokens import InvalidToken, authenticate_bearer
 from api.cache import Cache
 from api.settings import Settings
@@ -73,8 +73,7 @@ class AuthenticationMiddleware:
 
     async def _principal(self, authorization: bytes | None) -> Principal:
         if authorization is None:
-            # DEV ONLY switch (QUDAO_DEV_OPEN_ACCESS); otherwise an anonymous caller.
-            return DEV_HQ_ADMIN if self.settings.dev_open_access else ANONYMOUS
+            return ANONYMOUS
         scheme, _, token = authorization.decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise InvalidToken("expected 'Authorization: Bearer <token>'")

@@ -209,18 +209,21 @@ class OAuthStore:
         return User(row) if row and row.is_active else None
 
     async def login(self, email: str, password: str) -> User | None:
-        """Check a password, with a lockout after repeated failures for that email."""
-        key = f"failed-login:{email.strip().lower()}"
-        window = self.settings.failed_login_window
-        failures = await self.cache.get(key)
-        if failures is not None and int(failures) >= self.settings.failed_login_limit:
-            raise TooManyAttempts(window)
+        """Check a password, with a lockout after repeated failures for that email.
+
+        The attempt is counted *before* the (slow, ~100 ms) password check, so concurrent
+        guesses cannot all slip past the limit; a successful login clears the count.
+        """
+        key = f"login-attempts:{email.strip().lower()}"
+        attempts, reset = await self.cache.hit(key, self.settings.failed_login_window)
+        if attempts > self.settings.failed_login_limit:
+            raise TooManyAttempts(reset)
         async with self.db.read() as session:
             row = await service.user_by_email(session, email)
         hashed = row.password_hash if row and row.is_active else None
         if not await anyio.to_thread.run_sync(verify_password, hashed, password):
-            await self.cache.hit(key, window)
             return None
+        await self.cache.delete(key)
         return User(row)  # type: ignore[arg-type]
 
     async def save_code(self, code: str, request: OAuth2Request) -> None:

@@ -46,6 +46,3 @@ class Principal:
 
 
 ANONYMOUS = Principal(subject="anonymous", role=None)
-# DEV ONLY (QUDAO_DEV_OPEN_ACCESS): what an unauthenticated request becomes in `make serve`
-# until OAuth lands. Never used unless that switch is on.
-DEV_HQ_ADMIN = Principal(subject="dev-open-access", role=Role.HQ_ADMIN)

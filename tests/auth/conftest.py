@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import httpx
 import pytest_asyncio
@@ -102,7 +102,7 @@ async def world(db, settings) -> AsyncIterator[World]:
             first_party=True,
             public=True,
         )
-    app = create_app(replace(settings, dev_open_access=False), db=db, cache=InProcessCache())
+    app = create_app(settings, db=db, cache=InProcessCache())
     yield World(
         app,
         a.id,
