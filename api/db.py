@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -190,3 +190,35 @@ async def insert_or_get(
     key = {column: values[column] for column in conflict_columns}
     existing = (await session.execute(select(model).filter_by(**key))).scalar_one()
     return existing, False
+
+
+class StatementCounter:
+    """The SQL statements an engine sends, for tests and benchmarks that pin query counts.
+
+    Transaction control is not counted: SQLite needs an explicit BEGIN that PostgreSQL's
+    driver does not send as a statement, and the counts must be equal on both engines.
+    """
+
+    _CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA")
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def __call__(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not statement.lstrip().upper().startswith(self._CONTROL):
+            self.statements.append(statement)
+
+    @property
+    def count(self) -> int:
+        return len(self.statements)
+
+
+@contextmanager
+def count_statements(database: Database) -> Iterator[StatementCounter]:
+    """``with count_statements(db) as counter: ...`` then ``counter.count``."""
+    counter = StatementCounter()
+    event.listen(database.engine.sync_engine, "before_cursor_execute", counter)
+    try:
+        yield counter
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", counter)

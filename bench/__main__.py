@@ -20,8 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
@@ -30,7 +29,6 @@ import httpx
 import sqlalchemy
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from api.app import create_app
@@ -39,36 +37,13 @@ from api.auth.principal import Role
 from api.auth.scopes import ROLE_SCOPES
 from api.auth.tokens import TokenSubject, issue_access_token
 from api.cache import InProcessCache
-from api.db import Database
+from api.db import Database, count_statements
 from api.settings import Settings
 from bench import data
 from bench.registry import Benchmark, load
 
 # Wide enough for the table when output is piped (rich assumes 80 columns then).
 console = Console(width=None if sys.stdout.isatty() else 110)
-
-
-class StatementCounter:
-    """Counts SQL statements sent (transaction control and PRAGMAs are not counted)."""
-
-    _CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA")
-
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-
-    def __call__(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if not statement.lstrip().upper().startswith(self._CONTROL):
-            self.statements.append(statement)
-
-
-@contextmanager
-def counting(db: Database) -> Iterator[StatementCounter]:
-    counter = StatementCounter()
-    event.listen(db.engine.sync_engine, "before_cursor_execute", counter)
-    try:
-        yield counter
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", counter)
 
 
 @dataclass
@@ -104,9 +79,9 @@ class Runner:
 
     async def run(self, bench: Benchmark, iterations: int, warmup: int) -> Result:
         # Untimed: check both sides fetch the same data, and count their statements.
-        with counting(self.db) as graphql_counter:
+        with count_statements(self.db) as graphql_counter:
             graphql_data = await self.graphql(bench)
-        with counting(self.db) as raw_counter:
+        with count_statements(self.db) as raw_counter:
             raw_data = await self.raw(bench)
         if bench.check:
             bench.check(graphql_data, raw_data)

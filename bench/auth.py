@@ -47,7 +47,7 @@ from api.auth.principal import Principal, Role
 from api.auth.scopes import ROLE_SCOPES, render
 from api.auth.tokens import TokenSubject, decode_access_token, issue_access_token
 from api.cache import InProcessCache
-from api.db import Database
+from api.db import Database, count_statements
 from api.graphql.ids import decode_id_of
 from api.settings import Settings
 from bench import data
@@ -134,8 +134,6 @@ def decode_us_per_call(calls: int, repeats: int = 5) -> float:
 
 
 async def measure(url: str, args: argparse.Namespace) -> AuthResult:
-    from bench.__main__ import counting
-
     note = None
     settings = Settings(
         database_url=url,
@@ -176,9 +174,9 @@ async def measure(url: str, args: argparse.Namespace) -> AuthResult:
             # Untimed: both sides fetch what the raw SQL fetches, with the same statements.
             async with db.engine.connect() as conn:
                 raw = await first_partners_sql(conn)
-            with counting(db) as authed_counter:
+            with count_statements(db) as authed_counter:
                 check_first_partners(await request(authed), raw)
-            with counting(db) as open_counter:
+            with count_statements(db) as open_counter:
                 check_first_partners(await request(opened), raw)
 
             for _ in range(args.warmup):

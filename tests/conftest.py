@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -26,7 +25,7 @@ from api.auth.principal import Role
 from api.auth.scopes import ROLE_SCOPES
 from api.auth.tokens import TokenSubject, issue_access_token
 from api.cache import InProcessCache
-from api.db import Base, Database
+from api.db import Base, Database, count_statements
 from api.domains import load_models
 from api.migrate import upgrade
 from api.settings import Settings
@@ -157,35 +156,7 @@ def gql(client: httpx.AsyncClient) -> GraphQLClient:
     return GraphQLClient(client)
 
 
-class StatementCounter:
-    """Counts the SQL statements the app sends (transaction control is not counted: SQLite
-    needs an explicit BEGIN that PostgreSQL's driver does not send as a statement)."""
-
-    _CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA")
-
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-
-    def __call__(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if not statement.lstrip().upper().startswith(self._CONTROL):
-            self.statements.append(statement)
-
-    @property
-    def count(self) -> int:
-        return len(self.statements)
-
-
 @pytest.fixture
-def count_queries(db: Database) -> Iterator[Any]:
+def count_queries(db: Database) -> Any:
     """``with count_queries() as counter: ...`` then ``counter.count``."""
-
-    @contextmanager
-    def counting() -> Iterator[StatementCounter]:
-        counter = StatementCounter()
-        event.listen(db.engine.sync_engine, "before_cursor_execute", counter)
-        try:
-            yield counter
-        finally:
-            event.remove(db.engine.sync_engine, "before_cursor_execute", counter)
-
-    return counting
+    return lambda: count_statements(db)
