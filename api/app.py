@@ -13,7 +13,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -147,8 +147,9 @@ def create_app(
     graphql = QudaoGraphQL(settings)
     app = Starlette(
         routes=[
+            # The websocket transport returns with the first subscription (stock alerts), with
+            # the token checked per operation: a connection must not outlive its token.
             Route("/graphql", graphql, methods=["GET", "POST"]),
-            WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *OAUTH_ROUTES,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Select, func, select, tuple_
+from sqlalchemy import ColumnElement, Select, func, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 
@@ -88,16 +88,34 @@ def decode_cursor(cursor: str, keyset: Keyset) -> tuple[Any, ...]:
         raise InputError(f"Invalid cursor for this sort order: {cursor!r}.")
     decoded = []
     for column, value in zip(keyset, values, strict=True):
-        expected = column.type.python_type
         try:
-            if expected is datetime:
-                value = datetime.fromisoformat(value)
-            elif not isinstance(value, expected):
-                raise TypeError
+            decoded.append(_cursor_value(column, value))
         except (TypeError, ValueError):
             raise InputError(f"Invalid cursor: {cursor!r}.") from None
-        decoded.append(value)
     return tuple(decoded)
+
+
+def _cursor_value(column: InstrumentedAttribute[Any], value: Any) -> Any:
+    """A cursor value checked against its column: cursors come from clients."""
+    column_type = column.type
+    expected = getattr(column_type, "impl", column_type).python_type  # see through decorators
+    if expected is datetime:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            raise ValueError("naive datetime")
+        return parsed
+    if expected is int:
+        if type(value) is not int or not -(2**63) <= value < 2**63:
+            raise ValueError("not a BIGINT")
+        return value
+    if type(value) is not expected:
+        raise TypeError(expected)
+    return value
+
+
+def _bound(keyset: Keyset, values: Sequence[Any]) -> ColumnElement[Any]:
+    """Cursor values bound with their columns' types (so datetimes go through UTCDateTime)."""
+    return tuple_(*(literal(v, c.type) for c, v in zip(keyset, values, strict=True)))
 
 
 def _cursor_of(entity: Any, keyset: Keyset) -> str:
@@ -110,10 +128,10 @@ def _ordered(
     """Apply the cursor bounds; return the statement, the ORDER BY and whether it ascends."""
     key = tuple_(*keyset)
     if request.after is not None:
-        bound = tuple_(*decode_cursor(request.after, keyset))
+        bound = _bound(keyset, decode_cursor(request.after, keyset))
         stmt = stmt.where(key < bound if reverse else key > bound)
     if request.before is not None:
-        bound = tuple_(*decode_cursor(request.before, keyset))
+        bound = _bound(keyset, decode_cursor(request.before, keyset))
         stmt = stmt.where(key > bound if reverse else key < bound)
     # Walking backwards (last/before) reads the order reversed, then flips the page back.
     ascending = reverse == request.backwards

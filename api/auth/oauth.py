@@ -21,12 +21,12 @@ import anyio
 from anyio import from_thread
 from authlib.oauth2 import AuthorizationServer, OAuth2Error
 from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Payload, OAuth2Request, grants
-from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from starlette.datastructures import FormData, QueryParams
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -70,9 +70,10 @@ class Client(ClientMixin):
         self.first_party = row.first_party
         self.grant_types = set(row.grant_types.split())
         self.redirect_uris = row.redirect_uris.split()
+        self.registered_scopes = set(row.scopes.split())
         # First-party apps act for a user, whose role bounds the scopes; integrations hold
         # exactly the scopes registered for them.
-        self.scopes = set(scope_catalog.SCOPES) if row.first_party else set(row.scopes.split())
+        self.scopes = set(scope_catalog.SCOPES) if row.first_party else self.registered_scopes
 
     def get_client_id(self) -> str:
         return self.client_id
@@ -141,7 +142,8 @@ class RefreshToken:
         self.user_id = row.user_id
         self.scope = row.scope
         self.expires_at = row.expires_at
-        self.revoked = row.revoked_at is not None
+        # A rotated token is spent: it may not be used, and introspection says so.
+        self.revoked = row.revoked_at is not None or row.rotated_at is not None
 
     def check_client(self, client: Client) -> bool:
         return client.client_id == self.client_id
@@ -258,8 +260,26 @@ class OAuthStore:
 
     async def save_refresh_token(
         self, token: str, client_id: str, user_id: int | None, scope: str, family: str | None
-    ) -> None:
+    ) -> bool:
+        """Store a new refresh token; False when its family was revoked meanwhile.
+
+        Two refreshes racing with one token: the loser revokes the family, possibly before
+        the winner stores its successor. Storing is therefore refused once the family has a
+        revoked member, under a per-family lock (SQLite writers are serialized anyway).
+        """
         async with self.db.transaction() as session:
+            if family is not None:
+                await _lock_family(session, family)
+                revoked = await session.scalar(
+                    select(OAuthRefreshToken.id)
+                    .where(
+                        OAuthRefreshToken.family == family,
+                        OAuthRefreshToken.revoked_at.is_not(None),
+                    )
+                    .limit(1)
+                )
+                if revoked is not None:
+                    return False
             session.add(
                 OAuthRefreshToken(
                     token_hash=digest(token),
@@ -270,6 +290,7 @@ class OAuthStore:
                     expires_at=utcnow() + timedelta(seconds=self.settings.refresh_token_ttl),
                 )
             )
+        return True
 
     async def find_refresh_token(self, token: str) -> RefreshToken | None:
         async with self.db.read() as session:
@@ -278,14 +299,34 @@ class OAuthStore:
             )
         return RefreshToken(row) if row else None
 
-    async def rotate_refresh_token(self, token: str) -> RefreshToken | None:
+    async def rotate_refresh_token(
+        self, token: str, client_id: str, requested_scope: str | None
+    ) -> RefreshToken | None:
         """Mark a refresh token used, once. Presenting a used one again means it leaked (or a
-        client raced itself): the whole family is revoked and the caller must log in again."""
+        client raced itself): the whole family is revoked and the caller must log in again.
+
+        A request that fails for other reasons (another client's token, a wider scope) does
+        not spend the token: those are checked first.
+        """
         now = utcnow()
+        async with self.db.read() as session:
+            found = await session.scalar(
+                select(OAuthRefreshToken).where(
+                    OAuthRefreshToken.token_hash == digest(token),
+                    OAuthRefreshToken.client_id == client_id,
+                )
+            )
+        if found is None:
+            return None
+        if not scope_catalog.parse(requested_scope) <= scope_catalog.parse(found.scope):
+            view = RefreshToken(found)
+            view.revoked = False  # unspent: authlib answers invalid_scope
+            return view
         stmt = (
             update(OAuthRefreshToken)
             .where(
                 OAuthRefreshToken.token_hash == digest(token),
+                OAuthRefreshToken.client_id == client_id,
                 OAuthRefreshToken.rotated_at.is_(None),
                 OAuthRefreshToken.revoked_at.is_(None),
                 OAuthRefreshToken.expires_at > now,
@@ -313,6 +354,7 @@ class OAuthStore:
 
     @staticmethod
     async def _revoke_family(session: Any, family: str, now: datetime) -> None:
+        await _lock_family(session, family)
         await session.execute(
             update(OAuthRefreshToken)
             .where(OAuthRefreshToken.family == family, OAuthRefreshToken.revoked_at.is_(None))
@@ -331,6 +373,12 @@ class OAuthStore:
         await deny(self.cache, claims)
 
     keys: KeyRing  # set by OAuthServer
+
+
+async def _lock_family(session: Any, family: str) -> None:
+    """Serialize revoking and extending one login on PostgreSQL (SQLite writers already are)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(family))))
 
 
 # --- grants and endpoints -----------------------------------------------------------------------
@@ -387,7 +435,12 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotation: every refresh returns a new refresh token
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
-        return _on_loop(self.server.store.rotate_refresh_token, refresh_token)
+        return _on_loop(
+            self.server.store.rotate_refresh_token,
+            refresh_token,
+            self.request.client.client_id,
+            self.request.payload.scope,
+        )
 
     def authenticate_user(self, refresh_token: RefreshToken) -> User | None:
         if refresh_token.user_id is None:
@@ -479,8 +532,8 @@ class AccessTokens(BearerTokenGenerator):
         include_refresh_token: bool = True,
     ) -> dict[str, Any]:
         allowed = scope_catalog.parse(client.get_allowed_scope(scope))
-        if user is not None:
-            allowed &= ROLE_SCOPES[user.role]
+        # With a user, the role bounds the scopes; without one, the client's registration.
+        allowed &= ROLE_SCOPES[user.role] if user is not None else client.registered_scopes
         return super().generate(
             grant_type,
             client,
@@ -570,7 +623,7 @@ class OAuthServer(AuthorizationServer):
         if refresh is None:
             return
         previous = request.refresh_token
-        _on_loop(
+        saved = _on_loop(
             self.store.save_refresh_token,
             refresh,
             request.client.client_id,
@@ -578,6 +631,8 @@ class OAuthServer(AuthorizationServer):
             token.get("scope", ""),
             previous.family if previous is not None else None,
         )
+        if not saved:
+            raise InvalidGrantError("This login was revoked.")
 
     def create_oauth2_request(self, request: OAuth2Request) -> OAuth2Request:
         return request  # built by the route, which read the body on the event loop
@@ -620,32 +675,34 @@ async def _limited(request: Request) -> Response | None:
     return None
 
 
-async def token(request: Request) -> Response:
+async def _endpoint(request: Request, call: Callable[..., Response], *args: Any) -> Response:
+    """Rate-limit, read the body on the loop, then run authlib in a worker thread."""
     if limited := await _limited(request):
         return limited
-    server: OAuthServer = request.app.state.oauth
     oauth_request = await _oauth_request(request)
-    return await anyio.to_thread.run_sync(server.create_token_response, oauth_request)
+    try:
+        return await anyio.to_thread.run_sync(call, *args, oauth_request)
+    except UnicodeDecodeError:
+        # authlib decodes Basic credentials as UTF-8 and lets the error escape.
+        return JSONResponse(
+            {"error": "invalid_client", "error_description": "Malformed client credentials."},
+            status_code=401,
+        )
+
+
+async def token(request: Request) -> Response:
+    server: OAuthServer = request.app.state.oauth
+    return await _endpoint(request, server.create_token_response)
 
 
 async def revoke(request: Request) -> Response:
-    if limited := await _limited(request):
-        return limited
     server: OAuthServer = request.app.state.oauth
-    oauth_request = await _oauth_request(request)
-    return await anyio.to_thread.run_sync(
-        server.create_endpoint_response, Revocation.ENDPOINT_NAME, oauth_request
-    )
+    return await _endpoint(request, server.create_endpoint_response, Revocation.ENDPOINT_NAME)
 
 
 async def introspect(request: Request) -> Response:
-    if limited := await _limited(request):
-        return limited
     server: OAuthServer = request.app.state.oauth
-    oauth_request = await _oauth_request(request)
-    return await anyio.to_thread.run_sync(
-        server.create_endpoint_response, Introspection.ENDPOINT_NAME, oauth_request
-    )
+    return await _endpoint(request, server.create_endpoint_response, Introspection.ENDPOINT_NAME)
 
 
 _LOGIN_FORM = """<!doctype html><html><head><meta charset="utf-8"><title>Qudao sign in</title>

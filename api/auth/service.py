@@ -123,6 +123,14 @@ async def create_client(
                 ("scopes",),
             )
         )
+    if "client_credentials" in grant_types and first_party:
+        problems.append(
+            Problem(
+                AuthErrorCode.INVALID,
+                "Client credentials are for partner integrations, not first-party apps.",
+                ("grants",),
+            )
+        )
     if "client_credentials" in grant_types and partner_id is None:
         problems.append(
             Problem(

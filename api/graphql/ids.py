@@ -7,6 +7,8 @@ import binascii
 
 from api.errors import InputError
 
+MAX_PK = 2**63 - 1  # BIGINT: a larger number cannot name a row, on either engine
+
 
 def encode_id(type_name: str, pk: int) -> str:
     return base64.urlsafe_b64encode(f"{type_name}:{pk}".encode()).decode().rstrip("=")
@@ -16,10 +18,10 @@ def decode_id(global_id: str) -> tuple[str, int]:
     """Split a global id into (type name, primary key); InputError when it is not one."""
     try:
         raw = base64.urlsafe_b64decode(global_id + "=" * (-len(global_id) % 4)).decode()
-        type_name, _, pk = raw.partition(":")
-        if not type_name or not pk.isdigit():
+        type_name, _, digits = raw.partition(":")
+        if not type_name or not digits.isdigit() or not 0 < int(digits) <= MAX_PK:
             raise ValueError
-        return type_name, int(pk)
+        return type_name, int(digits)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InputError(f"Invalid ID: {global_id!r}.") from None
 

@@ -418,7 +418,11 @@ async def update_partner(
     reparenting = not isinstance(changes.parent_id, _Unset) and changes.parent_id is not None
     if reparenting:
         await _lock_hierarchy(session)
-    partner = (await partners_by_id(session, principal, [partner_id])).get(partner_id)
+    # FOR UPDATE: two concurrent status changes must see each other (a no-op on SQLite, whose
+    # writers BEGIN IMMEDIATE and so are serialized already).
+    partner = await session.scalar(
+        partners_query(principal).where(Partner.id == partner_id).with_for_update()
+    )
     if partner is None:
         raise DomainError.one(PartnerErrorCode.NOT_FOUND, "No such partner.", "id")
 
