@@ -20,7 +20,18 @@ from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import DateTime, Dialect, Enum, MetaData, Row, Update, event, select, text
+from sqlalchemy import (
+    DateTime,
+    Dialect,
+    Enum,
+    MetaData,
+    Row,
+    Update,
+    event,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
@@ -160,6 +171,16 @@ async def update_returning(session: AsyncSession, stmt: Update) -> Row[Any] | No
     # guard refused the update (on PostgreSQL a loaded object can be stale). Use the row.
     result = await session.execute(stmt, execution_options={"synchronize_session": False})
     return result.first()
+
+
+async def advisory_lock(session: AsyncSession, key: int | str) -> None:
+    """Serialize transactions over something no single row stands for (a parent chain, a
+    login's refresh tokens) until this transaction ends. PostgreSQL takes an advisory
+    lock; SQLite needs none, its writers being serialized by BEGIN IMMEDIATE."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    lock_key = key if isinstance(key, int) else func.hashtext(key)
+    await session.execute(select(func.pg_advisory_xact_lock(lock_key)))
 
 
 M = TypeVar("M", bound=Base)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from api.auth.keys import KeyRing
@@ -68,9 +68,6 @@ class Settings:
             rate_limit=int(env.get("QUDAO_RATE_LIMIT", defaults.rate_limit)),
             oauth_rate_limit=int(env.get("QUDAO_OAUTH_RATE_LIMIT", defaults.oauth_rate_limit)),
         )
-
-    def with_(self, **changes: object) -> Settings:
-        return replace(self, **changes)  # type: ignore[arg-type]
 
     @property
     def is_sqlite(self) -> bool:

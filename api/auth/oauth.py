@@ -26,7 +26,7 @@ from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from starlette.datastructures import FormData, QueryParams
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -47,7 +47,7 @@ from api.auth.tokens import (
     issue_access_token,
 )
 from api.cache import Cache
-from api.db import Database, utcnow
+from api.db import Database, advisory_lock, utcnow
 from api.settings import Settings
 
 P = ParamSpec("P")
@@ -269,7 +269,7 @@ class OAuthStore:
         """
         async with self.db.transaction() as session:
             if family is not None:
-                await _lock_family(session, family)
+                await advisory_lock(session, f"refresh-family:{family}")
                 revoked = await session.scalar(
                     select(OAuthRefreshToken.id)
                     .where(
@@ -354,7 +354,7 @@ class OAuthStore:
 
     @staticmethod
     async def _revoke_family(session: Any, family: str, now: datetime) -> None:
-        await _lock_family(session, family)
+        await advisory_lock(session, f"refresh-family:{family}")
         await session.execute(
             update(OAuthRefreshToken)
             .where(OAuthRefreshToken.family == family, OAuthRefreshToken.revoked_at.is_(None))
@@ -373,12 +373,6 @@ class OAuthStore:
         await deny(self.cache, claims)
 
     keys: KeyRing  # set by OAuthServer
-
-
-async def _lock_family(session: Any, family: str) -> None:
-    """Serialize revoking and extending one login on PostgreSQL (SQLite writers already are)."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(family))))
 
 
 # --- grants and endpoints -----------------------------------------------------------------------

@@ -54,10 +54,6 @@ def _from_problem(error_type: type[E], problem: Problem) -> E:
     )
 
 
-def input_id_error(error_type: type[E], code: enum.Enum, message: str, *path: str) -> list[E]:
-    return [error_type(field=["input", *path], message=message, code=code)]
-
-
 class ErrorCode(enum.Enum):
     BAD_USER_INPUT = "BAD_USER_INPUT"
     FORBIDDEN = "FORBIDDEN"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.principal import Principal
 from api.auth.scope import partner_owned, restrict
+from api.db import advisory_lock
 from api.errors import DomainError, Problem
 from api.partners.models import (
     Partner,
@@ -57,6 +58,7 @@ _REGION_CODE = re.compile(r"\d{6}")
 _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{1,31}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _PHONE = re.compile(r"\+?[0-9][0-9 -]{5,20}")
+HIERARCHY_LOCK = 0x51_D0_0001
 # Deep enough for any real distribution chain; bounds the ancestor walk.
 MAX_HIERARCHY_DEPTH = 8
 
@@ -131,7 +133,7 @@ class StoreFilter:
     partner_ids: Sequence[int] = ()
     region_code: str | None = None
     offers_pickup: bool | None = None
-    statuses: Sequence[StoreStatus] = field(default_factory=tuple)
+    statuses: Sequence[StoreStatus] = ()
 
 
 class PartnerSortKey(enum.Enum):
@@ -288,13 +290,6 @@ async def _code_taken(session: AsyncSession, model: type[Partner] | type[Store],
     return found is not None
 
 
-async def _lock_hierarchy(session: AsyncSession) -> None:
-    """Serialize changes to the parent chain, so two concurrent re-parentings cannot form a
-    cycle that neither saw. SQLite writers are already serialized by BEGIN IMMEDIATE."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(select(func.pg_advisory_xact_lock(0x51_D0_0001)))
-
-
 async def _ancestors(session: AsyncSession, partner_id: int) -> list[int]:
     """The partner and its ancestors, nearest first, in one recursive query."""
     chain = (
@@ -417,7 +412,8 @@ async def update_partner(
     _require_hq(principal)
     reparenting = not isinstance(changes.parent_id, _Unset) and changes.parent_id is not None
     if reparenting:
-        await _lock_hierarchy(session)
+        # Two concurrent re-parentings must not form a cycle that neither saw.
+        await advisory_lock(session, HIERARCHY_LOCK)
     # FOR UPDATE: two concurrent status changes must see each other (a no-op on SQLite, whose
     # writers BEGIN IMMEDIATE and so are serialized already).
     partner = await session.scalar(
