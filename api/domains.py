@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-DOMAINS = ("partners", "auth")
+DOMAINS = ("partners", "auth", "customers", "loyalty", "coupons")
 
 
 def load_models() -> None:

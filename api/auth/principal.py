@@ -29,6 +29,8 @@ class Principal:
     role: Role | None
     partner_id: int | None = None
     store_id: int | None = None
+    # A member's own customer id: a member token sees that customer's data and nothing else.
+    customer_id: int | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
     client_id: str | None = None  # the OAuth client the token was issued to
     token_id: str | None = None  # the access token's jti, for audit and revocation
@@ -40,6 +42,10 @@ class Principal:
     @property
     def is_hq(self) -> bool:
         return self.role in HQ_ROLES
+
+    @property
+    def is_member(self) -> bool:
+        return self.role is Role.MEMBER
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes

@@ -15,6 +15,7 @@ from api.auth.models import AuditEvent as AuditEventRow
 from api.auth.principal import Role as RoleEnum
 from api.graphql.context import Context, Info
 from api.graphql.ids import encode_id
+from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
 from api.graphql.relay import Connection, Node, page_request, register_node, to_connection
 from api.pagination import count, fetch_page
@@ -171,3 +172,6 @@ class AuthQuery:
                 return await count(session, stmt)
 
         return to_connection(page, AuditEvent.from_row, total)
+
+
+schema_parts = SchemaParts(query=AuthQuery, types=[AuditEvent])

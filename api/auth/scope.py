@@ -18,10 +18,15 @@ from api.auth.principal import Principal
 
 @dataclass(frozen=True, slots=True)
 class Ownership:
-    """Which columns tie a row to a partner and (optionally) to a store."""
+    """Which columns tie a row to a partner, (optionally) to a store, and to a customer.
+
+    A row with a ``customer`` column is visible to that customer's member token; a row
+    without one is invisible to every member.
+    """
 
     partner: InstrumentedAttribute[Any]
     store: InstrumentedAttribute[Any] | None = None
+    customer: InstrumentedAttribute[Any] | None = None
 
 
 _OWNERSHIP: dict[type, Ownership] = {}
@@ -29,9 +34,9 @@ _OWNERSHIP: dict[type, Ownership] = {}
 S = TypeVar("S", bound=Select[Any])
 
 
-def partner_owned(model: type, partner: Any, store: Any = None) -> None:
+def partner_owned(model: type, partner: Any, store: Any = None, customer: Any = None) -> None:
     """Declare a model partner-scoped (called next to the model's service)."""
-    _OWNERSHIP[model] = Ownership(partner=partner, store=store)
+    _OWNERSHIP[model] = Ownership(partner=partner, store=store, customer=customer)
 
 
 def restrict(stmt: S, model: type, principal: Principal) -> S:
@@ -40,6 +45,10 @@ def restrict(stmt: S, model: type, principal: Principal) -> S:
         raise LookupError(f"{model.__name__} has no declared ownership; call partner_owned()")
     if principal.is_hq:
         return stmt
+    if principal.is_member:
+        if ownership.customer is None or principal.customer_id is None:
+            return stmt.where(false())
+        return stmt.where(ownership.customer == principal.customer_id)
     if principal.partner_id is None:
         return stmt.where(false())
     stmt = stmt.where(ownership.partner == principal.partner_id)

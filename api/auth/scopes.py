@@ -17,7 +17,10 @@ SCOPES: dict[str, str] = {
     "stock:write": "adjust stock",
     "customers:read": "read customers and members",
     "customers:write": "create, change and merge customers",
-    "coupons:write": "create coupon templates",
+    "members:write": "enrol members (recruited by a store and guide) and set manual levels",
+    "loyalty:write": "configure member levels and points earning rules",
+    "coupons:write": "create coupon templates and grant coupons",
+    "coupons:claim": "claim coupons (a member for themself)",
     "coupons:redeem": "redeem coupons at a store",
     "points:write": "grant and deduct points",
     "pii:read": "read personal data (phone numbers, emails) unmasked",
@@ -25,7 +28,9 @@ SCOPES: dict[str, str] = {
 }
 
 # Never granted to a partner's integration client: they act on every partner's data.
-HQ_ONLY_SCOPES = frozenset({"partners:write", "coupons:write", "audit:read"})
+HQ_ONLY_SCOPES = frozenset(
+    {"partners:write", "coupons:write", "loyalty:write", "customers:write", "audit:read"}
+)
 
 ROLE_SCOPES: dict[Role, frozenset[str]] = {
     Role.HQ_ADMIN: frozenset(SCOPES),
@@ -40,7 +45,15 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
         }
     ),
     Role.MARKETER: frozenset(
-        {"partners:read", "customers:read", "customers:write", "coupons:write", "points:write"}
+        {
+            "partners:read",
+            "customers:read",
+            "customers:write",
+            "members:write",
+            "loyalty:write",
+            "coupons:write",
+            "points:write",
+        }
     ),
     Role.PARTNER_ADMIN: frozenset(
         {
@@ -49,15 +62,17 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
             "orders:write",
             "stock:write",
             "customers:read",
+            "members:write",
             "coupons:redeem",
         }
     ),
     Role.STORE_STAFF: frozenset(
-        {"partners:read", "orders:read", "customers:read", "coupons:redeem"}
+        {"partners:read", "orders:read", "customers:read", "members:write", "coupons:redeem"}
     ),
-    # An integration's scopes are its client's; a member's token is about the member only.
+    # An integration's scopes are its client's.
     Role.INTEGRATION: frozenset(),
-    Role.MEMBER: frozenset(),
+    # A member's token reads only the member's own data (see api/auth/scope.py).
+    Role.MEMBER: frozenset({"customers:read", "coupons:claim", "orders:read"}),
 }
 
 

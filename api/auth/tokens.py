@@ -34,6 +34,7 @@ class TokenSubject:
     role: Role
     partner_id: int | None = None
     store_id: int | None = None
+    customer_id: int | None = None
 
 
 def issue_access_token(
@@ -62,6 +63,8 @@ def issue_access_token(
         claims["partner_id"] = who.partner_id
     if who.store_id is not None:
         claims["store_id"] = who.store_id
+    if who.customer_id is not None:
+        claims["customer_id"] = who.customer_id
     header = {"alg": ALGORITHM, "kid": keys.signing_key.kid, "typ": "at+jwt"}
     return jwt.encode(header, claims, keys.key_set)
 
@@ -91,6 +94,7 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         role=Role(claims["role"]),
         partner_id=claims.get("partner_id"),
         store_id=claims.get("store_id"),
+        customer_id=claims.get("customer_id"),
         scopes=frozenset(str(claims.get("scope") or "").split()),
         client_id=claims.get("client_id"),
         token_id=claims["jti"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import Callable
 
 import strawberry
@@ -19,17 +21,29 @@ from strawberry.extensions.query_depth_limiter import IgnoreContext
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
-from api.auth.schema import AuditEvent, AuthQuery
+from api.domains import DOMAINS
 from api.graphql.audit import AuditTrail
 from api.graphql.errors import log_unexpected
 from api.graphql.limits import CostLimit
+from api.graphql.parts import SchemaParts
 from api.graphql.relay import NodeQuery
-from api.partners.schema import Partner, PartnerMutation, PartnerQuery, Store
 from api.settings import Settings
 
-Query = merge_types("Query", (NodeQuery, AuthQuery, PartnerQuery))
-Mutation = merge_types("Mutation", (PartnerMutation,))
-NODE_TYPES = [Partner, Store, AuditEvent]
+
+def _domain_parts() -> list[SchemaParts]:
+    """Each domain with a schema.py, in DOMAINS order (which fixes the SDL's field order)."""
+    parts = []
+    for domain in DOMAINS:
+        module_name = f"api.{domain}.schema"
+        if importlib.util.find_spec(module_name) is not None:
+            parts.append(importlib.import_module(module_name).schema_parts)
+    return parts
+
+
+_PARTS = _domain_parts()
+Query = merge_types("Query", (NodeQuery, *(p.query for p in _PARTS if p.query)))
+Mutation = merge_types("Mutation", tuple(p.mutation for p in _PARTS if p.mutation))
+NODE_TYPES = [t for p in _PARTS for t in p.types]
 
 
 def _is_introspection(context: IgnoreContext) -> bool:

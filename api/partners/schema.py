@@ -15,6 +15,7 @@ from api.errors import DomainError, InputError
 from api.graphql.context import Context, Info
 from api.graphql.errors import UserError, user_errors
 from api.graphql.ids import decode_id_of, encode_id
+from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
 from api.graphql.relay import Connection, Node, page_request, register_node, to_connection
 from api.pagination import count, fetch_page
@@ -452,3 +453,6 @@ class PartnerMutation:
 
 
 __all__ = ["PartnerMutation", "PartnerQuery"]
+
+
+schema_parts = SchemaParts(query=PartnerQuery, mutation=PartnerMutation, types=[Partner, Store])
