@@ -75,7 +75,8 @@ def settings(database_url: str) -> Settings:
 @pytest.fixture(scope="session")
 def issue_token(settings: Settings) -> Any:
     """``issue_token(Role.PARTNER_ADMIN, partner_id=1)``: a signed access token for a
-    principal, as the OAuth server would issue it (scopes default to the role's)."""
+    principal, as the OAuth server would issue it (scopes default to the role's).
+    A member: ``issue_token(Role.MEMBER, customer_id=7, subject="customer:7")``."""
     keys = settings.key_ring()
 
     def issue(
@@ -85,12 +86,15 @@ def issue_token(settings: Settings) -> Any:
         store_id: int | None = None,
         scopes: set[str] | None = None,
         subject: str | None = None,
+        customer_id: int | None = None,
     ) -> str:
         return issue_access_token(
             keys,
             issuer=settings.issuer,
             client_id="tests",
-            who=TokenSubject(subject or f"test:{role.value}", role, partner_id, store_id),
+            who=TokenSubject(
+                subject or f"test:{role.value}", role, partner_id, store_id, customer_id
+            ),
             scope=" ".join(sorted(ROLE_SCOPES[role] if scopes is None else scopes)),
             ttl=600,
         )
