@@ -20,6 +20,7 @@ from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.types import ExecutionResult
 
+from api.auth import member_login
 from api.auth.middleware import AuthenticationMiddleware
 from api.auth.oauth import ROUTES as OAUTH_ROUTES
 from api.auth.oauth import OAuthServer
@@ -153,6 +154,7 @@ def create_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *OAUTH_ROUTES,
+            *member_login.ROUTES,  # POST /oauth/otp: a member asks for a login code
         ],
         lifespan=lifespan,
     )
@@ -161,6 +163,7 @@ def create_app(
     app.state.cache = cache or create_cache(settings.redis_url, settings.cache_prefix)
     app.state.keys = settings.key_ring()
     app.state.oauth = OAuthServer(app.state.db, app.state.cache, app.state.keys, settings)
+    member_login.install(app.state.oauth, settings)  # phone code and WeChat grants
     app.add_middleware(
         AuthenticationMiddleware, keys=app.state.keys, cache=app.state.cache, settings=settings
     )

@@ -12,7 +12,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from api.customers.cli import members_app
 from api.errors import DomainError
+from api.loyalty.cli import points_app
 from api.settings import Settings
 
 if TYPE_CHECKING:
@@ -28,6 +30,8 @@ user_app = typer.Typer(help="Staff users.", no_args_is_help=True)
 client_app = typer.Typer(help="OAuth clients.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(client_app, name="client")
+app.add_typer(members_app, name="members")
+app.add_typer(points_app, name="points")
 # Messages go to stderr; stdout carries only what scripts read (tokens, client credentials).
 console = Console(stderr=True, soft_wrap=True)
 

@@ -1,8 +1,9 @@
 """Demo data for `qudao seed --demo`: a small brand's channel network, through the services.
 
 Besides partners and stores it creates one demo login per staff role (all with the documented
-password below), the first-party console client (`qudao-console`, password grant) and an
-integration client for one agent. Client secrets are stored hashed: the seed returns them so
+password below), the first-party console client (`qudao-console`, password grant), an
+integration client for one agent and the members' mini-program (`qudao-miniprogram`, public,
+phone code and WeChat logins). Client secrets are stored hashed: the seed returns them so
 `qudao seed --demo` can print them, once.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.auth import otp, wechat
 from api.auth import service as auth
 from api.auth.principal import Principal, Role
 from api.db import Database
@@ -69,6 +71,10 @@ DEMO_USERS = [
 DEMO_EMAILS: dict[Role, str] = {role: email for email, role, _, _ in DEMO_USERS}
 
 CONSOLE_CLIENT_ID = "qudao-console"
+# The members' mini-program: a public client (no secret to ship in the app) that logs
+# members in by phone code or WeChat (see api/auth/member_login.py).
+MINIPROGRAM_CLIENT_ID = "qudao-miniprogram"
+MINIPROGRAM_GRANTS = {otp.GRANT_TYPE, wechat.GRANT_TYPE, "refresh_token"}
 INTEGRATION_PARTNER = "SH-PD-AG"
 INTEGRATION_SCOPES = {
     "partners:read",
@@ -96,6 +102,7 @@ class DemoSeed:
     console: SeededClient
     integration: SeededClient
     integration_partner: str
+    miniprogram_client_id: str = MINIPROGRAM_CLIENT_ID  # public: no secret
 
 
 async def seed_demo(db: Database) -> DemoSeed | None:
@@ -164,6 +171,14 @@ async def _seed_identities(
         first_party=True,
     )
     console.client.client_id = CONSOLE_CLIENT_ID  # a fixed id the docs can name
+    miniprogram = await auth.create_client(
+        session,
+        name="Qudao mini-program (demo)",
+        grant_types=MINIPROGRAM_GRANTS,
+        first_party=True,
+        public=True,
+    )
+    miniprogram.client.client_id = MINIPROGRAM_CLIENT_ID
     integration = await auth.create_client(
         session,
         name=f"ERP of {INTEGRATION_PARTNER} (demo)",

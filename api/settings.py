@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from api.auth.keys import KeyRing
+from api.auth.wechat import parse_apps as parse_wechat_apps
+from api.loyalty.rules import PointsPolicy
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/qudao.db"
 
@@ -49,6 +51,33 @@ class Settings:
     oauth_rate_window: float = 60.0
     failed_login_limit: int = 5
     failed_login_window: float = 900.0
+    # Member login (mini-program). SMS: which sender delivers login codes ("log" writes them
+    # to the log: development only). Codes live otp_ttl seconds, a phone gets one at most
+    # every otp_resend_interval and otp_hourly_limit an hour; a code survives
+    # otp_max_attempts wrong tries; otp_failure_limit failures per phone lock it for
+    # failed_login_window.
+    sms_sender: str = "log"
+    otp_ttl: float = 300.0
+    otp_resend_interval: float = 60.0
+    otp_hourly_limit: int = 10
+    otp_max_attempts: int = 5
+    otp_failure_limit: int = 10
+    # WeChat code2session: the API base URL, and each mini-program's appid and app secret
+    # (QUDAO_WECHAT_APPS="appid:secret,appid2:secret2"). Kept out of repr: they are secrets.
+    wechat_api_base: str = "https://api.weixin.qq.com"
+    wechat_apps: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    wechat_timeout: float = 5.0
+    # Points (积分): earned points are pending for the return window, then spendable until
+    # they expire: "rolling:N" days after earning, "annual:MM-DD" (the end of that day, in
+    # points_timezone, a year after the first such day following the earning) or "never".
+    points_pending_days: int = 7
+    points_expiry: str = "rolling:365"
+    points_timezone: str = "Asia/Shanghai"
+
+    def __post_init__(self) -> None:
+        # Validated at startup: a typo in the points policy must stop the process, not
+        # surface as wrong expiry dates months later.
+        self.points_policy  # noqa: B018
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -67,6 +96,24 @@ class Settings:
             oauth_require_https=_flag(env.get("QUDAO_OAUTH_REQUIRE_HTTPS")),
             rate_limit=int(env.get("QUDAO_RATE_LIMIT", defaults.rate_limit)),
             oauth_rate_limit=int(env.get("QUDAO_OAUTH_RATE_LIMIT", defaults.oauth_rate_limit)),
+            sms_sender=env.get("QUDAO_SMS_SENDER", defaults.sms_sender).strip().lower(),
+            otp_hourly_limit=int(env.get("QUDAO_OTP_HOURLY_LIMIT", defaults.otp_hourly_limit)),
+            wechat_api_base=env.get("QUDAO_WECHAT_API_BASE", defaults.wechat_api_base),
+            wechat_apps=parse_wechat_apps(env.get("QUDAO_WECHAT_APPS")),
+            wechat_timeout=float(env.get("QUDAO_WECHAT_TIMEOUT", defaults.wechat_timeout)),
+            points_pending_days=int(
+                env.get("QUDAO_POINTS_PENDING_DAYS", defaults.points_pending_days)
+            ),
+            points_expiry=env.get("QUDAO_POINTS_EXPIRY", defaults.points_expiry).strip(),
+            points_timezone=env.get("QUDAO_POINTS_TIMEZONE", defaults.points_timezone),
+        )
+
+    @property
+    def points_policy(self) -> PointsPolicy:
+        return PointsPolicy(
+            pending_days=self.points_pending_days,
+            expiry=self.points_expiry,
+            timezone=self.points_timezone,
         )
 
     @property

@@ -43,3 +43,26 @@ async def create_store(
     result = (await gql(STORE_CREATE, {"input": payload}))["storeCreate"]
     assert result["errors"] == [], result["errors"]
     return result["store"]
+
+
+CUSTOMER_UPSERT = """
+mutation($input: CustomerUpsertInput!) {
+  customerUpsert(input: $input) {
+    customer { id name status tags identities { kind value } }
+    created
+    errors { field message code }
+  }
+}"""
+
+
+async def create_customer(gql: Any, phone: str | None = None, **fields: Any) -> dict[str, Any]:
+    """A customer through ``customerUpsert`` (as an HQ caller): ``phone`` becomes a PHONE
+    identity; ``identities=[{"kind": ..., "value": ...}]`` adds others; any other input field
+    (name, tags, attributes, consents ...) passes through. Returns the customer."""
+    identities = list(fields.pop("identities", []))
+    if phone is not None:
+        identities.insert(0, {"kind": "PHONE", "value": phone})
+    payload = {"identities": identities, **fields}
+    result = (await gql(CUSTOMER_UPSERT, {"input": payload}))["customerUpsert"]
+    assert result["errors"] == [], result["errors"]
+    return result["customer"]

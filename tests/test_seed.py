@@ -24,6 +24,8 @@ from api.seed import (
     DEMO_PASSWORD,
     DEMO_STORES,
     INTEGRATION_SCOPES,
+    MINIPROGRAM_CLIENT_ID,
+    MINIPROGRAM_GRANTS,
     seed_demo,
 )
 
@@ -61,7 +63,14 @@ async def test_seed_demo_creates_logins_and_clients_once(db):
         "partner@demo.qudao.dev": (Role.PARTNER_ADMIN, ids["SH-PD-AG"], None, True),
         "store@demo.qudao.dev": (Role.STORE_STAFF, ids["SH-PD-AG"], stores["S-SH-001"], True),
     }
-    assert set(clients) == {CONSOLE_CLIENT_ID, seeded.integration.client_id}
+    assert set(clients) == {
+        CONSOLE_CLIENT_ID,
+        MINIPROGRAM_CLIENT_ID,
+        seeded.integration.client_id,
+    }
+    miniprogram = clients[MINIPROGRAM_CLIENT_ID]
+    assert miniprogram.first_party and miniprogram.secret_hash is None  # public: no secret
+    assert set(miniprogram.grant_types.split()) == MINIPROGRAM_GRANTS
     console = clients[CONSOLE_CLIENT_ID]
     assert console.first_party and console.partner_id is None
     assert set(console.grant_types.split()) == {"password", "refresh_token"}
@@ -76,7 +85,7 @@ async def test_seed_demo_creates_logins_and_clients_once(db):
     assert await seed_demo(db) is None  # skipped when present
     async with db.read() as session:
         assert await session.scalar(select(func.count()).select_from(StaffUser)) == len(users)
-        assert await session.scalar(select(func.count()).select_from(OAuthClient)) == 2
+        assert await session.scalar(select(func.count()).select_from(OAuthClient)) == 3
 
 
 async def test_seeded_credentials_work_at_the_token_endpoint(db, settings):
@@ -145,5 +154,5 @@ def test_seed_command_prints_credentials_once(tmp_path, monkeypatch: pytest.Monk
     assert console_secret not in again.output
     with sqlite3.connect(tmp_path / "qudao.db") as conn:
         assert conn.execute("SELECT count(*) FROM staff_user").fetchone() == (len(DEMO_EMAILS),)
-        assert conn.execute("SELECT count(*) FROM oauth_client").fetchone() == (2,)
+        assert conn.execute("SELECT count(*) FROM oauth_client").fetchone() == (3,)
     assert not (tmp_path / "jwks.json").exists()  # seeding needs no signing key

@@ -9,12 +9,13 @@ API. The token endpoint is not the hot path; GraphQL requests never come here.
 from __future__ import annotations
 
 import html
+import secrets
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -49,6 +50,9 @@ from api.auth.tokens import (
 from api.cache import Cache
 from api.db import Database, advisory_lock, utcnow
 from api.settings import Settings
+
+if TYPE_CHECKING:
+    from api.auth.member_login import MemberLogins
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -104,6 +108,8 @@ class Client(ClientMixin):
 
 
 class User:
+    customer_id: int | None = None  # staff act for no customer (see member_login.Member)
+
     def __init__(self, row: StaffUser) -> None:
         self.id = row.id
         self.role = row.role
@@ -144,6 +150,7 @@ class RefreshToken:
         self.expires_at = row.expires_at
         # A rotated token is spent: it may not be used, and introspection says so.
         self.revoked = row.revoked_at is not None or row.rotated_at is not None
+        self.customer_id = family_customer(row.family)
 
     def check_client(self, client: Client) -> bool:
         return client.client_id == self.client_id
@@ -189,6 +196,24 @@ class TooManyAttempts(OAuth2Error):
 
     def get_headers(self) -> list[tuple[str, str]]:
         return [*super().get_headers(), ("Retry-After", str(max(1, round(self.retry_after))))]
+
+
+def member_family(customer_id: int) -> str:
+    """A new refresh-token family for a member's login.
+
+    ``oauth_refresh_token.user_id`` names staff users, so a member's refresh token carries
+    its customer in the family instead: ``c<customer id>.<random hex>`` (32 characters, at
+    least 80 random bits; staff families are 32 hex digits and never contain a dot).
+    """
+    return f"c{customer_id}.{secrets.token_hex(16)}"[:32]
+
+
+def family_customer(family: str) -> int | None:
+    """The customer of a member's refresh-token family; None for a staff login."""
+    head, dot, _ = family.partition(".")
+    if not dot or not head.startswith("c") or not head[1:].isdigit():
+        return None
+    return int(head[1:])
 
 
 # --- the store: every database and cache access of the OAuth server ---------------------------
@@ -436,7 +461,10 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             self.request.payload.scope,
         )
 
-    def authenticate_user(self, refresh_token: RefreshToken) -> User | None:
+    def authenticate_user(self, refresh_token: RefreshToken) -> Any:
+        if refresh_token.customer_id is not None and self.server.members is not None:
+            # A member: whoever the customer is now (a merge redirects to the survivor).
+            return _on_loop(self.server.members.member, refresh_token.customer_id)
         if refresh_token.user_id is None:
             return None
         return _on_loop(self.server.store.user, refresh_token.user_id)
@@ -498,14 +526,20 @@ class Introspection(IntrospectionEndpoint):
                     )
                     if k in claims
                 },
-                **{k: claims[k] for k in ("partner_id", "store_id") if k in claims},
+                **{k: claims[k] for k in ("partner_id", "store_id", "customer_id") if k in claims},
             }
         return {
             "active": True,
             "token_type": "refresh_token",
             "client_id": token.client_id,
             "scope": token.scope,
-            "sub": f"user:{token.user_id}" if token.user_id else None,
+            "sub": (
+                f"customer:{token.customer_id}"
+                if token.customer_id is not None
+                else f"user:{token.user_id}"
+                if token.user_id
+                else None
+            ),
             "exp": int(token.expires_at.timestamp()),
         }
 
@@ -539,7 +573,9 @@ class AccessTokens(BearerTokenGenerator):
 
     def _access_token(self, client: Client, grant_type: str, user: User | None, scope: str) -> str:
         if user is not None:
-            who = TokenSubject(user.get_user_id(), user.role, user.partner_id, user.store_id)
+            who = TokenSubject(
+                user.get_user_id(), user.role, user.partner_id, user.store_id, user.customer_id
+            )
         else:
             who = TokenSubject(f"client:{client.client_id}", Role.INTEGRATION, client.partner_id)
         return issue_access_token(
@@ -608,6 +644,8 @@ class OAuthServer(AuthorizationServer):
         self.register_grant(RefreshTokenGrant)
         self.register_endpoint(Revocation)
         self.register_endpoint(Introspection)
+        # Member logins (phone code, WeChat): installed by api.auth.member_login.install.
+        self.members: MemberLogins | None = None
 
     def query_client(self, client_id: str) -> Client | None:
         return _on_loop(self.store.client, client_id)
@@ -617,13 +655,20 @@ class OAuthServer(AuthorizationServer):
         if refresh is None:
             return
         previous = request.refresh_token
+        user = request.user
+        if previous is not None:
+            family = previous.family
+        elif user is not None and user.customer_id is not None:
+            family = member_family(user.customer_id)
+        else:
+            family = None
         saved = _on_loop(
             self.store.save_refresh_token,
             refresh,
             request.client.client_id,
-            request.user.id if request.user else None,
+            user.id if isinstance(user, User) else None,
             token.get("scope", ""),
-            previous.family if previous is not None else None,
+            family,
         )
         if not saved:
             raise InvalidGrantError("This login was revoked.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 from sqlalchemy import select
@@ -17,10 +18,20 @@ from api.graphql.context import Context, Info
 from api.graphql.ids import encode_id
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
-from api.graphql.relay import Connection, Node, page_request, register_node, to_connection
+from api.graphql.relay import (
+    NODE_TYPES,
+    Connection,
+    Node,
+    page_request,
+    register_node,
+    to_connection,
+)
 from api.pagination import count, fetch_page
 from api.partners import loaders as partner_loaders
 from api.partners.schema import Partner, Store
+
+if TYPE_CHECKING:
+    from api.customers.schema import Customer
 
 Role = strawberry.enum(RoleEnum)
 
@@ -42,6 +53,7 @@ class Viewer:
     client_id: str | None
     partner_pk: strawberry.Private[int | None]
     store_pk: strawberry.Private[int | None]
+    customer_pk: strawberry.Private[int | None]
 
     @strawberry.field(description='Whether the caller holds a scope, e.g. can(scope: "pii:read").')
     def can(self, scope: str) -> bool:
@@ -60,6 +72,20 @@ class Viewer:
             return None
         row = await info.context.loader(partner_loaders.stores_by_pk).load(self.store_pk)
         return Store.from_row(row) if row else None
+
+    @strawberry.field(
+        permission_classes=[requires("customers:read")],
+        description="A member's own customer profile (null for anyone else).",
+    )
+    async def customer(
+        self, info: Info
+    ) -> Annotated[Customer, strawberry.lazy("api.customers.schema")] | None:
+        if self.customer_pk is None:
+            return None
+        # Through the customers domain's node loader: scoped like `node`, so the token's
+        # customer is the only one it can return.
+        (found,) = await NODE_TYPES["Customer"].load(info.context, [self.customer_pk])
+        return found  # type: ignore[return-value]
 
 
 def _kind(role: RoleEnum | None) -> PrincipalKind:
@@ -142,6 +168,7 @@ class AuthQuery:
             client_id=principal.client_id,
             partner_pk=principal.partner_id,
             store_pk=principal.store_id,
+            customer_pk=principal.customer_id if principal.is_member else None,
         )
 
     @strawberry.field(

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.auth import otp, wechat
 from api.auth import scopes as scope_catalog
 from api.auth.models import OAuthClient, StaffUser
 from api.auth.principal import Role
@@ -113,8 +114,14 @@ async def create_client(
             Problem(AuthErrorCode.INVALID, f"Unknown scopes: {' '.join(sorted(bad))}.", ("scopes",))
         )
     allowed_grants = {"client_credentials", "authorization_code", "refresh_token", "password"}
-    if not grant_types or grant_types - allowed_grants:
+    member_grants = {otp.GRANT_TYPE, wechat.GRANT_TYPE}
+    if not grant_types or grant_types - allowed_grants - member_grants:
         problems.append(Problem(AuthErrorCode.INVALID, "Unsupported grant types.", ("grants",)))
+    if grant_types & member_grants and not first_party:
+        # Such a client mints tokens for any member who proves a phone or a WeChat login.
+        problems.append(
+            Problem(AuthErrorCode.INVALID, "Only first-party apps may log members in.", ("grants",))
+        )
     if partner_id is not None and (hq_only := scopes & scope_catalog.HQ_ONLY_SCOPES):
         problems.append(
             Problem(

@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Numeric, String, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Numeric, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from api.db import Base, enum_column, utcnow
@@ -88,8 +88,20 @@ class PointsLot(Base):
 
     __table_args__ = (
         Index("ix_points_lot_customer_id_expires_at", "customer_id", "expires_at"),
-        Index("ix_points_lot_expires_at", "expires_at"),
-        Index("ix_points_lot_available_at", "available_at"),
+        # The expire and release jobs look only at lots with points left: partial indexes
+        # stay small however many spent lots accumulate.
+        Index(
+            "ix_points_lot_expires_at_unspent",
+            "expires_at",
+            postgresql_where=text("remaining > 0"),
+            sqlite_where=text("remaining > 0"),
+        ),
+        Index(
+            "ix_points_lot_available_at_pending",
+            "available_at",
+            postgresql_where=text("NOT released AND remaining > 0"),
+            sqlite_where=text("NOT released AND remaining > 0"),
+        ),
     )
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-24 15:41:00.692501
+Create Date: 2026-11-24 16:20:12.095130
 """
 
 from collections.abc import Sequence
@@ -432,11 +432,23 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_points_lot")),
     )
     with op.batch_alter_table("points_lot", schema=None) as batch_op:
-        batch_op.create_index("ix_points_lot_available_at", ["available_at"], unique=False)
+        batch_op.create_index(
+            "ix_points_lot_available_at_pending",
+            ["available_at"],
+            unique=False,
+            postgresql_where=sa.text("NOT released AND remaining > 0"),
+            sqlite_where=sa.text("NOT released AND remaining > 0"),
+        )
         batch_op.create_index(
             "ix_points_lot_customer_id_expires_at", ["customer_id", "expires_at"], unique=False
         )
-        batch_op.create_index("ix_points_lot_expires_at", ["expires_at"], unique=False)
+        batch_op.create_index(
+            "ix_points_lot_expires_at_unspent",
+            ["expires_at"],
+            unique=False,
+            postgresql_where=sa.text("remaining > 0"),
+            sqlite_where=sa.text("remaining > 0"),
+        )
 
     op.create_table(
         "qualifying_spend",
@@ -522,9 +534,17 @@ def downgrade() -> None:
 
     op.drop_table("qualifying_spend")
     with op.batch_alter_table("points_lot", schema=None) as batch_op:
-        batch_op.drop_index("ix_points_lot_expires_at")
+        batch_op.drop_index(
+            "ix_points_lot_expires_at_unspent",
+            postgresql_where=sa.text("remaining > 0"),
+            sqlite_where=sa.text("remaining > 0"),
+        )
         batch_op.drop_index("ix_points_lot_customer_id_expires_at")
-        batch_op.drop_index("ix_points_lot_available_at")
+        batch_op.drop_index(
+            "ix_points_lot_available_at_pending",
+            postgresql_where=sa.text("NOT released AND remaining > 0"),
+            sqlite_where=sa.text("NOT released AND remaining > 0"),
+        )
 
     op.drop_table("points_lot")
     op.drop_table("points_account")

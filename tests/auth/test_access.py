@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -32,9 +33,17 @@ class Caller:
         return response.json()
 
 
+async def _ok(gql, document: str, variables: dict) -> dict:
+    (payload,) = (await gql(document, variables)).values()
+    assert payload["errors"] == [], payload["errors"]
+    return payload
+
+
 @pytest.fixture
 async def two_partners(gql):
-    """Partner A (a second-level agent under B) with a store; partner B with a store."""
+    """Partner A (a second-level agent under B) with a store; partner B with a store; a member
+    recruited at each store, each with points and a coupon; a coupon template usable only at
+    B's stores; brand-wide configuration (a member level, an earning rule, a template)."""
     b = await create_partner(
         gql,
         "PB",
@@ -49,7 +58,56 @@ async def two_partners(gql):
     )
     store_a = await create_store(gql, "SA", a["id"])
     store_b = await create_store(gql, "SB", b["id"])
-    return {"A": a, "B": b, "SA": store_a, "SB": store_b}
+    world = {"A": a, "B": b, "SA": store_a, "SB": store_b}
+    for key, phone, store in (("CA", "13700000001", store_a), ("CB", "13700000002", store_b)):
+        joined = await _ok(
+            gql,
+            "mutation($s: ID!, $p: String!) { memberJoin(input: {storeId: $s, identities: "
+            "[{kind: PHONE, value: $p}]}) { customer { id } errors { code } } }",
+            {"s": store["id"], "p": phone},
+        )
+        world[key] = joined["customer"]
+    world["LEVEL"] = (
+        await _ok(
+            gql,
+            'mutation { memberLevelCreate(input: {code: "silver", name: "银卡", rank: 1, '
+            'metric: SPEND, threshold: "1000"}) { memberLevel { id } errors { code } } }',
+            {},
+        )
+    )["memberLevel"]
+    world["RULE"] = (
+        await _ok(
+            gql,
+            'mutation { pointsEarningRuleCreate(input: {name: "all stores"}) '
+            "{ rule { id } errors { code } } }",
+            {},
+        )
+    )["rule"]
+    template = (
+        'mutation($partners: [ID!]!) { couponTemplateCreate(input: {name: "t", '
+        'kind: FIXED_OFF, discountAmount: "10", claimChannel: BOTH, useChannel: BOTH, '
+        "totalStock: 100, perPersonLimit: 5, validDays: 30, partnerIds: $partners}) "
+        "{ couponTemplate { id } errors { code } } }"
+    )
+    world["TEMPLATE"] = (await _ok(gql, template, {"partners": []}))["couponTemplate"]
+    world["TEMPLATE_B"] = (await _ok(gql, template, {"partners": [b["id"]]}))["couponTemplate"]
+    grant = (
+        "mutation($t: ID!, $c: ID!) { couponClaim(input: {templateId: $t, customerId: $c, "
+        "channel: ONLINE}) { coupon { id code } errors { code } } }"
+    )
+    world["COUPON_A"] = (
+        await _ok(gql, grant, {"t": world["TEMPLATE"]["id"], "c": world["CA"]["id"]})
+    )["coupon"]
+    world["COUPON_B"] = (
+        await _ok(gql, grant, {"t": world["TEMPLATE_B"]["id"], "c": world["CB"]["id"]})
+    )["coupon"]
+    adjust = (
+        "mutation($c: ID!, $k: String!) { pointsAdjust(input: {customerId: $c, amount: 100, "
+        'reason: "welcome", idempotencyKey: $k}) { entry { id } errors { code } } }'
+    )
+    await _ok(gql, adjust, {"c": world["CA"]["id"], "k": "welcome-a"})
+    world["ENTRY_B"] = (await _ok(gql, adjust, {"c": world["CB"]["id"], "k": "welcome-b"}))["entry"]
+    return world
 
 
 def pk(global_id: str) -> int:
@@ -99,17 +157,36 @@ async def test_viewer_for_anonymous(app):
 
 # Which fixture object of partner B stands for each node type. A node type added later
 # without an entry here fails test_every_node_type_is_in_the_matrix.
-OTHER_PARTNERS_OBJECT = {"Partner": "B", "Store": "SB"}
+OTHER_PARTNERS_OBJECT = {
+    "Partner": "B",
+    "Store": "SB",
+    "Customer": "CB",
+    "Coupon": "COUPON_B",
+    "CouponTemplate": "TEMPLATE_B",
+    "PointsEntry": "ENTRY_B",
+}
 # Node types no partner principal sees at all, whoever owns them.
 HQ_ONLY = {"AuditEvent"}
-TYPED_ROOT_FIELD = {"Partner": "partner", "Store": "store"}
+# Brand-wide configuration every channel works with: no partner owns it.
+BRAND_WIDE = {"MemberLevel": "LEVEL", "PointsEarningRule": "RULE"}
+TYPED_ROOT_FIELD = {"Partner": "partner", "Store": "store", "Customer": "customer"}
+FOREIGN = ("B", "SB", "CB", "COUPON_B", "TEMPLATE_B", "ENTRY_B")
 
 
 def test_every_node_type_is_in_the_matrix():
     node_types = {t.name for t in SCHEMA.get_possible_types(SCHEMA.get_type("Node"))}
     assert node_types == set(NODE_TYPES)
-    uncovered = node_types - OTHER_PARTNERS_OBJECT.keys() - HQ_ONLY
+    uncovered = node_types - OTHER_PARTNERS_OBJECT.keys() - HQ_ONLY - BRAND_WIDE.keys()
     assert not uncovered, f"add these node types to the isolation matrix: {uncovered}"
+
+
+@pytest.mark.parametrize("type_name", sorted(BRAND_WIDE))
+async def test_brand_wide_configuration_is_readable_by_every_channel(
+    partner_a, two_partners, type_name
+):
+    config = two_partners[BRAND_WIDE[type_name]]["id"]
+    body = await partner_a.raw("query($id: ID!) { node(id: $id) { id } }", {"id": config})
+    assert body["data"]["node"] == {"id": config}
 
 
 @pytest.mark.parametrize("type_name", sorted(OTHER_PARTNERS_OBJECT))
@@ -118,15 +195,20 @@ async def test_another_partners_object_answers_like_a_missing_one(
 ):
     other = two_partners[OTHER_PARTNERS_OBJECT[type_name]]["id"]
     missing = missing_id_like(other)
-    field = TYPED_ROOT_FIELD[type_name]
-    query = (
-        f"query($id: ID!) {{ node(id: $id) {{ id }} nodes(ids: [$id]) {{ id }} "
-        f"{field}(id: $id) {{ id }} }}"
-    )
+    field = TYPED_ROOT_FIELD.get(type_name)
+    typed = f"{field}(id: $id) {{ id }}" if field else ""
+    query = f"query($id: ID!) {{ node(id: $id) {{ id }} nodes(ids: [$id]) {{ id }} {typed} }}"
     seen = await partner_a.raw(query, {"id": other})
     absent = await partner_a.raw(query, {"id": missing})
     assert seen == absent
-    assert seen["data"] == {"node": None, "nodes": [None], field: None}
+    expected = {"node": None, "nodes": [None]} | ({field: None} if field else {})
+    assert seen["data"] == expected
+
+
+async def test_the_same_objects_are_visible_to_their_own_partner(partner_a, two_partners):
+    own = [two_partners[key]["id"] for key in ("A", "SA", "CA", "COUPON_A", "TEMPLATE")]
+    body = await partner_a.raw("query($ids: [ID!]!) { nodes(ids: $ids) { id } }", {"ids": own})
+    assert body["data"]["nodes"] == [{"id": i} for i in own]
 
 
 def root_connections() -> list[str]:
@@ -148,6 +230,16 @@ CONNECTION_PROBES = {
     ],
     "stores": ["", '(filter: {partnerIds: ["$B"]})', '(filter: {regionCode: "310000"})'],
     "auditEvents": None,  # needs audit:read: refused outright (see the permission tests)
+    "customers": [
+        "",
+        '(filter: {identity: {kind: PHONE, value: "13700000002"}})',
+        '(filter: {recruitedPartnerIds: ["$B"]})',
+        '(filter: {recruitedStoreIds: ["$SB"]})',
+        "(filter: {isMember: true})",
+        '(filter: {search: "1370"})',
+    ],
+    "couponTemplates": ["", "(filter: {kinds: [FIXED_OFF]})", "(filter: {claimable: true})"],
+    "pointsEarningRules": [""],
 }
 
 
@@ -162,10 +254,10 @@ def test_every_root_connection_is_probed():
 async def test_connections_and_filters_never_show_another_partner(
     partner_a, two_partners, field, args
 ):
-    args = args.replace("$B", two_partners["B"]["id"])
+    args = args.replace("$B", two_partners["B"]["id"]).replace("$SB", two_partners["SB"]["id"])
     body = await partner_a.raw(f"{{ {field}{args} {{ totalCount nodes {{ id }} }} }}")
     ids = {n["id"] for n in body["data"][field]["nodes"]}
-    foreign = {two_partners["B"]["id"], two_partners["SB"]["id"]}
+    foreign = {two_partners[key]["id"] for key in FOREIGN}
     assert not ids & foreign
     assert body["data"][field]["totalCount"] == len(ids)
 
@@ -258,26 +350,117 @@ async def test_only_audit_readers_see_the_log(partner_a):
 
 # --- authorization matrix -----------------------------------------------------------------------
 
-# One case per mutation: (document, the scope it needs, whether only HQ staff pass the rules).
-# A mutation added later without a case fails test_every_mutation_is_in_the_matrix.
+
+@dataclass(frozen=True)
+class Case:
+    document: str
+    # Any one of these lets a caller past the permission check; the first is the one an
+    # integration client is given in the "with the scope" case.
+    scopes: tuple[str, ...]
+    # Past the check, only HQ staff succeed; a partner-level caller gets FORBIDDEN in the payload.
+    hq_only: bool = False
+    # A member holding the scope succeeds (acting for themself).
+    members: bool = False
+
+
+# One case per mutation. A mutation added later without a case fails
+# test_every_mutation_is_in_the_matrix. Documents may use $id (partner A), $sa (store SA),
+# $ca / $cb (the members recruited at SA / SB), $t (a brand-wide coupon template), $code (a
+# coupon of CA's), $level (a member level).
 MUTATION_CASES = {
-    "partnerCreate": (
+    "partnerCreate": Case(
         'mutation { partnerCreate(input: {code: "NEW1", name: "n", type: AGENT}) '
         "{ partner { code } errors { code } } }",
-        "partners:write",
-        True,
+        ("partners:write",),
+        hq_only=True,
     ),
-    "partnerUpdate": (
+    "partnerUpdate": Case(
         'mutation($id: ID!) { partnerUpdate(input: {id: $id, name: "renamed"}) '
         "{ partner { name } errors { code } } }",
-        "partners:write",
-        True,
+        ("partners:write",),
+        hq_only=True,
     ),
-    "storeCreate": (
+    "storeCreate": Case(
         'mutation { storeCreate(input: {code: "NEWS", name: "n", regionCode: '
         '"310115", address: "a"}) { store { code } errors { code } } }',
-        "partners:write",
-        True,
+        ("partners:write",),
+        hq_only=True,
+    ),
+    "customerUpsert": Case(
+        'mutation { customerUpsert(input: {identities: [{kind: PHONE, value: "13600000001"}]}) '
+        "{ customer { id } errors { code } } }",
+        ("customers:write",),
+        hq_only=True,
+    ),
+    "customerUpdate": Case(
+        'mutation($ca: ID!) { customerUpdate(input: {id: $ca, tagsAdd: ["vip"]}) '
+        "{ customer { id } errors { code } } }",
+        ("customers:write",),
+        hq_only=True,
+    ),
+    "customersMerge": Case(
+        "mutation($ca: ID!, $cb: ID!) { customersMerge(input: {targetId: $ca, "
+        "sourceIds: [$cb], dryRun: true}) { dryRun errors { code } } }",
+        ("customers:write",),
+        hq_only=True,
+    ),
+    "memberJoin": Case(
+        "mutation($sa: ID!) { memberJoin(input: {storeId: $sa, identities: "
+        '[{kind: PHONE, value: "13600000002"}]}) { customer { id } errors { code } } }',
+        ("members:write",),
+    ),
+    "memberLevelCreate": Case(
+        'mutation { memberLevelCreate(input: {code: "gold", name: "金卡", rank: 2, '
+        'metric: SPEND, threshold: "5000"}) { memberLevel { id } errors { code } } }',
+        ("loyalty:write",),
+        hq_only=True,
+    ),
+    "memberLevelUpdate": Case(
+        'mutation($level: ID!) { memberLevelUpdate(input: {id: $level, name: "银卡会员"}) '
+        "{ memberLevel { id } errors { code } } }",
+        ("loyalty:write",),
+        hq_only=True,
+    ),
+    "memberLevelSet": Case(
+        "mutation($ca: ID!, $level: ID!) { memberLevelSet(input: {customerId: $ca, "
+        "levelId: $level}) { customer { id } errors { code } } }",
+        ("members:write",),
+    ),
+    "pointsAdjust": Case(
+        'mutation($ca: ID!) { pointsAdjust(input: {customerId: $ca, amount: 5, reason: "m", '
+        'idempotencyKey: "matrix-1"}) { entry { id } errors { code } } }',
+        ("points:write",),
+    ),
+    "pointsEarningRuleCreate": Case(
+        'mutation { pointsEarningRuleCreate(input: {name: "double", multiplier: "2"}) '
+        "{ rule { id } errors { code } } }",
+        ("loyalty:write",),
+        hq_only=True,
+    ),
+    "couponTemplateCreate": Case(
+        'mutation { couponTemplateCreate(input: {name: "n", kind: FIXED_OFF, discountAmount: '
+        '"5", claimChannel: BOTH, useChannel: BOTH, totalStock: 10, validDays: 7}) '
+        "{ couponTemplate { id } errors { code } } }",
+        ("coupons:write",),
+        hq_only=True,
+    ),
+    "couponTemplateUpdate": Case(
+        "mutation($t: ID!) { couponTemplateUpdate(input: {id: $t, totalStock: 200}) "
+        "{ couponTemplate { id } errors { code } } }",
+        ("coupons:write",),
+        hq_only=True,
+    ),
+    "couponClaim": Case(
+        "mutation($t: ID!, $ca: ID!) { couponClaim(input: {templateId: $t, customerId: $ca, "
+        "channel: ONLINE}) { coupon { id } errors { code } } }",
+        ("coupons:write", "coupons:claim"),
+        hq_only=True,  # granting to a customer is HQ's ...
+        members=True,  # ... claiming is the member's own
+    ),
+    "couponRedeem": Case(
+        "mutation($code: String!, $sa: ID!) { couponRedeem(input: {code: $code, storeId: $sa}) "
+        "{ coupon { id } errors { code } } }",
+        ("coupons:redeem",),
     ),
 }
 
@@ -288,6 +471,8 @@ CALLERS = {
     "integration without the scope": (Role.INTEGRATION, set()),
     "integration with the scope": (Role.INTEGRATION, "the scope"),
 }
+HQ_ROLES = (Role.HQ_ADMIN, Role.CHANNEL_MANAGER, Role.MARKETER)
+PARTNER_LEVEL = (Role.PARTNER_ADMIN, Role.STORE_STAFF, Role.INTEGRATION)
 
 
 def test_every_mutation_is_in_the_matrix():
@@ -297,40 +482,47 @@ def test_every_mutation_is_in_the_matrix():
 @pytest.mark.parametrize("caller", sorted(CALLERS))
 @pytest.mark.parametrize("mutation", sorted(MUTATION_CASES))
 async def test_authorization_matrix(app, issue_token, two_partners, mutation, caller):
-    document, scope, hq_only = MUTATION_CASES[mutation]
+    case = MUTATION_CASES[mutation]
     spec = CALLERS[caller]
     token = None
+    held: set[str] = set()
     if spec is not None:
         role, scopes = spec
-        scopes = {scope} if scopes == "the scope" else scopes
+        held = set(ROLE_SCOPES[role]) if scopes is None else set(scopes)
+        if scopes == "the scope":
+            held = {case.scopes[0]}
         token = issue_token(
             role,
-            partner_id=pk(two_partners["A"]["id"])
-            if role in (Role.PARTNER_ADMIN, Role.STORE_STAFF, Role.INTEGRATION)
-            else None,
+            partner_id=pk(two_partners["A"]["id"]) if role in PARTNER_LEVEL else None,
             store_id=pk(two_partners["SA"]["id"]) if role is Role.STORE_STAFF else None,
-            scopes=scopes,
+            customer_id=pk(two_partners["CA"]["id"]) if role is Role.MEMBER else None,
+            scopes=held,
         )
-    body = await Caller(app, token).raw(document, {"id": two_partners["A"]["id"]})
-    holds_scope = spec is not None and (
-        scope
-        in (
-            ROLE_SCOPES[spec[0]]
-            if spec[1] is None
-            else ({scope} if spec[1] == "the scope" else spec[1])
-        )
-    )
+    variables = {
+        "id": two_partners["A"]["id"],
+        "sa": two_partners["SA"]["id"],
+        "ca": two_partners["CA"]["id"],
+        "cb": two_partners["CB"]["id"],
+        "t": two_partners["TEMPLATE"]["id"],
+        "code": two_partners["COUPON_A"]["code"],
+        "level": two_partners["LEVEL"]["id"],
+    }
+    body = await Caller(app, token).raw(case.document, variables)
     if spec is None:
         assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
-    elif not holds_scope:
+        return
+    if not held & set(case.scopes):
         assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
         assert body["data"] is None
-    elif hq_only and spec[0] not in (Role.HQ_ADMIN, Role.CHANNEL_MANAGER, Role.MARKETER):
-        (payload,) = body["data"].values()
-        assert [e["code"] for e in payload["errors"]] == ["FORBIDDEN"]
-    else:
-        (payload,) = body["data"].values()
+        return
+    assert "errors" not in body, body["errors"]
+    (payload,) = body["data"].values()
+    role = spec[0]
+    succeeds = role in HQ_ROLES or (role is Role.MEMBER and case.members) or not case.hq_only
+    if succeeds:
         assert payload["errors"] == [], payload
+    else:
+        assert [e["code"] for e in payload["errors"]] == ["FORBIDDEN"]
 
 
 async def test_a_partners_integration_client_cannot_hold_hq_scopes(db, two_partners):

@@ -1,0 +1,61 @@
+"""`qudao members ...`: jobs of the membership programme."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from api.customers.levels import ReviewSummary
+    from api.db import Database
+
+members_app = typer.Typer(help="Members and member levels.", no_args_is_help=True)
+
+
+def _parse_now(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"not an ISO-8601 time: {value!r}", param_hint="--now") from None
+    # A time without a zone is taken as UTC, like every time the API stores.
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+@members_app.command("review-levels")
+def review_levels(
+    now: str | None = typer.Option(
+        None, "--now", help="Review as of this ISO-8601 time (default: now, UTC)."
+    ),
+    batch: int = typer.Option(500, "--batch", min=1, max=10_000, help="Members per transaction."),
+) -> None:
+    """Period-end level review: renew, start grace, or downgrade after grace (run daily)."""
+    # Imported here: `qudao --help` should not load the database layer.
+    from api.cli import _settings, _with_db
+    from api.customers import levels
+    from api.db import utcnow
+
+    at = _parse_now(now) or utcnow()
+
+    async def work(db: Database) -> ReviewSummary:
+        total = levels.ReviewSummary()
+        while True:
+            # One transaction per batch: locks stay short and a crash loses one batch at most.
+            async with db.transaction() as session:
+                part = await levels.review_levels(session, at, limit=batch)
+            total.add(part)
+            # Every reviewed member leaves the due set (a new period, a grace end in the
+            # future, or a level with no period), so a short batch means none is left.
+            if part.reviewed < batch:
+                return total
+
+    summary = _with_db(_settings(), work)
+    typer.echo(
+        f"Reviewed {summary.reviewed} members as of {at.isoformat()}: "
+        f"{summary.renewed} renewed, {summary.upgraded} upgraded, "
+        f"{summary.entered_grace} entered grace, {summary.grace_cleared} left grace, "
+        f"{summary.downgraded} downgraded."
+    )

@@ -1,0 +1,113 @@
+"""`qudao points ...`: the jobs and the check of the points ledger."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from api.db import Database
+    from api.loyalty.service import JobResult, Mismatch
+
+points_app = typer.Typer(help="The points ledger (积分).", no_args_is_help=True)
+
+
+def _parse_now(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"not an ISO-8601 time: {value!r}", param_hint="--now") from None
+    # A time without a zone is taken as UTC, like every time the API stores.
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+async def _run_job(db: Database, *, expire: bool, now: datetime, batch: int) -> JobResult:
+    from api.loyalty import service
+
+    total = service.JobResult()
+    while True:
+        # One transaction per batch: each customer's lock is held briefly, and a crash loses
+        # at most one batch (the next run picks it up: the job is idempotent).
+        async with db.transaction() as session:
+            job = service.expire_due if expire else service.release_due
+            part = await job(session, now, batch)
+        total.add(part)
+        # Every customer of a batch leaves the due set, so a short batch means none is left.
+        if part.scanned < batch:
+            return total
+
+
+@points_app.command("expire")
+def expire(
+    now: str | None = typer.Option(
+        None, "--now", help="Run as of this ISO-8601 time (default: now, UTC)."
+    ),
+    batch: int = typer.Option(
+        200,
+        "--batch",
+        min=1,
+        max=10_000,
+        help="Customers per transaction (their locks are held until it commits).",
+    ),
+    release: bool = typer.Option(
+        True, "--release/--no-release", help="Also release pending points past the return window."
+    ),
+) -> None:
+    """Expire points past their expiry, then release matured pending points (run daily)."""
+    # Imported here: `qudao --help` should not load the database layer.
+    from api.cli import _settings, _with_db
+    from api.db import utcnow
+
+    at = _parse_now(now) or utcnow()
+
+    async def work(db: Database) -> tuple[JobResult, JobResult | None]:
+        expired = await _run_job(db, expire=True, now=at, batch=batch)
+        released = await _run_job(db, expire=False, now=at, batch=batch) if release else None
+        return expired, released
+
+    expired, released = _with_db(_settings(), work)
+    lines = [
+        f"Expired {expired.points} points in {expired.lots} lots of {expired.customers} "
+        f"customers as of {at.isoformat()}."
+    ]
+    if released is not None:
+        lines.append(
+            f"Released {released.points} pending points in {released.lots} lots of "
+            f"{released.customers} customers."
+        )
+    typer.echo("\n".join(lines))
+
+
+@points_app.command("check")
+def check() -> None:
+    """Verify every points account against its ledger and lots; exit 1 on any mismatch."""
+    from api.cli import _settings, _with_db
+    from api.loyalty import service
+
+    async def work(db: Database) -> list[Mismatch]:
+        async with db.read() as session:
+            return await service.check_balances(session)
+
+    mismatches = _with_db(_settings(), work)
+    if not mismatches:
+        typer.echo("Every points account matches its ledger and its lots.")
+        return
+    table = Table(title=f"{len(mismatches)} points accounts disagree with their ledger")
+    for column in ("customer", "cached b/p/d", "ledger b/p/d", "lots b/p", "bad lots"):
+        table.add_column(column, justify="right")
+    for m in mismatches:
+        table.add_row(
+            str(m.customer_id),
+            "/".join(map(str, m.cached)),
+            "/".join(map(str, m.ledger)),
+            "/".join(map(str, m.lots)),
+            str(m.bad_lots),
+        )
+    Console(soft_wrap=True).print(table)
+    raise typer.Exit(1)

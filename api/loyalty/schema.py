@@ -1,0 +1,439 @@
+"""GraphQL surface of the points ledger: thin wrappers over service.py and loaders.py.
+
+``customer_points`` and ``customer_points_ledger`` are what the customers domain wires into
+``Customer.points`` and ``Customer.pointsLedger``; both batch through DataLoaders, so a page
+of customers costs a fixed number of statements. This module must not import
+``api.customers.schema`` at module level (that one imports this).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+
+import strawberry
+
+from api.db import utcnow
+from api.errors import DomainError, InputError
+from api.graphql.context import Context, Info
+from api.graphql.errors import UserError, user_errors
+from api.graphql.ids import decode_id_of, encode_id
+from api.graphql.parts import SchemaParts
+from api.graphql.permissions import requires
+from api.graphql.relay import Connection, Node, page_request, register_node, to_connection
+from api.loyalty import loaders, models, rules, service
+from api.pagination import count, fetch_page
+
+PointsEntryKind = strawberry.enum(
+    models.EntryKind,
+    name="PointsEntryKind",
+    description="What a ledger entry records: EARN, RELEASE (pending points unlocked), REDEEM, "
+    "EXPIRE, REVERSE (an earning undone), ADJUST (manual), TRANSFER (a customer merge).",
+)
+PointsErrorCode = strawberry.enum(service.PointsErrorCode)
+
+
+@strawberry.type(
+    description="A customer's points right now. Lots past their expiry do not count even "
+    "before the expiry job has run; pending points whose return window has passed count as "
+    "spendable even before the release job has run."
+)
+class PointsBalance:
+    balance: int = strawberry.field(description="Spendable points.")
+    pending: int = strawberry.field(description="Earned, unlocking after the return window.")
+    expiring_soon: int = strawberry.field(
+        description="Spendable points that expire within 30 days."
+    )
+    next_expires_at: datetime | None = strawberry.field(
+        description="When the next spendable points expire (null: none do)."
+    )
+    debt: int = strawberry.field(
+        description="Points owed from reversed earnings already spent; settled from the "
+        "next points."
+    )
+
+    @classmethod
+    def of(cls, balance: service.Balance) -> PointsBalance:
+        return cls(
+            balance=balance.balance,
+            pending=balance.pending,
+            expiring_soon=balance.expiring_soon,
+            next_expires_at=balance.next_expires_at,
+            debt=balance.debt,
+        )
+
+
+@strawberry.type(description="One line of a customer's points ledger (append-only).")
+class PointsEntry(Node):
+    kind: PointsEntryKind  # type: ignore[valid-type]
+    amount: int = strawberry.field(description="Change of the spendable balance.")
+    pending_delta: int = strawberry.field(description="Change of the pending points.")
+    debt_delta: int = strawberry.field(description="Change of the points owed.")
+    balance_after: int
+    reason: str
+    source_type: str = strawberry.field(description="What caused it: order, adjust, lot, ...")
+    source_id: str
+    actor: str | None
+    created_at: datetime
+    expires_at: datetime | None = strawberry.field(
+        description="When the points of this entry's lot expire, for entries of one lot."
+    )
+    pk: strawberry.Private[int]
+    customer_pk: strawberry.Private[int]
+
+    @classmethod
+    def from_row(cls, row: tuple[models.PointsEntry, datetime | None]) -> PointsEntry:
+        entry, expires_at = row
+        return cls(
+            id=strawberry.ID(encode_id("PointsEntry", entry.id)),
+            pk=entry.id,
+            customer_pk=entry.customer_id,
+            kind=entry.kind,
+            amount=entry.amount,
+            pending_delta=entry.pending_delta,
+            debt_delta=entry.debt_delta,
+            balance_after=entry.balance_after,
+            reason=entry.reason,
+            source_type=entry.source_type,
+            source_id=entry.source_id,
+            actor=entry.actor,
+            created_at=entry.created_at,
+            expires_at=expires_at,
+        )
+
+
+@strawberry.type(
+    description="How purchases earn points: the highest priority matching rule, then the "
+    "most specific, prices each line at amount × pointsPerYuan × multiplier, rounded down. "
+    "Empty conditions match everything."
+)
+class PointsEarningRule(Node):
+    name: str
+    channel: str | None
+    store_id: strawberry.ID | None
+    sku: str | None
+    level_id: strawberry.ID | None
+    points_per_yuan: Decimal
+    multiplier: Decimal
+    priority: int
+    starts_at: datetime | None
+    ends_at: datetime | None
+    active: bool
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: models.PointsEarningRule) -> PointsEarningRule:
+        return cls(
+            id=strawberry.ID(encode_id("PointsEarningRule", row.id)),
+            name=row.name,
+            channel=row.channel,
+            store_id=strawberry.ID(encode_id("Store", row.store_id)) if row.store_id else None,
+            sku=row.sku,
+            level_id=strawberry.ID(encode_id("MemberLevel", row.level_id))
+            if row.level_id
+            else None,
+            points_per_yuan=row.points_per_yuan,
+            multiplier=row.multiplier,
+            priority=row.priority,
+            starts_at=row.starts_at,
+            ends_at=row.ends_at,
+            active=row.active,
+            created_at=row.created_at,
+        )
+
+
+async def customer_points(info: Info, customer_pk: int) -> PointsBalance:
+    """``Customer.points``: batched, one statement for all customers of a request."""
+    balance = await info.context.loader(loaders.balances_by_customer).load(customer_pk)
+    return PointsBalance.of(balance)
+
+
+async def customer_points_ledger(
+    info: Info,
+    customer_pk: int,
+    first: int | None = None,
+    after: str | None = None,
+    last: int | None = None,
+    before: str | None = None,
+) -> Connection[PointsEntry]:
+    """``Customer.pointsLedger``, newest first: two statements for all customers."""
+    ctx = info.context
+    request = page_request(info, first, after, last, before)
+    page = await ctx.loader(loaders.entry_pages_by_customer, request).load(customer_pk)
+    counts = ctx.loader(loaders.entry_counts_by_customer)
+    return to_connection(page, PointsEntry.from_row, lambda: counts.load(customer_pk))
+
+
+async def _load_entries(ctx: Context, pks: Sequence[int]) -> list[PointsEntry | None]:
+    # Ledger lines are customer data: the same scope as reading the customer.
+    if not ctx.principal.has_scope("customers:read"):
+        return [None] * len(pks)
+    rows = await ctx.loader(loaders.entries_by_pk).load_many(pks)
+    return [PointsEntry.from_row(r) if r else None for r in rows]
+
+
+async def _load_rules(ctx: Context, pks: Sequence[int]) -> list[PointsEarningRule | None]:
+    if not ctx.principal.has_scope("customers:read"):
+        return [None] * len(pks)
+    rows = await ctx.loader(loaders.earning_rules_by_pk).load_many(pks)
+    return [PointsEarningRule.from_row(r) if r else None for r in rows]
+
+
+register_node("PointsEntry", _load_entries)
+register_node("PointsEarningRule", _load_rules)
+
+
+# --- queries ----------------------------------------------------------------------------------
+
+
+@strawberry.input
+class PointsQuoteLineInput:
+    sku: str
+    amount: Decimal = strawberry.field(description="What the line costs, in yuan.")
+
+
+@strawberry.type
+class PointsQuoteLine:
+    sku: str
+    amount: Decimal
+    points: int
+    rule: PointsEarningRule | None = strawberry.field(
+        description="The rule that priced the line; null when none matched."
+    )
+
+
+@strawberry.type(description="What a cart would earn now (nothing is written).")
+class PointsQuote:
+    points: int
+    lines: list[PointsQuoteLine]
+
+
+@strawberry.type
+class LoyaltyQuery:
+    @strawberry.field(
+        permission_classes=[requires("customers:read")],
+        description="How many points a cart would earn for a customer now; null when the "
+        "customer does not exist or is not yours.",
+    )
+    async def points_quote(
+        self,
+        info: Info,
+        customer_id: strawberry.ID,
+        channel: str,
+        lines: list[PointsQuoteLineInput],
+        store_id: strawberry.ID | None = None,
+    ) -> PointsQuote | None:
+        ctx = info.context
+        customer_pk = decode_id_of(customer_id, "Customer")
+        store_pk = decode_id_of(store_id, "Store") if store_id else None
+        now = utcnow()
+        async with ctx.db.read() as session:
+            live = await service.visible_customer_id(session, ctx.principal, customer_pk)
+            if live is None:
+                return None
+            level_id = await service.customer_level_id(session, live)
+            purchase = rules.Purchase(
+                source_id="quote",
+                channel=channel,
+                store_id=store_pk,
+                level_id=level_id,
+                lines=[rules.PurchaseLine(line.sku, line.amount) for line in lines],
+            )
+            try:
+                quoted = await service.quote_purchase(session, purchase, now)
+            except DomainError as error:
+                raise InputError(str(error)) from None
+            rule_rows = await service.earning_rules_by_id(
+                session, ctx.principal, [q.rule_id for q in quoted.lines if q.rule_id]
+            )
+        return PointsQuote(
+            points=quoted.points,
+            lines=[
+                PointsQuoteLine(
+                    sku=q.sku,
+                    amount=q.amount,
+                    points=q.points,
+                    rule=PointsEarningRule.from_row(rule_rows[q.rule_id])
+                    if q.rule_id in rule_rows
+                    else None,
+                )
+                for q in quoted.lines
+            ],
+        )
+
+    @strawberry.field(
+        permission_classes=[requires("customers:read")],
+        description="The points earning rules, oldest first.",
+    )
+    async def points_earning_rules(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[PointsEarningRule]:
+        ctx = info.context
+        request = page_request(info, first, after, last, before)
+        stmt = service.earning_rules_query(ctx.principal)
+        async with ctx.db.read() as session:
+            page = await fetch_page(session, stmt, service.RULE_KEYSET, request)
+
+        async def total() -> int:
+            async with ctx.db.read() as session:
+                return await count(session, stmt)
+
+        return to_connection(page, PointsEarningRule.from_row, total)
+
+
+# --- mutations --------------------------------------------------------------------------------
+
+
+@strawberry.type
+class PointsError(UserError):
+    code: PointsErrorCode  # type: ignore[valid-type]
+
+
+MAX_KEY_LENGTH = 64
+
+
+@strawberry.input
+class PointsAdjustInput:
+    customer_id: strawberry.ID
+    amount: int = strawberry.field(
+        description=f"Points to grant (> 0) or deduct (< 0); at most "
+        f"{service.MAX_ADJUST_POINTS} either way."
+    )
+    reason: str
+    idempotency_key: str = strawberry.field(
+        description="Retrying with the same key returns the first result; the same key with "
+        f"other arguments is IDEMPOTENCY_KEY_REUSED. At most {MAX_KEY_LENGTH} characters."
+    )
+
+
+@strawberry.type
+class PointsAdjustPayload:
+    entry: PointsEntry | None = None
+    balance: PointsBalance | None = None
+    errors: list[PointsError] = strawberry.field(default_factory=list)
+
+
+@strawberry.input
+class PointsEarningRuleCreateInput:
+    name: str
+    points_per_yuan: Decimal = Decimal(1)
+    multiplier: Decimal = Decimal(1)
+    channel: str | None = None
+    store_id: strawberry.ID | None = None
+    sku: str | None = None
+    level_id: strawberry.ID | None = None
+    priority: int = 0
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    active: bool = True
+
+
+@strawberry.type
+class PointsEarningRuleCreatePayload:
+    rule: PointsEarningRule | None = None
+    errors: list[PointsError] = strawberry.field(default_factory=list)
+
+
+def _pk(global_id: str, type_name: str, *path: str) -> int:
+    try:
+        return decode_id_of(global_id, type_name)
+    except InputError as error:
+        raise DomainError.one(service.PointsErrorCode.INVALID, str(error), *path) from None
+
+
+def _key_namespace(ctx: Context) -> str:
+    """Idempotency keys are per caller: one partner's key can never return (or block)
+    another's adjustment."""
+    principal = ctx.principal
+    if principal.is_hq:
+        return "hq"
+    return f"partner:{principal.partner_id}"
+
+
+@strawberry.type
+class LoyaltyMutation:
+    @strawberry.mutation(
+        permission_classes=[requires("points:write")],
+        description="Grant or deduct points. Deductions never take the balance below zero "
+        "(INSUFFICIENT_POINTS). A partner may adjust only the customers it recruited.",
+    )
+    async def points_adjust(self, info: Info, input: PointsAdjustInput) -> PointsAdjustPayload:
+        ctx = info.context
+        now = utcnow()
+        try:
+            customer_pk = _pk(input.customer_id, "Customer", "customerId")
+            if not input.idempotency_key or len(input.idempotency_key) > MAX_KEY_LENGTH:
+                raise DomainError.one(
+                    service.PointsErrorCode.INVALID,
+                    f"An idempotency key of 1 to {MAX_KEY_LENGTH} characters.",
+                    "idempotencyKey",
+                )
+            async with ctx.db.transaction() as session:
+                entry = await service.adjust(
+                    session,
+                    customer_pk,
+                    input.amount,
+                    idempotency_key=f"{_key_namespace(ctx)}:{input.idempotency_key}",
+                    reason=input.reason,
+                    actor=ctx.principal.subject,
+                    now=now,
+                    principal=ctx.principal,
+                    policy=ctx.settings.points_policy,
+                )
+        except DomainError as error:
+            return PointsAdjustPayload(errors=user_errors(PointsError, error))
+        async with ctx.db.read() as session:
+            balances = await service.balances_of(session, [entry.customer_id], utcnow())
+            expires = await service.lot_expiries(session, [entry.lot_id] if entry.lot_id else [])
+        ctx.touched(info, "PointsEntry", entry.id)
+        return PointsAdjustPayload(
+            entry=PointsEntry.from_row((entry, expires.get(entry.lot_id or 0))),
+            balance=PointsBalance.of(balances[entry.customer_id]),
+        )
+
+    @strawberry.mutation(permission_classes=[requires("loyalty:write")])
+    async def points_earning_rule_create(
+        self, info: Info, input: PointsEarningRuleCreateInput
+    ) -> PointsEarningRuleCreatePayload:
+        ctx = info.context
+        try:
+            draft = service.EarningRuleDraft(
+                name=input.name,
+                points_per_yuan=input.points_per_yuan,
+                multiplier=input.multiplier,
+                channel=input.channel,
+                store_id=_pk(input.store_id, "Store", "storeId") if input.store_id else None,
+                sku=input.sku,
+                level_id=_pk(input.level_id, "MemberLevel", "levelId") if input.level_id else None,
+                priority=input.priority,
+                starts_at=input.starts_at,
+                ends_at=input.ends_at,
+                active=input.active,
+            )
+            async with ctx.db.transaction() as session:
+                row = await service.create_earning_rule(session, ctx.principal, draft, utcnow())
+        except DomainError as error:
+            return PointsEarningRuleCreatePayload(errors=user_errors(PointsError, error))
+        ctx.touched(info, "PointsEarningRule", row.id)
+        return PointsEarningRuleCreatePayload(rule=PointsEarningRule.from_row(row))
+
+
+__all__ = [
+    "LoyaltyMutation",
+    "LoyaltyQuery",
+    "PointsBalance",
+    "PointsEntry",
+    "customer_points",
+    "customer_points_ledger",
+]
+
+
+schema_parts = SchemaParts(
+    query=LoyaltyQuery, mutation=LoyaltyMutation, types=[PointsEntry, PointsEarningRule]
+)
