@@ -1,6 +1,8 @@
 """Demo data for `qudao seed --demo`: a small brand's channel network, through the services.
 
-Besides partners and stores it creates one demo login per staff role (all with the documented
+Besides partners and stores it creates member levels, earning rules, coupon templates and a few
+members with points and coupons (and a marketplace buyer who duplicates one of them), one
+demo login per staff role (all with the documented
 password below), the first-party console client (`qudao-console`, password grant), an
 integration client for one agent and the members' mini-program (`qudao-miniprogram`, public,
 phone code and WeChat logins). Client secrets are stored hashed: the seed returns them so
@@ -10,6 +12,7 @@ phone code and WeChat logins). Client secrets are stored hashed: the seed return
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,7 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.auth import otp, wechat
 from api.auth import service as auth
 from api.auth.principal import Principal, Role
-from api.db import Database
+from api.coupons import service as coupons
+from api.coupons.models import CouponChannel, CouponKind, CouponOrigin, Stacking
+from api.customers import levels as levels_service
+from api.customers import service as customers
+from api.customers.models import ConsentPurpose, IdentityKind, LevelMetric
+from api.db import Database, utcnow
+from api.loyalty import service as loyalty
 from api.partners import service
 from api.partners.models import Partner, PartnerStatus, PartnerTier, PartnerType
 
@@ -111,7 +120,9 @@ async def seed_demo(db: Database) -> DemoSeed | None:
         if await session.scalar(select(Partner.id).limit(1)) is not None:
             return None
         partners, stores = await _seed_network(session)
-        return await _seed_identities(session, partners, stores)
+        seeded = await _seed_identities(session, partners, stores)
+        await _seed_crm(session, stores)
+        return seeded
 
 
 async def _seed_network(session: AsyncSession) -> tuple[dict[str, int], dict[str, int]]:
@@ -193,6 +204,160 @@ async def _seed_identities(
         console=_seeded(console),
         integration=_seeded(integration),
         integration_partner=INTEGRATION_PARTNER,
+    )
+
+
+# --- the private domain: levels, earning rules, coupons, members -----------------------------
+
+# code, name, rank, qualifying spend in a rolling year (CNY)
+DEMO_LEVELS = [
+    ("regular", "普卡会员", 0, "0"),
+    ("silver", "银卡会员", 1, "2000"),
+    ("gold", "金卡会员", 2, "8000"),
+    ("platinum", "铂金会员", 3, "20000"),
+]
+
+# name, phone, recruiting store (None: not a member yet), spend so far, points granted, tags
+DEMO_CUSTOMERS = [
+    ("王芳", "13900000001", "S-SH-001", "2600", 1200, ["skincare"]),
+    ("李娜", "13900000002", "S-SH-001", "9200", 5200, ["vip"]),
+    ("张伟", "13900000003", "S-SH-002", "300", 150, []),
+    ("刘洋", "13900000004", "S-SH-003", "21000", 8800, ["vip", "makeup"]),
+    ("陈静", "13900000005", "S-HZ-001", "1200", 600, []),
+    ("杨敏", "13900000006", "S-SH-DIR", "0", 0, ["new"]),
+    ("赵磊", "13900000007", None, "0", 0, []),
+]
+# A Tmall buyer who left the same phone as 王芳 on an order: customerDuplicates finds them.
+DEMO_MARKETPLACE_BUYER = ("tmall:tb_wangfang_88", "13900000001")
+
+
+async def _seed_crm(session: AsyncSession, stores: dict[str, int]) -> None:
+    now = utcnow()
+    levels = {}
+    for code, name, rank, threshold in DEMO_LEVELS:
+        level = await levels_service.create_level(
+            session,
+            SEEDER,
+            levels_service.LevelDraft(
+                code=code,
+                name=name,
+                rank=rank,
+                metric=LevelMetric.SPEND,
+                threshold=Decimal(threshold),
+            ),
+        )
+        levels[code] = level.id
+    for name, multiplier, channel, level in (
+        ("每消费1元积1分", "1", None, None),
+        ("小程序下单双倍积分", "2", "mini_program", None),
+        ("金卡会员1.5倍积分", "1.5", None, "gold"),
+    ):
+        await loyalty.create_earning_rule(
+            session,
+            SEEDER,
+            loyalty.EarningRuleDraft(
+                name=name,
+                points_per_yuan=Decimal(1),
+                multiplier=Decimal(multiplier),
+                channel=channel,
+                level_id=levels[level] if level else None,
+                priority=1 if channel or level else 0,
+            ),
+            now,
+        )
+    templates = [
+        await coupons.create_template(session, SEEDER, draft, now=now)
+        for draft in (
+            # 线上领券、线下核销: claimed in the mini-program, used in any store.
+            coupons.TemplateDraft(
+                name="满200减30 门店券",
+                kind=CouponKind.AMOUNT_OFF_THRESHOLD,
+                claim_channel=CouponChannel.ONLINE,
+                use_channel=CouponChannel.OFFLINE,
+                total_stock=1000,
+                threshold_amount=Decimal(200),
+                discount_amount=Decimal(30),
+                valid_days=30,
+                per_person_limit=2,
+            ),
+            coupons.TemplateDraft(
+                name="全场8.5折 最高减50",
+                kind=CouponKind.PERCENT_OFF,
+                claim_channel=CouponChannel.BOTH,
+                use_channel=CouponChannel.BOTH,
+                total_stock=500,
+                percent_off=15,
+                max_discount=Decimal(50),
+                valid_days=14,
+                stacking=Stacking.EXCLUSIVE,
+            ),
+            coupons.TemplateDraft(
+                name="新会员直减10元",
+                kind=CouponKind.FIXED_OFF,
+                claim_channel=CouponChannel.BOTH,
+                use_channel=CouponChannel.BOTH,
+                total_stock=5000,
+                discount_amount=Decimal(10),
+                valid_days=30,
+                stacking=Stacking.STACKABLE,
+            ),
+        )
+    ]
+    for index, (name, phone, store, spend, points, tags) in enumerate(DEMO_CUSTOMERS):
+        draft = customers.CustomerDraft(
+            identities=[(IdentityKind.PHONE, phone)],
+            name=name,
+            first_channel="store" if store else "mini_program",
+            tags=tags,
+            consents=[customers.ConsentDecision(ConsentPurpose.MARKETING_MESSAGES, True, "seed")],
+        )
+        if store is None:
+            customer = (await customers.upsert_customer(session, draft, actor="seed")).customer
+        else:
+            customer = await levels_service.join(
+                session,
+                SEEDER,
+                levels_service.JoinRequest(draft=draft, store_id=stores[store]),
+                now=now,
+            )
+        if spend != "0":
+            await customers.record_spend(
+                session,
+                customer.id,
+                Decimal(spend),
+                source_type="seed",
+                source_id=f"spend-{index}",
+                at=now,
+            )
+        if points:
+            await loyalty.adjust(
+                session,
+                customer.id,
+                points,
+                idempotency_key=f"seed-welcome-{index}",
+                reason="开卡礼 (demo)",
+                actor="seed",
+                now=now,
+            )
+        if store is not None:
+            await coupons.claim(
+                session,
+                SEEDER,
+                templates[index % len(templates)].id,
+                customer.id,
+                channel=CouponChannel.ONLINE,
+                now=now,
+                origin=CouponOrigin.GRANT,
+            )
+    buyer, phone = DEMO_MARKETPLACE_BUYER
+    await customers.upsert_customer(
+        session,
+        customers.CustomerDraft(
+            identities=[(IdentityKind.MARKETPLACE_BUYER, buyer)],
+            contact_phone=phone,
+            first_channel="marketplace",
+        ),
+        actor="seed",
     )
 
 

@@ -28,6 +28,7 @@ from api.seed import (
     MINIPROGRAM_GRANTS,
     seed_demo,
 )
+from tests.conftest import GraphQLClient
 
 runner = CliRunner()
 BASE = "http://qudao.test"
@@ -156,3 +157,39 @@ def test_seed_command_prints_credentials_once(tmp_path, monkeypatch: pytest.Monk
         assert conn.execute("SELECT count(*) FROM staff_user").fetchone() == (len(DEMO_EMAILS),)
         assert conn.execute("SELECT count(*) FROM oauth_client").fetchone() == (3,)
     assert not (tmp_path / "jwks.json").exists()  # seeding needs no signing key
+
+
+async def test_the_demo_private_domain_is_browsable_as_the_store_clerk_sees_it(
+    db, gql, app, issue_token
+):
+    """A demo store clerk sees their store's members with levels, points and coupons, and HQ
+    sees the marketplace buyer that duplicates one of them."""
+    await seed_demo(db)
+    async with db.read() as session:
+        store = await session.scalar(select(Store).where(Store.code == "S-SH-001"))
+    token = issue_token(Role.STORE_STAFF, partner_id=store.partner_id, store_id=store.id)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url=BASE,
+        headers={"Authorization": f"Bearer {token}"},
+    ) as http:
+        members = (
+            await GraphQLClient(http)(
+                "{ customers { nodes { name level { code } points { balance } "
+                "coupons { nodes { template { name } } } } } }"
+            )
+        )["customers"]["nodes"]
+    assert [(m["name"], m["level"]["code"], m["points"]["balance"]) for m in members] == [
+        ("王芳", "silver", 1200),  # 2,600 spent: silver from 2,000
+        ("李娜", "gold", 5200),  # 9,200 spent: gold from 8,000
+    ]
+    assert all(len(m["coupons"]["nodes"]) == 1 for m in members)
+
+    wang = (await gql('{ customers(filter: {search: "王芳"}) { nodes { id } } }'))["customers"]
+    duplicates = (
+        await gql(
+            "query($id: ID!) { customerDuplicates(customerId: $id) { customer { firstChannel } } }",
+            {"id": wang["nodes"][0]["id"]},
+        )
+    )["customerDuplicates"]
+    assert [d["customer"]["firstChannel"] for d in duplicates] == ["marketplace"]

@@ -249,9 +249,10 @@ async def qualification(
     """(metric, window days) → customer → the amount in that window ending at ``now``.
 
     One grouped query per distinct rule, however many customers: the review job runs it
-    per batch. POINTS counts what was earned (released and pending), from the ledger: an
-    earning that paid down debt credited less (``amount``) but earned the whole
-    (``amount + pending_delta - debt_delta``, debt_delta being negative then).
+    per batch. POINTS counts what was earned (released and pending) less what refunds
+    reversed, from the ledger, as SPEND counts refunds as negative spend. An entry's effect
+    is ``amount + pending_delta - debt_delta``: an earning that paid down debt credited less
+    but earned the whole; a reversal that found the points spent took nothing but left debt.
     """
     from api.loyalty.models import EntryKind, PointsEntry
 
@@ -289,7 +290,7 @@ async def qualification(
                             )
                         )
                     ),
-                    PointsEntry.kind == EntryKind.EARN,
+                    PointsEntry.kind.in_((EntryKind.EARN, EntryKind.REVERSE)),
                     PointsEntry.created_at > since,
                     PointsEntry.created_at <= now,
                 )

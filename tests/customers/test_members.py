@@ -333,6 +333,42 @@ async def test_points_levels_count_points_earned_in_the_window(gql, db, network)
     assert (await _state(db, member))[0] == "star"
 
 
+async def test_points_levels_count_earnings_in_full_and_refunds_against_them(gql, db, network):
+    """A refund after the points were spent leaves debt; the next earning settles it first
+    and credits less, but the member earned all of it, and the refunded order counts for
+    nothing."""
+    await create_level(gql, "fan", 0, "0", metric="POINTS")
+    await create_level(gql, "star", 1, "500", metric="POINTS", windowDays=90)
+    t0 = utcnow()
+    member = await _member(db, "13900000009", pk(network["SA"]["id"]), t0)
+    earning = dict(reason="order", actor=None, now=t0, pending=False)
+    async with db.transaction() as session:
+        await loyalty.earn(session, member, 100, source_type="order", source_id="d1", **earning)
+        await loyalty.redeem(
+            session,
+            member,
+            100,
+            source_type="gift",
+            source_id="g1",
+            reason="gift",
+            actor=None,
+            now=t0,
+        )
+        await loyalty.reverse(
+            session, source_type="order", source_id="d1", reason="refund", actor=None, now=t0
+        )
+    async with db.transaction() as session:
+        entry = await loyalty.earn(
+            session, member, 450, source_type="order", source_id="d2", **earning
+        )
+    assert (entry.amount, entry.debt_delta) == (350, -100)  # 100 of it paid the debt
+    # Earned in the window: 100 - 100 refunded + 450 = 450 < 500.
+    assert (await _state(db, member))[0] == "fan"
+    async with db.transaction() as session:
+        await loyalty.earn(session, member, 50, source_type="order", source_id="d3", **earning)
+    assert (await _state(db, member))[0] == "star"
+
+
 @pytest.mark.parametrize(
     ("payload", "expected"),
     [
