@@ -27,6 +27,7 @@ from api.graphql.errors import log_unexpected
 from api.graphql.limits import CostLimit
 from api.graphql.parts import SchemaParts
 from api.graphql.relay import NodeQuery
+from api.graphql.scalars import SCALAR_OVERRIDES
 from api.settings import Settings
 
 
@@ -88,6 +89,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         mutation=Mutation,
         types=NODE_TYPES,
         extensions=extensions,  # type: ignore[arg-type]
+        scalar_overrides=SCALAR_OVERRIDES,  # type: ignore[arg-type]
     )
 
 
