@@ -28,11 +28,10 @@ def _serialize_datetime(value: datetime) -> str:
 
 
 AwareDateTime = strawberry.scalar(
-    datetime,
     name="DateTime",
     description="An ISO-8601 date and time with a UTC offset (answers are in UTC).",
     serialize=_serialize_datetime,
     parse_value=_parse_aware_datetime,
 )
 
-SCALAR_OVERRIDES = {datetime: AwareDateTime}
+SCALAR_MAP = {datetime: AwareDateTime}

@@ -18,6 +18,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.extensions.query_depth_limiter import IgnoreContext
+from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
@@ -27,7 +28,7 @@ from api.graphql.errors import log_unexpected
 from api.graphql.limits import CostLimit
 from api.graphql.parts import SchemaParts
 from api.graphql.relay import NodeQuery
-from api.graphql.scalars import SCALAR_OVERRIDES
+from api.graphql.scalars import SCALAR_MAP
 from api.settings import Settings
 
 
@@ -89,7 +90,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         mutation=Mutation,
         types=NODE_TYPES,
         extensions=extensions,  # type: ignore[arg-type]
-        scalar_overrides=SCALAR_OVERRIDES,  # type: ignore[arg-type]
+        config=StrawberryConfig(scalar_map=SCALAR_MAP),
     )
 
 
