@@ -31,6 +31,7 @@ from api.auth.principal import Principal, Role
 from api.customers.models import (
     Customer,
     CustomerStatus,
+    IdentityKind,
     LevelMetric,
     MemberLevel,
     MemberLevelChange,
@@ -41,6 +42,9 @@ from api.customers.service import (
     CustomerErrorCode,
     get_customer,
     lock_customer,
+    lock_identities,
+    lock_identity_owner,
+    normalize_identities,
     require_hq,
     upsert_customer,
 )
@@ -536,11 +540,19 @@ def _next_period(
 # --- membership -----------------------------------------------------------------------------
 
 
+ALREADY_MEMBER_MESSAGE = "This customer is a member already."
+ONE_PHONE_MESSAGE = (
+    "Enrol by one phone number; WeChat and other identities come from the member's own login."
+)
+
+
 @dataclass(slots=True)
 class JoinRequest:
     """Who joins: an existing customer by id, or find-or-create by identities (a store clerk
     enrolling a walk-in by phone). Where: the recruiting store (implied for store staff) and
-    optionally the guide (导购), a staff user of that store."""
+    optionally the guide (导购), a staff user of that store.
+
+    Outside HQ the identities are exactly one phone number (see ``join``)."""
 
     customer_id: int | None = None
     draft: CustomerDraft | None = None
@@ -556,6 +568,68 @@ def _guide_of(principal: Principal) -> int | None:
     return int(number) if kind == "user" and number.isdigit() else None
 
 
+def _counter_draft(draft: CustomerDraft) -> CustomerDraft:
+    """The draft a partner, store or partner integration may enrol with: exactly one phone
+    number, a name and consents, filling blanks only.
+
+    Nobody has proven to the caller that the person at the counter owns anything but the
+    number they give, and even that only by saying it: attaching a second identity to the
+    customer the phone finds would let a clerk add their own phone (or WeChat) to someone
+    else's account and then log in as them. So a counter enrolment never attaches an
+    identity to a customer on file; the phone is attached only to a customer it creates.
+    """
+    if len(draft.identities) != 1 or draft.identities[0][0] is not IdentityKind.PHONE:
+        raise DomainError.one(CustomerErrorCode.INVALID, ONE_PHONE_MESSAGE, "identities")
+    extras = (
+        draft.gender,
+        draft.birthday,
+        draft.contact_phone,
+        draft.contact_email,
+        draft.attributes,
+        draft.unionid_hint,
+    )
+    if any(value is not None for value in extras) or draft.tags:
+        # Not reachable through memberJoin (its input has no such fields): a programming
+        # error in a caller, refused rather than silently dropped.
+        raise DomainError.one(
+            CustomerErrorCode.FORBIDDEN,
+            "A store enrolment records a phone number, a name and consents only.",
+        )
+    return CustomerDraft(
+        identities=normalize_identities(draft.identities),
+        name=draft.name,
+        first_channel=draft.first_channel,
+        consents=draft.consents,
+        # Partners enrol; they do not overwrite what HQ or the member keeps on file.
+        fill_only=True,
+    )
+
+
+async def _enrol_by_phone(
+    session: AsyncSession, draft: CustomerDraft, actor: str, now: datetime
+) -> Customer:
+    """A counter enrolment (``draft`` from ``_counter_draft``): the customer the phone
+    names if they are not a member yet, else a new customer with that phone.
+
+    The member check comes before anything is written, and answers the same whoever
+    recruited them: that the phone is a member's is a fact of the brand, the one thing a
+    store learns about a phone it did not enrol.
+    """
+    (phone,) = draft.identities
+    # Held to the end of the transaction: a concurrent enrolment or login of the same phone
+    # waits, then finds the customer (and the membership) this one commits.
+    await lock_identities(session, [phone])
+    owner = await lock_identity_owner(session, phone)
+    if owner is not None and owner.member_since is not None:
+        raise DomainError.one(
+            CustomerErrorCode.ALREADY_MEMBER, ALREADY_MEMBER_MESSAGE, "identities"
+        )
+    upserted = await upsert_customer(session, draft, actor=actor, now=now)
+    if upserted.attached and not upserted.created:  # pragma: no cover - one identity, owned
+        raise RuntimeError("a counter enrolment attached an identity to a customer on file")
+    return upserted.customer
+
+
 async def join(
     session: AsyncSession,
     principal: Principal,
@@ -566,9 +640,15 @@ async def join(
     """``memberJoin``: make a customer a member, recruited by a store (and guide).
 
     A store principal's store (and, for a clerk, the guide) are implied; HQ and partner
-    callers name a store within their scope. A customer who is a member already is refused
-    with ALREADY_MEMBER, without telling which store recruited them. The entry level (lowest
-    rank) is set when levels exist, then past spend may upgrade at once.
+    callers name a store within their scope. By ``customer_id`` the customer must be one
+    the caller may see. By identities, HQ finds or creates the customer and attaches the
+    identities not on file; anyone else gives exactly one phone number (``_counter_draft``):
+    a customer on file with it who is not a member yet becomes this store's member (and
+    from then on the store sees them), otherwise a new customer is created with it.
+
+    A customer who is a member already is refused with ALREADY_MEMBER, with the same
+    message whichever store recruited them. The entry level (lowest rank) is set when
+    levels exist, then past spend may upgrade at once.
     """
     now = now or utcnow()
     if principal.is_member:
@@ -579,6 +659,10 @@ async def join(
             "Name the customer: either customerId or identities.",
             "customerId",
         )
+    # The input's shape is checked before any store, guide or customer is looked up.
+    counter_draft = (
+        _counter_draft(request.draft) if request.draft is not None and not principal.is_hq else None
+    )
     store_id = request.store_id
     if principal.store_id is not None:
         if store_id is not None and store_id != principal.store_id:
@@ -610,20 +694,22 @@ async def join(
                 )
             guide_id = None  # a token whose user is not at this store: no implied guide
 
-    if request.draft is not None:
-        draft = request.draft
-        if not principal.is_hq:
-            # Partners enrol; they do not overwrite what HQ or the member keeps on file.
-            draft.fill_only = True
-        upserted = await upsert_customer(session, draft, actor=principal.subject, now=now)
+    if counter_draft is not None:
+        customer = await _enrol_by_phone(session, counter_draft, principal.subject, now)
+    elif request.draft is not None:
+        upserted = await upsert_customer(session, request.draft, actor=principal.subject, now=now)
         customer = upserted.customer
+        if customer.member_since is not None:
+            raise DomainError.one(
+                CustomerErrorCode.ALREADY_MEMBER, ALREADY_MEMBER_MESSAGE, "identities"
+            )
     else:
         assert request.customer_id is not None
         customer = await get_customer(session, principal, request.customer_id, lock=True)
-    if customer.member_since is not None:
-        raise DomainError.one(
-            CustomerErrorCode.ALREADY_MEMBER, "This customer is a member already.", "customerId"
-        )
+        if customer.member_since is not None:
+            raise DomainError.one(
+                CustomerErrorCode.ALREADY_MEMBER, ALREADY_MEMBER_MESSAGE, "customerId"
+            )
     customer.member_since = now
     customer.recruited_store_id = store.id
     customer.recruited_partner_id = store.partner_id

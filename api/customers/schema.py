@@ -405,7 +405,10 @@ class ConsentFilterInput:
     granted: bool = True
 
 
-@strawberry.input
+@strawberry.input(
+    description=f"Every list takes at most {service.MAX_FILTER_VALUES} values; more is a "
+    "BAD_USER_INPUT error."
+)
 class CustomerFilter:
     identity: IdentityInput | None = strawberry.field(
         default=None, description="The customer with this identity (the value is normalized)."
@@ -420,12 +423,31 @@ class CustomerFilter:
     is_member: bool | None = None
     created_at: DateTimeRangeInput | None = None
     member_since: DateTimeRangeInput | None = None
-    search: str | None = strawberry.field(default=None, description="Part of the name.")
+    search: str | None = strawberry.field(
+        default=None,
+        description=f"Part of the name (at most {service.MAX_SEARCH_CHARS} characters).",
+    )
     consent: ConsentFilterInput | None = strawberry.field(
         default=None, description="Customers who granted (or did not grant) a purpose."
     )
 
     def to_service(self) -> service.CustomerFilter:
+        """The service's filter; InputError (a top-level BAD_USER_INPUT) for a list over
+        the cap or an over-long search, checked before a single id is decoded."""
+        sizes = {
+            "tags": self.tags,
+            "anyTags": self.any_tags,
+            "levelIds": self.level_ids,
+            "levelCodes": self.level_codes,
+            "recruitedStoreIds": self.recruited_store_ids,
+            "recruitedGuideIds": self.recruited_guide_ids,
+            "recruitedPartnerIds": self.recruited_partner_ids,
+        }
+        oversized = service.filter_size_problems(
+            {name: len(values or ()) for name, values in sizes.items()}, self.search
+        )
+        if oversized:
+            raise InputError(" ".join(message for _, message in oversized))
         return service.CustomerFilter(
             identity=(self.identity.kind, self.identity.value) if self.identity else None,
             tags=self.tags or (),
@@ -622,13 +644,20 @@ class CustomersMergePayload:
 
 
 @strawberry.input(
-    description="Enrol a member: an existing customer by customerId, or find-or-create by "
-    "identities (a clerk enrolling a walk-in by phone). Store staff recruit for their store "
-    "(and as its guide); HQ and partner callers name the store."
+    description="Enrol a member: an existing customer by customerId, or by identities (a "
+    "clerk enrolling a walk-in by phone). Store staff recruit for their store (and as its "
+    "guide); HQ and partner callers name the store."
 )
 class MemberJoinInput:
-    customer_id: strawberry.ID | None = None
-    identities: list[IdentityInput] | None = None
+    customer_id: strawberry.ID | None = strawberry.field(
+        default=None, description="A customer you can see."
+    )
+    identities: list[IdentityInput] | None = strawberry.field(
+        default=None,
+        description="HQ: find or create the customer by any of them, attaching the new ones. "
+        "Anyone else: exactly one PHONE (WeChat and other identities come from the member's "
+        "own login).",
+    )
     name: str | None = None
     consents: list[ConsentInput] = strawberry.field(default_factory=list)
     store_id: strawberry.ID | None = None
@@ -797,6 +826,13 @@ class CustomerMutation:
     ) -> CustomersMergePayload:
         ctx = info.context
         try:
+            if len(input.source_ids) > merge.MAX_SOURCES:
+                # Refused before decoding: the list is the caller's, its length is not.
+                raise DomainError.one(
+                    service.CustomerErrorCode.MERGE_INVALID,
+                    f"At most {merge.MAX_SOURCES} sources per merge.",
+                    "sourceIds",
+                )
             target = _pk(input.target_id, "Customer", "targetId")
             sources = [
                 _pk(s, "Customer", "sourceIds", str(i)) for i, s in enumerate(input.source_ids)
@@ -843,7 +879,17 @@ class CustomerMutation:
 
     @strawberry.mutation(
         permission_classes=[requires("members:write")],
-        description="Enrol a member, recruited by a store (and guide) for life.",
+        description="Enrol a member, recruited by a store (and guide) for life.\n\n"
+        "Partners, stores and partner integrations enrol a walk-in by exactly one phone "
+        "number. A new number creates the customer with it. A number on file of a customer "
+        "who is not a member yet enrols that customer: they become this store's member, "
+        "and the store sees them from then on. No identity is ever added to a customer on "
+        "file this way. A number of someone who is a member already answers ALREADY_MEMBER, "
+        "with the same message whichever store recruited them: that a phone is a member's "
+        "is a fact of the brand, and the one thing a store learns about a phone it enrols. "
+        "HQ may enrol by several identities (attaching the new ones).\n\n"
+        "Next step (not built yet): a code-verified enrolment, where the member confirms "
+        "with a code texted to the phone.",
     )
     async def member_join(self, info: Info, input: MemberJoinInput) -> MemberJoinPayload:
         ctx = info.context

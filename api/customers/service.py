@@ -95,6 +95,12 @@ MAX_TAGS_PER_CALL = 50
 MAX_ATTRIBUTE_KEYS = 100
 MAX_ATTRIBUTES_BYTES = 16_384
 MAX_IDENTITIES_PER_CALL = 20
+# Decisions per call: a handful of purposes, each decided once or a few times at most.
+MAX_CONSENTS_PER_CALL = 20
+# Every list in a customers filter becomes bound parameters (``tags`` one EXISTS per value):
+# unbounded, one request passes PostgreSQL's 32,767 parameters or SQLite's expression depth.
+MAX_FILTER_VALUES = 50
+MAX_SEARCH_CHARS = 100
 # A chain of redirects is at most one hop (a merge re-points customers merged into its
 # sources); the bound only guards against a corrupted row.
 _MAX_REDIRECTS = 8
@@ -359,6 +365,15 @@ def _check_profile(
 def _check_consents(
     problems: list[Problem], consents: Sequence[ConsentDecision], now: datetime
 ) -> None:
+    if len(consents) > MAX_CONSENTS_PER_CALL:
+        problems.append(
+            Problem(
+                CustomerErrorCode.INVALID,
+                f"At most {MAX_CONSENTS_PER_CALL} consent decisions at once.",
+                ("consents",),
+            )
+        )
+        return
     for index, consent in enumerate(consents):
         if not consent.source.strip() or len(consent.source) > 64:
             problems.append(
@@ -415,6 +430,37 @@ CUSTOMER_KEYSETS = {
 }
 
 
+def filter_size_problems(sizes: Mapping[str, int], search: str | None) -> list[tuple[str, str]]:
+    """(filter field, message) for each list longer than MAX_FILTER_VALUES and a search
+    longer than MAX_SEARCH_CHARS. ``sizes`` is keyed by the GraphQL field name, so the
+    schema checks its raw input with this before decoding any id."""
+    found = [
+        (name, f"filter.{name} takes at most {MAX_FILTER_VALUES} values; got {size}.")
+        for name, size in sizes.items()
+        if size > MAX_FILTER_VALUES
+    ]
+    if search is not None and len(search) > MAX_SEARCH_CHARS:
+        found.append(
+            (
+                "search",
+                f"filter.search is at most {MAX_SEARCH_CHARS} characters; got {len(search)}.",
+            )
+        )
+    return found
+
+
+def _filter_sizes(where: CustomerFilter) -> dict[str, int]:
+    return {
+        "tags": len(where.tags),
+        "anyTags": len(where.any_tags),
+        "levelIds": len(where.level_ids),
+        "levelCodes": len(where.level_codes),
+        "recruitedStoreIds": len(where.recruited_store_ids),
+        "recruitedGuideIds": len(where.recruited_guide_ids),
+        "recruitedPartnerIds": len(where.recruited_partner_ids),
+    }
+
+
 def _like(text: str) -> str:
     escaped = text.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
@@ -424,13 +470,22 @@ def customers_query(principal: Principal, where: CustomerFilter | None = None) -
     """Live (not merged) customers the principal may see, narrowed by ``where``.
 
     Filter values are compared in their normalized form; an invalid identity value raises
-    DomainError(INVALID_IDENTITY) rather than silently matching nothing.
+    DomainError(INVALID_IDENTITY) rather than silently matching nothing, and a list over
+    MAX_FILTER_VALUES (or a search over MAX_SEARCH_CHARS) DomainError(INVALID).
     """
     stmt = restrict(
         select(Customer).where(Customer.status == CustomerStatus.ACTIVE), Customer, principal
     )
     if where is None:
         return stmt
+    oversized = filter_size_problems(_filter_sizes(where), where.search)
+    if oversized:
+        raise DomainError(
+            [
+                Problem(CustomerErrorCode.INVALID, message, ("filter", name))
+                for name, message in oversized
+            ]
+        )
     if where.identity is not None:
         kind, raw = where.identity
         try:
@@ -666,6 +721,18 @@ async def _owners(
 ) -> dict[tuple[IdentityKind, str], CustomerIdentity]:
     rows = await session.scalars(select(CustomerIdentity).where(_identity_match(pairs)))
     return {(r.kind, r.value): r for r in rows}
+
+
+async def lock_identity_owner(
+    session: AsyncSession, pair: tuple[IdentityKind, str]
+) -> Customer | None:
+    """The live customer who holds ``pair`` (normalized), locked; None when nobody does.
+
+    No scope check: the caller decides what it may tell about the answer. Take
+    ``lock_identities`` first so nobody attaches the identity between this and the write.
+    """
+    row = (await _owners(session, [pair])).get(pair)
+    return None if row is None else await lock_customer(session, row.customer_id)
 
 
 def _conflict(index: int, kind: IdentityKind, path: str = "identities") -> DomainError:
@@ -969,6 +1036,20 @@ async def update_customer(
     )
     tags_add = _check_tags(problems, changes.tags_add, "tagsAdd")
     tags_remove = [t.strip() for t in changes.tags_remove]
+    if len(tags_remove) > MAX_TAGS_PER_CALL:
+        problems.append(
+            Problem(
+                CustomerErrorCode.INVALID, f"At most {MAX_TAGS_PER_CALL} tags.", ("tagsRemove",)
+            )
+        )
+    if len(changes.attributes_unset) > MAX_ATTRIBUTE_KEYS:
+        problems.append(
+            Problem(
+                CustomerErrorCode.INVALID,
+                f"At most {MAX_ATTRIBUTE_KEYS} attributes.",
+                ("attributesUnset",),
+            )
+        )
     if changes.attributes_set is not None:
         _check_attributes(problems, changes.attributes_set, "attributesSet")
     _check_consents(problems, changes.consents, now)

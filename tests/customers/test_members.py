@@ -118,26 +118,43 @@ async def test_already_a_member_elsewhere_is_refused_without_saying_where(
     partner_a = as_principal(Role.PARTNER_ADMIN, partner_id=pk(network["A"]["id"]))
     result = await join_raw(
         partner_a,
+        identities=[{"kind": "PHONE", "value": "13900000003"}],
+        name="Renamed",
+        consents=[{"purpose": "PROFILING", "granted": True, "source": "store"}],
+        storeId=network["SA"]["id"],
+    )
+    assert result == {
+        "customer": None,
+        "errors": [
+            {
+                "code": "ALREADY_MEMBER",
+                "field": ["input", "identities"],
+                "message": "This customer is a member already.",
+            }
+        ],
+    }
+    # A partner may not bring a second identity along (it would be attached to the member).
+    sneaky = await join_raw(
+        partner_a,
         identities=[
             {"kind": "PHONE", "value": "13900000003"},
             {"kind": "WECHAT_UNIONID", "value": "oSneaky"},
         ],
-        name="Renamed",
         storeId=network["SA"]["id"],
     )
-    assert result["customer"] is None
-    (error,) = result["errors"]
-    assert error["code"] == "ALREADY_MEMBER"
-    assert "SB" not in error["message"] and "PB" not in error["message"]
+    assert [(e["code"], e["field"]) for e in sneaky["errors"]] == [
+        ("INVALID", ["input", "identities"])
+    ]
     # Nothing changed on the member: no identity attached, no rename, same store.
     data = await gql(
-        "query($id: ID!) { customer(id: $id) { name identities { kind } "
+        "query($id: ID!) { customer(id: $id) { name identities { kind } consents { purpose } "
         "membership { recruitedStore { code } } } }",
         {"id": member["id"]},
     )
     assert data["customer"] == {
         "name": "Taken",
         "identities": [{"kind": "PHONE"}],
+        "consents": [],
         "membership": {"recruitedStore": {"code": "SB"}},
     }
     again = await join_raw(gql, customerId=member["id"], storeId=network["SB"]["id"])
