@@ -336,6 +336,22 @@ class CouponLookup:
     holder_phone: str | None = strawberry.field(description="Masked: 138****1234.")
 
 
+# Channels are decided by who acts, not by what the caller says (review #9); the input
+# descriptions below are the rule's documentation.
+_CLAIM_CHANNEL_RULE = (
+    "Where the claim happens, decided by who claims: a member (mini-program) claims ONLINE, "
+    "and stating OFFLINE is refused (FORBIDDEN); HQ, granting, states it (default: OFFLINE "
+    "with a storeId, else ONLINE). An OFFLINE claim names its store (storeId)."
+)
+_USE_CHANNEL_RULE = (
+    "Where the use happens, decided by who redeems: store staff, a store's integration and "
+    "partner admins redeem OFFLINE at the counter, and stating ONLINE is refused "
+    "(FORBIDDEN); a partner-wide integration states it, always at a storeId of its partner "
+    "(a POS: OFFLINE, a web shop: ONLINE); HQ states it (default: OFFLINE at a storeId, "
+    "ONLINE without one; OFFLINE needs a storeId)."
+)
+
+
 # --- queries -------------------------------------------------------------------------------
 
 
@@ -403,7 +419,10 @@ class CouponQuery:
         info: Info,
         code: str,
         store_id: strawberry.ID | None = None,
-        channel: CouponChannel | None = None,  # type: ignore[valid-type]
+        channel: Annotated[
+            CouponChannel | None,  # type: ignore[valid-type]
+            strawberry.argument(description=_USE_CHANNEL_RULE),
+        ] = None,
     ) -> CouponLookup | None:
         ctx = info.context
         store_pk = decode_id_of(store_id, "Store") if store_id else None
@@ -477,8 +496,8 @@ class CouponTemplateUpdateInput:
 @strawberry.input
 class CouponClaimInput:
     template_id: strawberry.ID
-    channel: CouponChannel = strawberry.field(  # type: ignore[valid-type]
-        description="Where the claim happens: ONLINE or OFFLINE."
+    channel: CouponChannel | None = strawberry.field(  # type: ignore[valid-type]
+        default=None, description=_CLAIM_CHANNEL_RULE
     )
     customer_id: strawberry.ID | None = strawberry.field(
         default=None,
@@ -486,10 +505,15 @@ class CouponClaimInput:
         "omit it, or give their own id.",
     )
     store_id: strawberry.ID | None = strawberry.field(
-        default=None, description="The store an offline claim happens at."
+        default=None,
+        description="The store an OFFLINE claim happens at (required then), or the store an "
+        "online claim came through. Either way one where the template may be used (its "
+        "stores or partners); else WRONG_STORE.",
     )
     claim_key: str | None = strawberry.field(
-        default=None, description="Retrying with the same key returns the first coupon."
+        default=None,
+        description="Retrying with the same key returns the first coupon, also when the "
+        "retry names the person by another of their ids (after a merge).",
     )
 
 
@@ -497,13 +521,17 @@ class CouponClaimInput:
 class CouponRedeemInput:
     code: str
     store_id: strawberry.ID | None = strawberry.field(
-        default=None, description="Default: your store. HQ may omit it for an online use."
+        default=None,
+        description="A store of yours (default: your store). Only HQ may omit it, for an "
+        "online use.",
     )
     channel: CouponChannel | None = strawberry.field(  # type: ignore[valid-type]
-        default=None, description="Default: OFFLINE at a store, else ONLINE."
+        default=None, description=_USE_CHANNEL_RULE
     )
     order_ref: str | None = strawberry.field(
-        default=None, description="The order it is used on; cancelling it releases the coupon."
+        default=None,
+        description="The order it is used on; cancelling that order (at the same partner's "
+        "stores) releases the coupon.",
     )
 
 

@@ -50,7 +50,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.pii import mask_phone
-from api.auth.principal import Principal
+from api.auth.principal import Principal, Role
 from api.auth.scope import partner_owned, restrict
 from api.coupons.models import (
     CancelPolicy,
@@ -246,32 +246,38 @@ def _usable_at(template_id: Any, store_id: Any, partner_id: Any) -> Any:
     return or_(_restriction_free(template_id), *listed)
 
 
+def _template_scope(principal: Principal) -> ColumnElement[bool] | None:
+    """Which templates a principal may see (None: all). HQ sees all; members see all (they
+    are offers, and a member's coupons name theirs); a partner or store principal sees those
+    usable at one of its stores (a store-level one: at its store), so another partner's
+    exclusive campaign, and any coupon of it, answers like a missing one."""
+    if principal.is_hq or principal.is_member:
+        return None
+    if principal.partner_id is None:
+        return false()
+    own_store = [Store.partner_id == principal.partner_id]
+    if principal.store_id is not None:
+        own_store.append(Store.id == principal.store_id)
+    return or_(
+        _restriction_free(CouponTemplate.id),
+        exists().where(
+            CouponTemplatePartner.template_id == CouponTemplate.id,
+            CouponTemplatePartner.partner_id == principal.partner_id,
+        ),
+        exists().where(
+            CouponTemplateStore.template_id == CouponTemplate.id,
+            CouponTemplateStore.store_id == Store.id,
+            *own_store,
+        ),
+    )
+
+
 def templates_query(principal: Principal, where: TemplateFilter | None = None) -> Select[Any]:
-    """Templates the principal may see. HQ sees all; members see all (they are offers, and
-    a member's coupons name theirs); a partner or store principal sees those usable at one of
-    its stores, so another partner's exclusive campaign answers like a missing one."""
+    """Templates the principal may see (see ``_template_scope``)."""
     stmt = select(CouponTemplate)
-    if not (principal.is_hq or principal.is_member):
-        if principal.partner_id is None:
-            stmt = stmt.where(false())
-        else:
-            own_store = [Store.partner_id == principal.partner_id]
-            if principal.store_id is not None:
-                own_store.append(Store.id == principal.store_id)
-            stmt = stmt.where(
-                or_(
-                    _restriction_free(CouponTemplate.id),
-                    exists().where(
-                        CouponTemplatePartner.template_id == CouponTemplate.id,
-                        CouponTemplatePartner.partner_id == principal.partner_id,
-                    ),
-                    exists().where(
-                        CouponTemplateStore.template_id == CouponTemplate.id,
-                        CouponTemplateStore.store_id == Store.id,
-                        *own_store,
-                    ),
-                )
-            )
+    scope = _template_scope(principal)
+    if scope is not None:
+        stmt = stmt.where(scope)
     if where is None:
         return stmt
     if where.statuses:
@@ -703,6 +709,65 @@ def _claim_digest(template_id: int, customer_id: int, claim_key: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+async def _claimed_with_key(
+    session: AsyncSession, template_id: int, person: int, claim_key: str
+) -> Coupon | None:
+    """The coupon an earlier claim with this key gave the person, whichever of their ids it
+    was made under.
+
+    A digest names the customer id the claim was made for, and a merge moves the coupon but
+    cannot re-hash its key: a claim made for S and retried after S was merged into T must
+    still find it. So every id of the person is tried: the live one and each merged into it
+    (a merge re-points older redirects at the survivor, so one level covers them all).
+    Another person's coupon never matches: their ids give other digests.
+    """
+    former = await session.scalars(select(Customer.id).where(Customer.merged_into_id == person))
+    digests = [_claim_digest(template_id, c, claim_key) for c in (person, *former)]
+    return await session.scalar(
+        select(Coupon)
+        .where(Coupon.claim_key.in_(digests), Coupon.customer_id == person)
+        .order_by(Coupon.id)
+        .limit(1)
+    )
+
+
+def _states_channel(principal: Principal) -> bool:
+    """Who may say which channel they act on: HQ, and a partner-wide integration (a POS
+    redeems OFFLINE, a web shop ONLINE). Everyone else's channel follows from who they are."""
+    return principal.is_hq or (principal.role is Role.INTEGRATION and principal.store_id is None)
+
+
+def _decide_channel(
+    principal: Principal, stated: CouponChannel | None, *, at_store: bool
+) -> CouponChannel:
+    """The channel of a claim or a use, decided by the principal, never just by the caller:
+
+    * a member (the mini-program) acts ONLINE; a member cannot claim OFFLINE;
+    * store staff, a store's integration and partner admins act OFFLINE, at a store;
+    * HQ and a partner-wide integration state it (default: OFFLINE at a store, else ONLINE);
+      an OFFLINE one names a store.
+    Stating a channel the principal cannot act on is refused (FORBIDDEN on ``channel``).
+    """
+    if stated is CouponChannel.BOTH:
+        raise DomainError.one(
+            CouponErrorCode.INVALID, "A claim or use happens online or offline.", "channel"
+        )
+    if _states_channel(principal):
+        decided = stated or (CouponChannel.OFFLINE if at_store else CouponChannel.ONLINE)
+        if decided is CouponChannel.OFFLINE and not at_store:
+            raise DomainError.one(
+                CouponErrorCode.REQUIRED, "Offline means at a store: which one?", "storeId"
+            )
+        return decided
+    if principal.is_member:
+        decided, why = CouponChannel.ONLINE, "Members act online; offline happens at a store."
+    else:
+        decided, why = CouponChannel.OFFLINE, "Staff act at a store's counter: offline."
+    if stated is not None and stated is not decided:
+        raise DomainError.one(CouponErrorCode.FORBIDDEN, why, "channel")
+    return decided
+
+
 def _insert(session: AsyncSession) -> Any:
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
@@ -782,7 +847,7 @@ async def claim(
     template_id: int,
     customer_id: int | None,
     *,
-    channel: CouponChannel,
+    channel: CouponChannel | None = None,
     store_id: int | None = None,
     claim_key: str | None = None,
     now: datetime | None = None,
@@ -790,26 +855,28 @@ async def claim(
 ) -> ClaimResult:
     """Give one coupon of a template to a person (a member's claim, or an HQ grant).
 
+    The channel follows from the principal (``_decide_channel``: a member claims ONLINE, HQ
+    states it); a store named (required OFFLINE) must be one where the template may be used.
     Checks run cheapest and least contended first; the template's stock row, which every
     claimer of a campaign updates, is touched last so its row lock is held briefly.
     """
     now = now or utcnow()
-    if channel is CouponChannel.BOTH:
-        raise DomainError.one(
-            CouponErrorCode.INVALID, "A claim happens online or offline.", "channel"
-        )
     if claim_key is not None and not 0 < len(claim_key) <= MAX_CLAIM_KEY:
         raise DomainError.one(
             CouponErrorCode.INVALID, f"A claim key is 1-{MAX_CLAIM_KEY} characters.", "claimKey"
         )
     person = await _claimer(session, principal, customer_id, origin)
+    channel = _decide_channel(principal, channel, at_store=store_id is not None)
 
     digest = None
     if claim_key is not None:
+        # Stored under the live person; looked up under every id of the person (a retry
+        # after a merge finds the coupon claimed under the old id).
         digest = _claim_digest(template_id, person, claim_key)
         # Two concurrent retries of one claim: the second waits here, then finds the first.
+        # (A merge cannot run meanwhile: _claimer share-locked the live customer.)
         await advisory_lock(session, digest)
-        first = await session.scalar(select(Coupon).where(Coupon.claim_key == digest))
+        first = await _claimed_with_key(session, template_id, person, claim_key)
         if first is not None:
             return ClaimResult(first, created=False)
 
@@ -818,12 +885,23 @@ async def claim(
     )
     if template is None:
         raise DomainError.one(CouponErrorCode.NOT_FOUND, "No such coupon template.", "templateId")
-    if (
-        store_id is not None
-        and await session.scalar(select(Store.id).where(Store.id == store_id)) is None
-    ):
-        raise DomainError.one(CouponErrorCode.NOT_FOUND, "No such store.", "storeId")
+    usable_here = None
+    if store_id is not None:
+        # Whether the store exists and the template may be used there, in one statement.
+        usable_here = await session.scalar(
+            select(_usable_at(literal(template.id), Store.id, Store.partner_id)).where(
+                Store.id == store_id
+            )
+        )
+        if usable_here is None:
+            raise DomainError.one(CouponErrorCode.NOT_FOUND, "No such store.", "storeId")
     _check_claimable(template, channel, now)
+    if usable_here is not None and not usable_here:
+        # An offline campaign is claimed only where it can be used (a store-limited one at
+        # its stores), and a claim through a store is attributed only to such a store.
+        raise DomainError.one(
+            CouponErrorCode.WRONG_STORE, "This coupon cannot be claimed at this store.", "storeId"
+        )
 
     # The person's limit: one row per (person, template), raised only below the limit.
     await session.execute(
@@ -943,14 +1021,6 @@ async def _redeeming_store(
     return _Place(found.id, found.partner_id)
 
 
-def _use_channel(channel: CouponChannel | None, place: _Place | None) -> CouponChannel:
-    if channel is None:
-        return CouponChannel.OFFLINE if place is not None else CouponChannel.ONLINE
-    if channel is CouponChannel.BOTH:
-        raise DomainError.one(CouponErrorCode.INVALID, "A use is online or offline.", "channel")
-    return channel
-
-
 @functools.cache
 def _redeem_statement(use: CouponChannel, at_store: bool, with_partner: bool) -> Update:
     """The guarded UPDATE of a redemption, built once per shape: every call binds values
@@ -997,11 +1067,12 @@ async def redeem(
 
     The guard holds every rule (status, validity, use channel, store restrictions), so the
     happy path is two statements (the store's scope, the update); only a refusal reads the
-    coupon again, to say precisely why.
+    coupon again, to say precisely why. The channel follows from the principal (store staff
+    redeem OFFLINE; see ``_decide_channel``).
     """
     now = now or utcnow()
     place = await _redeeming_store(session, principal, store_id)
-    use = _use_channel(channel, place)
+    use = _decide_channel(principal, channel, at_store=place is not None)
     if order_ref is not None and not 0 < len(order_ref) <= MAX_ORDER_REF:
         raise DomainError.one(
             CouponErrorCode.INVALID, f"An order ref is 1-{MAX_ORDER_REF} characters.", "orderRef"
@@ -1030,38 +1101,69 @@ async def redeem(
     row = result.first()
     if row is not None:
         return row[0]
-    found = await _explain(session, canonical, place, use, now)
+    found = await _explain(session, principal, canonical, place, use, now)
     assert found is not None  # the update would have succeeded
     raise DomainError.one(found[0], found[1], "code")
 
 
+def _coupon_in_reach(principal: Principal, code: str) -> Select[Any]:
+    """A coupon by code with its template, if the principal could ever use it.
+
+    A code whose template can never be used at the principal's stores (another partner's
+    exclusive campaign, or for store staff another store's) is not found, exactly like an
+    unknown code: nothing about it (template, holder, state, where it failed) is explained.
+    """
+    stmt = (
+        select(Coupon, CouponTemplate)
+        .join(CouponTemplate, CouponTemplate.id == Coupon.template_id)
+        .where(Coupon.code == code)
+    )
+    scope = _template_scope(principal)
+    return stmt if scope is None else stmt.where(scope)
+
+
 async def _explain(
-    session: AsyncSession, code: str, place: _Place | None, use: CouponChannel, now: datetime
+    session: AsyncSession,
+    principal: Principal,
+    code: str,
+    place: _Place | None,
+    use: CouponChannel,
+    now: datetime,
 ) -> tuple[CouponErrorCode, str] | None:
     """Why this coupon cannot be redeemed here now; None when it can."""
-    found = (
-        await session.execute(
-            select(Coupon, CouponTemplate)
-            .join(CouponTemplate, CouponTemplate.id == Coupon.template_id)
-            .where(Coupon.code == code)
-        )
-    ).first()
+    found = (await session.execute(_coupon_in_reach(principal, code))).first()
     if found is None:
         return CouponErrorCode.NOT_FOUND, "No such coupon."
     coupon, template = found
-    return await _problem(session, coupon, template, place, use, now)
+    return await _problem(session, principal, coupon, template, place, use, now)
+
+
+async def _redeemed_in_reach(session: AsyncSession, principal: Principal, coupon: Coupon) -> bool:
+    """The coupon was redeemed at a store the principal sees (HQ: anywhere)."""
+    if principal.is_hq:
+        return True
+    if coupon.redeemed_store_id is None:
+        return False
+    found = await session.scalar(
+        stores_query(principal)
+        .with_only_columns(Store.id)
+        .where(Store.id == coupon.redeemed_store_id)
+    )
+    return found is not None
 
 
 async def _problem(
     session: AsyncSession,
+    principal: Principal,
     coupon: Coupon,
     template: CouponTemplate,
     place: _Place | None,
     use: CouponChannel,
     now: datetime,
 ) -> tuple[CouponErrorCode, str] | None:
-    # Where first (channel, store), then whether (status), then when (validity): a cashier
-    # at the wrong store learns that before anything about the coupon's state.
+    # Only for a coupon the principal could use somewhere (``_coupon_in_reach``). Where first
+    # (channel, store), then whether (status), then when (validity): a cashier at the wrong
+    # store learns that before anything about the coupon's state.
     if template.use_channel not in _ACCEPTS[use]:
         return (
             CouponErrorCode.WRONG_CHANNEL,
@@ -1079,8 +1181,12 @@ async def _problem(
     if not allowed:
         return CouponErrorCode.WRONG_STORE, "This coupon cannot be used at this store."
     if coupon.status is CouponStatus.REDEEMED:
-        when = coupon.redeemed_at.isoformat() if coupon.redeemed_at else "earlier"
-        return CouponErrorCode.ALREADY_REDEEMED, f"This coupon was redeemed at {when}."
+        # When, only if it was used in the principal's own stores: an unrestricted coupon
+        # used at another partner's store is "already redeemed", not that partner's trade.
+        if coupon.redeemed_at is not None and await _redeemed_in_reach(session, principal, coupon):
+            when = coupon.redeemed_at.isoformat()
+            return CouponErrorCode.ALREADY_REDEEMED, f"This coupon was redeemed at {when}."
+        return CouponErrorCode.ALREADY_REDEEMED, "This coupon was already redeemed."
     if coupon.status is CouponStatus.VOIDED:
         return CouponErrorCode.VOIDED, "This coupon was voided."
     if now < coupon.valid_from:
@@ -1107,7 +1213,8 @@ async def check_coupon(
 ) -> CouponCheck | None:
     """What the redeeming store sees when it scans a code: validity and whether it would
     redeem here now. The holder is shown masked (a name initial, 138****1234). None for an
-    unknown code or a store out of the principal's reach."""
+    unknown code, a store out of the principal's reach, or a coupon the principal could never
+    use at its stores."""
     now = now or utcnow()
     try:
         place = await _redeeming_store(session, principal, store_id)
@@ -1115,25 +1222,23 @@ async def check_coupon(
         if error.problems[0].code is CouponErrorCode.NOT_FOUND:
             return None
         raise
-    use = _use_channel(channel, place)
+    use = _decide_channel(principal, channel, at_store=place is not None)
     canonical = normalize_code(code)
     if canonical is None:
         return None
+    # A coupon this principal could never redeem is none of its business: null, like an
+    # unknown code, before any channel, store or state is looked at.
     found = (
         await session.execute(
-            select(Coupon, CouponTemplate, Customer.name)
-            .join(CouponTemplate, CouponTemplate.id == Coupon.template_id)
+            _coupon_in_reach(principal, canonical)
+            .add_columns(Customer.name)
             .join(Customer, Customer.id == Coupon.customer_id)
-            .where(Coupon.code == canonical)
         )
     ).first()
     if found is None:
         return None
     coupon, template, name = found
-    problem = await _problem(session, coupon, template, place, use, now)
-    if problem is not None and problem[0] is CouponErrorCode.WRONG_STORE and not principal.is_hq:
-        # A coupon this principal could never redeem is none of its business.
-        return None
+    problem = await _problem(session, principal, coupon, template, place, use, now)
     phone = await session.scalar(
         select(CustomerIdentity.value)
         .where(
@@ -1152,23 +1257,65 @@ async def check_coupon(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class OrderScope:
+    """Whose order an order reference names. References are free text, unique at best within
+    one partner: "1001" at partner A and "1001" at partner B are different orders.
+
+    ``partner_id`` None: HQ's own orders (at HQ-run stores, or online without a store).
+    ``store_id``: only that store's (a store-level caller).
+    """
+
+    partner_id: int | None
+    store_id: int | None = None
+
+    @classmethod
+    def of(cls, principal: Principal) -> OrderScope:
+        """The orders a principal cancels: HQ its own; a partner its stores'; store staff
+        their store's. Members cancel no order here."""
+        if principal.is_hq:
+            return cls(partner_id=None)
+        if principal.is_member or principal.partner_id is None:
+            raise DomainError.one(CouponErrorCode.FORBIDDEN, "Only the order's seller releases.")
+        return cls(partner_id=principal.partner_id, store_id=principal.store_id)
+
+    def redeemed_within(self) -> ColumnElement[bool]:
+        if self.store_id is not None:
+            return Coupon.redeemed_store_id == self.store_id
+        if self.partner_id is None:
+            hq_stores = select(Store.id).where(Store.partner_id.is_(None))
+            return or_(Coupon.redeemed_store_id.is_(None), Coupon.redeemed_store_id.in_(hq_stores))
+        own_stores = select(Store.id).where(Store.partner_id == self.partner_id)
+        return Coupon.redeemed_store_id.in_(own_stores)
+
+
 async def release(
-    session: AsyncSession, *, order_ref: str, now: datetime | None = None
+    session: AsyncSession,
+    scope: Principal | OrderScope,
+    *,
+    order_ref: str,
+    now: datetime | None = None,
 ) -> ReleaseResult:
     """An order was cancelled: give back the coupons it used, per each template's policy.
+
+    Only coupons redeemed for ``order_ref`` within ``scope`` (a principal: the orders it
+    sells; or the order's seller, given by the orders domain) are touched, never another
+    partner's coupons used on an order with the same reference.
 
     RESTORE puts a still-valid coupon back to CLAIMED (an expired one is voided: it could
     not be used anyway); VOID voids it. Guarded by status = REDEEMED, so running it again,
     or concurrently, changes nothing more.
     """
     now = now or utcnow()
+    seller = scope if isinstance(scope, OrderScope) else OrderScope.of(scope)
+    ours = and_(Coupon.redeemed_for == order_ref, seller.redeemed_within())
     restorable = select(CouponTemplate.id).where(
         CouponTemplate.cancel_policy == CancelPolicy.RESTORE
     )
     restored = await session.execute(
         update(Coupon)
         .where(
-            Coupon.redeemed_for == order_ref,
+            ours,
             Coupon.status == CouponStatus.REDEEMED,
             Coupon.template_id.in_(restorable),
             Coupon.valid_until > now,
@@ -1186,7 +1333,7 @@ async def release(
     result = ReleaseResult(restored=sorted(restored.scalars()))
     voided = await session.execute(
         update(Coupon)
-        .where(Coupon.redeemed_for == order_ref, Coupon.status == CouponStatus.REDEEMED)
+        .where(ours, Coupon.status == CouponStatus.REDEEMED)
         .values(status=CouponStatus.VOIDED, voided_at=now)
         .returning(Coupon.id),
         execution_options={"synchronize_session": False},
@@ -1425,6 +1572,7 @@ __all__ = [
     "CouponCheck",
     "CouponErrorCode",
     "OrderLine",
+    "OrderScope",
     "ReleaseResult",
     "TemplateDraft",
     "TemplateFilter",

@@ -15,6 +15,7 @@ from api.coupons.models import (
     CouponStatus,
     TemplateStatus,
 )
+from api.customers.merge import merge_customers
 from api.customers.models import Customer, CustomerStatus
 from tests.coupons.conftest import (
     DAY,
@@ -80,16 +81,67 @@ async def test_a_fixed_validity_that_has_ended_ends_the_claims_too(db, world):
 async def test_a_claim_must_happen_on_a_channel_the_template_allows(db, world):
     online = await new_template(db, claim_channel=CouponChannel.ONLINE)
     offline = await new_template(db, claim_channel=CouponChannel.OFFLINE)
-    assert await failure(claim(db, online.id, world.ann, channel=CouponChannel.OFFLINE)) == (
-        "WRONG_CHANNEL"
-    )
+    # HQ states the channel of a grant; an offline one happens at a store.
+    grant = {"principal": HQ, "store_id": world.store_a1}
+    assert await failure(
+        claim(db, online.id, world.ann, channel=CouponChannel.OFFLINE, **grant)
+    ) == ("WRONG_CHANNEL")
     assert await failure(claim(db, offline.id, world.ann, channel=CouponChannel.ONLINE)) == (
         "WRONG_CHANNEL"
     )
-    assert await failure(claim(db, offline.id, world.ann, channel=CouponChannel.OFFLINE)) == "ok"
+    assert await failure(
+        claim(db, offline.id, world.ann, channel=CouponChannel.OFFLINE, **grant)
+    ) == ("ok")
     assert await problem_fields(claim(db, online.id, world.bob, channel=CouponChannel.BOTH)) == [
         ("INVALID", ("channel",))
     ]
+
+
+async def test_a_member_claims_online_and_cannot_claim_an_offline_campaign_from_home(db, world):
+    offline = await new_template(db, claim_channel=CouponChannel.OFFLINE)
+    both = await new_template(db)
+    # The review's scenario: a member sends OFFLINE and any store. Refused, whatever the store.
+    for store_id in (world.store_a1, world.store_b1, None):
+        call = claim(db, offline.id, world.ann, channel=CouponChannel.OFFLINE, store_id=store_id)
+        assert await problem_fields(call) == [("FORBIDDEN", ("channel",))]
+    # Unstated, a member's claim is online: the offline campaign is then on the wrong channel.
+    assert await failure(claim(db, offline.id, world.ann, channel=None)) == "WRONG_CHANNEL"
+    coupon = await claim(db, both.id, world.ann, channel=None)
+    assert coupon.claim_channel == "online"
+    async with db.read() as session:
+        held = await session.scalar(select(func.count()).select_from(Coupon))
+    assert held == 1
+    assert (await template_row(db, offline.id)).issued == 0
+
+
+async def test_an_offline_claim_names_a_store_where_the_template_may_be_used(db, world):
+    at_a1 = await new_template(db, claim_channel=CouponChannel.OFFLINE, store_ids=[world.store_a1])
+    partner_a = await new_template(db, partner_ids=[world.partner_a])
+    offline = CouponChannel.OFFLINE
+    # HQ grants offline: at a store (named), and one of the template's.
+    assert await problem_fields(claim(db, at_a1.id, world.ann, principal=HQ, channel=offline)) == [
+        ("REQUIRED", ("storeId",))
+    ]
+    for store_id in (world.store_a2, world.store_b1, world.store_hq):
+        call = claim(db, at_a1.id, world.ann, principal=HQ, channel=offline, store_id=store_id)
+        assert await problem_fields(call) == [("WRONG_STORE", ("storeId",))]
+    granted = await claim(
+        db, at_a1.id, world.ann, principal=HQ, channel=offline, store_id=world.store_a1
+    )
+    assert (granted.claim_channel, granted.claim_store_id) == ("offline", world.store_a1)
+    # HQ naming a store without a channel: offline there.
+    second = await claim(
+        db, partner_a.id, world.bob, principal=HQ, channel=None, store_id=world.store_a2
+    )
+    assert (second.claim_channel, second.claim_store_id) == ("offline", world.store_a2)
+    # A member's online claim through a store is attributed only to a store it may be used at.
+    call = claim(db, partner_a.id, world.ann, store_id=world.store_b1)
+    assert await problem_fields(call) == [("WRONG_STORE", ("storeId",))]
+    assert (await claim(db, partner_a.id, world.ann, store_id=world.store_a1)).claim_store_id == (
+        world.store_a1
+    )
+    assert await claim_counts(db, at_a1.id) == {world.ann: 1}
+    assert (await template_row(db, at_a1.id)).issued == 1
 
 
 async def test_a_paused_template_gives_nothing_until_resumed(db, world):
@@ -134,6 +186,61 @@ async def test_a_retried_claim_with_the_same_key_returns_the_first_coupon(db, wo
     assert (await claim(db, template.id, world.ann, claim_key="tap-2")).id != first.id
     assert (await claim(db, template.id, world.bob, claim_key="tap-1")).customer_id == world.bob
     assert await claim_counts(db, template.id) == {world.ann: 2, world.bob: 1}
+
+
+async def test_a_claim_retried_after_the_holder_was_merged_returns_the_first_coupon(db, world):
+    template = await new_template(db, per_person_limit=3)
+    (dup,) = await new_customers(db)
+    first = await service_claim(db, member(dup), template.id, claim_key="tap-1")
+    assert first.created
+    async with db.transaction() as session:
+        await merge_customers(session, HQ, world.ann, [dup], dry_run=False, now=T0)
+    # The app retries with the token it had (the old id), or the survivor's new token, or HQ
+    # retries a grant naming either id: each time the first coupon, never a second.
+    for principal, named in (
+        (member(dup), None),
+        (member(world.ann), None),
+        (member(world.ann), dup),
+    ):
+        again = await service_claim(db, principal, template.id, named, claim_key="tap-1")
+        assert (again.created, again.coupon.id, again.coupon.code) == (
+            False,
+            first.coupon.id,
+            first.coupon.code,
+        )
+    assert (await template_row(db, template.id)).issued == 1
+    assert await claim_counts(db, template.id) == {world.ann: 1}
+    # A new key is a new claim of the merged person; the same key is still another person's own.
+    assert (await service_claim(db, member(world.ann), template.id, claim_key="tap-2")).created
+    bobs = await service_claim(db, member(world.bob), template.id, claim_key="tap-1")
+    assert bobs.created and bobs.coupon.customer_id == world.bob
+    assert await claim_counts(db, template.id) == {world.ann: 2, world.bob: 1}
+
+
+async def test_a_grant_key_used_before_a_merge_is_found_after_it(db, world):
+    template = await new_template(db, per_person_limit=2)
+    (dup,) = await new_customers(db)
+    first = await service_claim(db, HQ, template.id, dup, claim_key="crm-42")
+    async with db.transaction() as session:
+        await merge_customers(session, HQ, world.ann, [dup], dry_run=False, now=T0)
+    again = await service_claim(db, HQ, template.id, world.ann, claim_key="crm-42")
+    assert (again.created, again.coupon.id) == (False, first.coupon.id)
+    assert (await template_row(db, template.id)).issued == 1
+
+
+async def service_claim(db, principal, template_id, customer_id=None, **kwargs):
+    origin = CouponOrigin.CLAIM if principal.is_member else CouponOrigin.GRANT
+    async with db.transaction() as session:
+        return await service.claim(
+            session,
+            principal,
+            template_id,
+            customer_id,
+            channel=CouponChannel.ONLINE,
+            now=T0,
+            origin=origin,
+            **kwargs,
+        )
 
 
 async def test_claims_refer_to_missing_things_as_not_found(db, world):

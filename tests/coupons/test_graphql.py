@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from api.auth.principal import Role
+from api.auth.principal import Principal, Role
+from api.coupons import models
 from api.db import utcnow
 from api.graphql.ids import encode_id
 from tests.conftest import GraphQLClient
@@ -319,9 +320,21 @@ async def test_store_staff_redeem_and_failures_come_back_as_codes(db, world, app
     staff_a2 = await as_principal(
         app, issue_token, Role.STORE_STAFF, partner_id=world.partner_a, store_id=world.store_a2
     )
+    admin_a = await as_principal(app, issue_token, Role.PARTNER_ADMIN, partner_id=world.partner_a)
+    # Store a2 can never use an a1-only coupon: to a2 it is no coupon. A's admin, who could
+    # use it at a1, is told a2 is the wrong store.
     wrong = (await staff_a2(REDEEM, {"input": {"code": held.code}}))["couponRedeem"]
+    assert [(e["code"], e["field"]) for e in wrong["errors"]] == [("NOT_FOUND", ["input", "code"])]
+    at_a2 = {"code": held.code, "storeId": gid("Store", world.store_a2)}
+    wrong = (await admin_a(REDEEM, {"input": at_a2}))["couponRedeem"]
     assert [(e["code"], e["field"]) for e in wrong["errors"]] == [
         ("WRONG_STORE", ["input", "code"])
+    ]
+    # The counter cannot call its use online.
+    online = {"code": held.code, "channel": "ONLINE"}
+    wrong = (await staff_a1(REDEEM, {"input": online}))["couponRedeem"]
+    assert [(e["code"], e["field"]) for e in wrong["errors"]] == [
+        ("FORBIDDEN", ["input", "channel"])
     ]
     elsewhere = {"code": held.code, "storeId": gid("Store", world.store_a1)}
     wrong = (await staff_a2(REDEEM, {"input": elsewhere}))["couponRedeem"]
@@ -375,6 +388,79 @@ async def test_the_redeeming_store_looks_a_code_up_with_the_holder_masked(
     assert await staff_a2(LOOKUP, {"code": held.code, "storeId": gid("Store", world.store_b1)}) == {
         "coupon": None
     }
+
+
+async def test_another_partners_exclusive_coupon_looks_like_an_unknown_code(
+    db, world, app, issue_token
+):
+    """The review's scenario: partner A states whichever channel and learns B's template, the
+    holder and when it was used. Now nothing: null, and NOT_FOUND as for a made-up code."""
+    only_b = await new_template(
+        db, partner_ids=[world.partner_b], use_channel=models.CouponChannel.ONLINE
+    )
+    held = await claim(db, only_b.id, world.bob)
+    pos_a = await as_principal(
+        app, issue_token, Role.INTEGRATION, partner_id=world.partner_a, scopes={"coupons:redeem"}
+    )
+    staff_a1 = await as_principal(
+        app, issue_token, Role.STORE_STAFF, partner_id=world.partner_a, store_id=world.store_a1
+    )
+    lookup = """
+    query($code: String!, $storeId: ID, $channel: CouponChannel) {
+      coupon(code: $code, storeId: $storeId, channel: $channel) {
+        code problem holderName holderPhone template { name }
+      }
+    }"""
+    at_a1 = gid("Store", world.store_a1)
+
+    async def answers(code: str) -> list[Any]:
+        seen: list[Any] = []
+        for channel in ("ONLINE", "OFFLINE", None):
+            variables = {"code": code, "storeId": at_a1, "channel": channel}
+            seen.append(await pos_a(lookup, variables))
+            seen.append(
+                (await pos_a(REDEEM, {"input": variables | {"orderRef": "X"}}))["couponRedeem"]
+            )
+        seen.append(await staff_a1(lookup, {"code": code}))
+        seen.append((await staff_a1(REDEEM, {"input": {"code": code}}))["couponRedeem"])
+        return seen
+
+    unknown = await answers("ABCDEFGHJKMNPQRS")
+    assert unknown[0] == {"coupon": None}
+    assert unknown[1]["errors"] == [
+        {"field": ["input", "code"], "message": "No such coupon.", "code": "NOT_FOUND"}
+    ]
+    assert await answers(held.code) == unknown
+    # Once B has used it, still nothing, and nothing about when.
+    shop_b = Principal(
+        "client:b",
+        Role.INTEGRATION,
+        partner_id=world.partner_b,
+        scopes=frozenset(["coupons:redeem"]),
+    )
+    await redeem(
+        db, shop_b, held.code, store_id=world.store_b1, channel=models.CouponChannel.ONLINE
+    )
+    assert await answers(held.code) == unknown
+
+
+async def test_a_member_claims_only_online(db, world, member_of):
+    offline = await new_template(db, claim_channel=models.CouponChannel.OFFLINE)
+    ann = await member_of(world.ann)
+    from_home = {
+        "templateId": gid("CouponTemplate", offline.id),
+        "channel": "OFFLINE",
+        "storeId": gid("Store", world.store_a1),
+    }
+    refused = (await ann(CLAIM, {"input": from_home}))["couponClaim"]
+    assert [(e["code"], e["field"]) for e in refused["errors"]] == [
+        ("FORBIDDEN", ["input", "channel"])
+    ]
+    # Without a channel the claim is online, which this campaign is not.
+    unstated = {"templateId": gid("CouponTemplate", offline.id)}
+    refused = (await ann(CLAIM, {"input": unstated}))["couponClaim"]
+    assert [e["code"] for e in refused["errors"]] == ["WRONG_CHANNEL"]
+    assert refused["coupon"] is None
 
 
 def staff_of(world):

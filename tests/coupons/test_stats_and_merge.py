@@ -34,7 +34,16 @@ async def test_stats_count_every_coupon_by_origin_state_channel_and_store(db, wo
     staff_a1 = store_staff(world.partner_a, world.store_a1)
     staff_b1 = store_staff(world.partner_b, world.store_b1)
     online = [await claim(db, template.id, world.ann) for _ in range(3)]
-    offline = [await claim(db, template.id, world.bob, channel=CouponChannel.OFFLINE)]
+    offline = [
+        await claim(
+            db,
+            template.id,
+            world.bob,
+            principal=HQ,
+            channel=CouponChannel.OFFLINE,
+            store_id=world.store_b1,
+        )
+    ]
     granted = [await claim(db, template.id, world.bob, principal=HQ) for _ in range(2)]
     early = await claim(db, template.id, world.bob, now=T0 - 10 * DAY)  # expired by T0
     await redeem(db, staff_a1, online[0].code)
@@ -42,12 +51,12 @@ async def test_stats_count_every_coupon_by_origin_state_channel_and_store(db, wo
     await redeem(db, staff_b1, offline[0].code)
     await redeem(db, HQ, granted[0].code, order_ref="O-1")  # online, no store
     async with db.transaction() as session:
-        await service.release(session, order_ref="O-1", now=T0)  # VOID policy
+        await service.release(session, HQ, order_ref="O-1", now=T0)  # VOID policy
 
     async with db.read() as session:
         stats = await service.template_stats(session, [template.id, untouched.id], now=T0)
     got = stats[template.id]
-    assert (got.issued, got.claimed, got.granted, got.remaining) == (7, 5, 2, 3)
+    assert (got.issued, got.claimed, got.granted, got.remaining) == (7, 4, 3, 3)
     assert (got.redeemed, got.voided, got.expired) == (3, 1, 1)
     assert got.claims_by_channel == {"offline": 1, "online": 6}
     assert got.redemptions_by_store == {world.store_a1: 2, world.store_b1: 1}
