@@ -214,7 +214,8 @@ class LoyaltyQuery:
     @strawberry.field(
         permission_classes=[requires("customers:read")],
         description="How many points a cart would earn for a customer now; null when the "
-        "customer does not exist or is not yours.",
+        "customer does not exist or is not yours. A storeId that does not exist or is not "
+        "yours is a BAD_USER_INPUT error.",
     )
     async def points_quote(
         self,
@@ -232,6 +233,12 @@ class LoyaltyQuery:
             live = await service.visible_customer_id(session, ctx.principal, customer_pk)
             if live is None:
                 return None
+            # A store the caller may not see is a missing store: never price a cart with
+            # another partner's store rules (the total would reveal them).
+            if store_pk is not None and (
+                await service.visible_store_id(session, ctx.principal, store_pk) is None
+            ):
+                raise InputError("No such store.")
             level_id = await service.customer_level_id(session, live)
             purchase = rules.Purchase(
                 source_id="quote",
@@ -389,12 +396,16 @@ class LoyaltyMutation:
         except DomainError as error:
             return PointsAdjustPayload(errors=user_errors(PointsError, error))
         async with ctx.db.read() as session:
-            balances = await service.balances_of(session, [entry.customer_id], utcnow())
+            # A retry after a merge returns the entry of the merged id; the points are with
+            # the survivor now, so that is the balance to show.
+            holder = await service.live_customer_id(session, entry.customer_id)
+            holder = entry.customer_id if holder is None else holder
+            balances = await service.balances_of(session, [holder], utcnow())
             expires = await service.lot_expiries(session, [entry.lot_id] if entry.lot_id else [])
         ctx.touched(info, "PointsEntry", entry.id)
         return PointsAdjustPayload(
             entry=PointsEntry.from_row((entry, expires.get(entry.lot_id or 0))),
-            balance=PointsBalance.of(balances[entry.customer_id]),
+            balance=PointsBalance.of(balances[holder]),
         )
 
     @strawberry.mutation(permission_classes=[requires("loyalty:write")])

@@ -60,7 +60,7 @@ from api.customers.merging import (
     MergePlan,
     register_merge_step,
 )
-from api.customers.models import Customer, CustomerStatus, MemberLevel
+from api.customers.models import Customer, MemberLevel
 from api.db import advisory_lock, insert_or_get, update_returning
 from api.errors import DomainError, Problem
 from api.loyalty import rules as rules_engine
@@ -73,6 +73,7 @@ from api.loyalty.models import (
 )
 from api.loyalty.rules import PointsPolicy, Purchase, Quote
 from api.partners.models import Store
+from api.partners.service import stores_query
 
 # An entry is visible where its customer is: to the recruiting partner (and store), and to
 # the member themself. Correlated subqueries, so the entry table needs no copy of either.
@@ -255,6 +256,23 @@ async def visible_customer_id(
     return live if await _may_see(session, principal, live) else None
 
 
+async def live_customer_id(session: AsyncSession, customer_id: int) -> int | None:
+    """The live customer behind ``customer_id`` (following merges); None if none. Entries
+    keep the id they were written for, their points are with this one."""
+    from api.customers.service import resolve_customer_id
+
+    return await resolve_customer_id(session, customer_id)
+
+
+async def visible_store_id(
+    session: AsyncSession, principal: Principal, store_id: int
+) -> int | None:
+    """``store_id`` if the principal may see that store, else None: another partner's store
+    answers like a missing one (its earning rules are that partner's business)."""
+    stmt = stores_query(principal).with_only_columns(Store.id).where(Store.id == store_id)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
 async def customer_level_id(session: AsyncSession, customer_id: int) -> int | None:
     """The member level the earning rules see for a customer (None: not a member)."""
     stmt = select(Customer.level_id).where(Customer.id == customer_id)
@@ -286,25 +304,32 @@ class _Move:
 async def _lock(session: AsyncSession, customer_id: int, now: datetime) -> _Account:
     """Lock the live customer behind ``customer_id`` and its points account.
 
-    The customer row is locked before the account (the merge's order) and re-read under
-    the lock: a merge that committed while we waited has redirected it, and points written
-    to a merged customer would be stranded.
+    Only the live row is ever locked. A merged row is followed without a lock: a merge of
+    the survivor T into U holds T and then rewrites the redirects pointing at T, so a writer
+    holding an old row S while waiting for T would deadlock with it. The lock is taken only
+    while the row is still live (``merged_into_id IS NULL`` is re-checked once the lock is
+    granted, so a merge that committed while we waited makes the row drop out), and then we
+    follow the new redirect. Customer first, then the account: the merge's order.
     """
     current = customer_id
     for _ in range(MAX_REDIRECTS):
-        row = (
+        live = (
             await session.execute(
-                select(Customer.status, Customer.merged_into_id)
-                .where(Customer.id == current)
+                select(Customer.id)
+                .where(Customer.id == current, Customer.merged_into_id.is_(None))
                 .with_for_update()
             )
+        ).scalar_one_or_none()
+        if live is not None:
+            return await _lock_account(session, live, now)
+        # Merged (before or while we waited), or missing: read the redirect, unlocked.
+        row = (
+            await session.execute(select(Customer.merged_into_id).where(Customer.id == current))
         ).first()
         if row is None:
             raise DomainError.one(PointsErrorCode.NOT_FOUND, "No such customer.", "customerId")
-        if row.status is CustomerStatus.MERGED and row.merged_into_id is not None:
+        if row.merged_into_id is not None:
             current = row.merged_into_id
-            continue
-        return await _lock_account(session, current, now)
     raise RuntimeError(f"customer {customer_id}: merge redirects do not end")
 
 
@@ -392,20 +417,37 @@ async def _write(
     return entry
 
 
+def _person(customer_id: int) -> Select[tuple[int]]:
+    """The ids of the person ``customer_id`` names: its live customer and every customer
+    merged into that one. Ledger entries never move in a merge, so an idempotency lookup
+    must look at all of them, whichever of the ids a retry names.
+
+    One hop suffices: a merge re-points every redirect to the survivor, so each merged row
+    leads straight to the live one (``COALESCE(merged_into_id, id)`` of the named row).
+    """
+    live = (
+        select(func.coalesce(Customer.merged_into_id, Customer.id))
+        .where(Customer.id == customer_id)
+        .scalar_subquery()
+    )
+    return select(Customer.id).where(or_(Customer.id == live, Customer.merged_into_id == live))
+
+
 async def _existing_entry(
-    session: AsyncSession,
-    kind: EntryKind,
-    source_type: str,
-    source_id: str,
-    customer_ids: Sequence[int],
+    session: AsyncSession, kind: EntryKind, source_type: str, source_id: str, customer_id: int
 ) -> PointsEntry | None:
-    """The entry a retry must return. ``customer_ids``: the id the caller named and the live
-    customer it leads to, so a retry after a merge still finds the first attempt."""
+    """The entry a retry must return: the first one of this source and kind anywhere in the
+    person ``customer_id`` names (before a merge it may have gone to either side).
+
+    Called under ``_lock`` on the live customer, no merge into or of it can commit meanwhile,
+    so the person is stable; the unique key (source_type, source_id, kind, customer_id)
+    stays the last guard against a second entry.
+    """
     stmt = select(PointsEntry).where(
         PointsEntry.source_type == source_type,
         PointsEntry.source_id == source_id,
         PointsEntry.kind == kind,
-        PointsEntry.customer_id.in_(set(customer_ids)),
+        PointsEntry.customer_id.in_(_person(customer_id)),
     )
     return (await session.scalars(stmt.order_by(PointsEntry.id).limit(1))).first()
 
@@ -622,7 +664,7 @@ async def earn(
     policy = _policy(policy)
     account = await _lock(session, customer_id, now)
     existing = await _existing_entry(
-        session, EntryKind.EARN, source_type, source_id, (customer_id, account.customer_id)
+        session, EntryKind.EARN, source_type, source_id, account.customer_id
     )
     if existing is not None:
         return existing
@@ -735,8 +777,10 @@ async def earn_for_purchase(
     the first entry even if the rules have changed since.
     """
     _check_purchase(purchase)
+    # Unlocked, to skip quoting a retry (whose rules may have changed since); ``earn``
+    # checks again under the lock. Any id of the person finds the first earning.
     existing = await _existing_entry(
-        session, EntryKind.EARN, PURCHASE_SOURCE, purchase.source_id, (customer_id,)
+        session, EntryKind.EARN, PURCHASE_SOURCE, purchase.source_id, customer_id
     )
     if existing is not None:
         return existing
@@ -780,7 +824,7 @@ async def redeem(
     _check_source(source_type, source_id, reason, actor)
     account = await _lock(session, customer_id, now)
     existing = await _existing_entry(
-        session, EntryKind.REDEEM, source_type, source_id, (customer_id, account.customer_id)
+        session, EntryKind.REDEEM, source_type, source_id, account.customer_id
     )
     if existing is not None:
         if not _same_call(existing, amount=-points):
@@ -854,7 +898,9 @@ async def reverse(
     already spent from it comes from the customer's other lots, FIFO by expiry; any
     shortfall becomes debt, so the balance never goes below zero. What expired from the lot
     is not taken again. Idempotent. ``customer_id`` picks the earning when one source
-    credited several customers.
+    credited several customers: any id of the person finds it (entries stay with the id
+    they were written for; a merge moves only the lots), and when the person holds several
+    (two customers earned from it before they were merged) the exact id picks one.
     """
     _check_source(source_type, source_id, reason, actor)
     stmt = select(PointsEntry).where(
@@ -863,8 +909,11 @@ async def reverse(
         PointsEntry.kind == EntryKind.EARN,
     )
     if customer_id is not None:
-        stmt = stmt.where(PointsEntry.customer_id == customer_id)
-    earnings = (await session.scalars(stmt)).all()
+        stmt = stmt.where(PointsEntry.customer_id.in_(_person(customer_id)))
+    earnings = (await session.scalars(stmt.order_by(PointsEntry.id))).all()
+    if len(earnings) > 1 and customer_id is not None:
+        exact = [e for e in earnings if e.customer_id == customer_id]
+        earnings = exact if len(exact) == 1 else earnings
     if not earnings:
         raise DomainError.one(PointsErrorCode.NOT_FOUND, "No earning from this source.", "sourceId")
     if len(earnings) > 1:
@@ -965,8 +1014,9 @@ async def adjust(
     """A manual grant (``delta`` > 0: a lot, available at once) or deduction (< 0: spent like
     a redemption; never below zero).
 
-    The key is global: the same key retried returns the first entry; the same key with
-    another customer, amount or reason is IDEMPOTENCY_KEY_REUSED. Callers namespace keys per
+    The key is global: the same key retried returns the first entry (also after a merge,
+    naming either the merged id or the survivor: one person); the same key with another
+    person, amount or reason is IDEMPOTENCY_KEY_REUSED. Callers namespace keys per
     client (the API prefixes the caller's partner). With ``principal``, a customer it may not
     see is NOT_FOUND, checked under the lock on the customer the points would reach.
     """
@@ -996,8 +1046,10 @@ async def adjust(
         )
     ).first()
     if existing is not None:
-        same_customer = existing.customer_id in (customer_id, account.customer_id)
-        if not (same_customer and existing.reason == reason and _adjusted(existing) == delta):
+        same_person = existing.customer_id == account.customer_id or (
+            await _merged_into(session, existing.customer_id, account.customer_id)
+        )
+        if not (same_person and existing.reason == reason and _adjusted(existing) == delta):
             raise DomainError.one(
                 PointsErrorCode.IDEMPOTENCY_KEY_REUSED,
                 "This idempotency key was used for a different adjustment.",
@@ -1038,6 +1090,13 @@ async def adjust(
         now=now,
         lot_id=lot_id,
     )
+
+
+async def _merged_into(session: AsyncSession, customer_id: int, live_id: int) -> bool:
+    """Whether ``customer_id`` was merged into the live ``live_id`` (one hop: a merge
+    re-points every redirect to its survivor)."""
+    stmt = select(Customer.id).where(Customer.id == customer_id, Customer.merged_into_id == live_id)
+    return (await session.execute(stmt)).scalar_one_or_none() is not None
 
 
 def _adjusted(entry: PointsEntry) -> int:

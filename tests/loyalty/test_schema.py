@@ -350,3 +350,47 @@ def _pk(global_id: str) -> int:
     from api.graphql.ids import decode_id
 
     return decode_id(global_id)[1]
+
+
+async def test_a_quote_at_another_partners_store_answers_like_a_missing_store(
+    db, gql, as_principal
+):
+    # The other partner's store runs a ×10 rule: a quote priced with it would reveal it.
+    mine = await create_partner(gql, "P-MINE")
+    theirs = await create_partner(gql, "P-THEIRS")
+    my_store = await create_store(gql, "S-MINE", mine["id"])
+    their_store = await create_store(gql, "S-THEIRS", theirs["id"])
+    for payload in (
+        {"name": "base"},
+        {"name": "mine ×2", "storeId": my_store["id"], "multiplier": "2", "priority": 1},
+        {"name": "theirs ×10", "storeId": their_store["id"], "multiplier": "10", "priority": 1},
+    ):
+        created = await gql(RULE_CREATE, {"input": payload})
+        assert created["pointsEarningRuleCreate"]["errors"] == []
+    (ann,) = await new_customers(
+        db, recruited_partner_id=_pk(mine["id"]), recruited_store_id=_pk(my_store["id"])
+    )
+    cart = {"customer": cid(ann), "channel": "store", "lines": [{"sku": "A", "amount": "10"}]}
+
+    async def refusal(client, store_id: str) -> dict:
+        body = await client.raw(QUOTE, {**cart, "store": store_id})
+        assert body["data"] == {"pointsQuote": None}
+        return body["errors"][0]
+
+    async with as_principal(Role.PARTNER_ADMIN, partner_id=_pk(mine["id"])) as partner:
+        own = await partner(QUOTE, {**cart, "store": my_store["id"]})
+        assert own["pointsQuote"]["points"] == 20
+        theirs_error = await refusal(partner, their_store["id"])
+        missing_error = await refusal(partner, encode_id("Store", 999_999))
+    assert theirs_error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert theirs_error["message"] == missing_error["message"] == "No such store."
+    assert {k: v for k, v in theirs_error.items() if k != "locations"} == {
+        k: v for k, v in missing_error.items() if k != "locations"
+    }
+    # A clerk of one store cannot price with a sibling store's rules either.
+    sibling = await create_store(gql, "S-MINE-2", mine["id"])
+    clerk = {"partner_id": _pk(mine["id"]), "store_id": _pk(my_store["id"])}
+    async with as_principal(Role.STORE_STAFF, **clerk) as staff:
+        assert (await refusal(staff, sibling["id"]))["message"] == "No such store."
+    # HQ sees every store, and the quote uses that store's rule.
+    assert (await gql(QUOTE, {**cart, "store": their_store["id"]}))["pointsQuote"]["points"] == 100
