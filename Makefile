@@ -27,7 +27,7 @@ serve: install
 	@echo "  { partners(first: 5) { edges { node { id name } } } }"
 	@echo "Or log in over OAuth (<secret>: the qudao-console client_secret the seed printed on its first run):"
 	@echo "  curl -u qudao-console:<secret> -d grant_type=password -d username=admin@demo.qudao.dev -d password=qudao-demo-2026 http://127.0.0.1:8000/oauth/token"
-	$(BIN)/qudao serve
+	QUDAO_SMS_SENDER=log $(BIN)/qudao serve  # demo only: member login codes go to the log
 
 # QUDAO_TEST_DATABASE_URL / QUDAO_TEST_REDIS_URL add PostgreSQL / Redis runs of the suite.
 test: install

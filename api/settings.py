@@ -51,12 +51,13 @@ class Settings:
     oauth_rate_window: float = 60.0
     failed_login_limit: int = 5
     failed_login_window: float = 900.0
-    # Member login (mini-program). SMS: which sender delivers login codes ("log" writes them
-    # to the log: development only). Codes live otp_ttl seconds, a phone gets one at most
+    # Member login (mini-program). SMS: which sender delivers login codes; none by default,
+    # which turns phone login off ("log" writes codes to the log: development only, chosen
+    # explicitly, as `make serve` does). Codes live otp_ttl seconds, a phone gets one at most
     # every otp_resend_interval and otp_hourly_limit an hour; a code survives
     # otp_max_attempts wrong tries; otp_failure_limit failures per phone lock it for
     # failed_login_window.
-    sms_sender: str = "log"
+    sms_sender: str = ""
     otp_ttl: float = 300.0
     otp_resend_interval: float = 60.0
     otp_hourly_limit: int = 10

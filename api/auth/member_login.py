@@ -17,6 +17,10 @@ store, a marketplace order, another mini-program — logs in as that same person
 
 Only first-party clients registered for a grant may use it (a client that can mint member
 tokens is trusted with every member's data).
+
+Phone login needs an SMS sender (``QUDAO_SMS_SENDER``); without one it is off: both the code
+request and the phone grant answer 503 ``temporarily_unavailable`` saying so, and everything
+else (WeChat login, staff logins, the API) works as usual.
 """
 
 from __future__ import annotations
@@ -99,17 +103,24 @@ class Member:
 
 
 class TemporarilyUnavailable(OAuth2Error):
-    """RFC 6749's ``temporarily_unavailable``, as a 503 the client may retry."""
+    """RFC 6749's ``temporarily_unavailable``, as a 503; with Retry-After when a retry may
+    help (without one when only the server's configuration can)."""
 
     error = "temporarily_unavailable"
     status_code = 503
 
-    def __init__(self, description: str, retry_after: int = 5) -> None:
+    def __init__(self, description: str, retry_after: int | None = 5) -> None:
         super().__init__(description=description)
         self.retry_after = retry_after
 
     def get_headers(self) -> list[tuple[str, str]]:
-        return [*super().get_headers(), ("Retry-After", str(self.retry_after))]
+        headers = super().get_headers()
+        if self.retry_after is None:
+            return headers
+        return [*headers, ("Retry-After", str(self.retry_after))]
+
+
+SMS_NOT_CONFIGURED = "SMS is not configured on this server (QUDAO_SMS_SENDER): phone login is off."
 
 
 class SlowDown(OAuth2Error):
@@ -134,11 +145,11 @@ class MemberLogins:
         keys: KeyRing,
         settings: Settings,
         *,
-        sms: SmsSender,
+        sms: SmsSender | None,
         wechat_client: WeChatClient,
     ) -> None:
         self.db = db
-        self.sms = sms
+        self.sms = sms  # None: no sender configured, phone login is off
         self.wechat = wechat_client
         self.codes = OtpCodes(
             cache,
@@ -155,21 +166,31 @@ class MemberLogins:
 
     async def send_code(self, client_id: str, phone: str) -> otp.IssuedCode:
         """Text a new code to ``phone`` (normalized). SlowDown when asked too often."""
+        sms = self._sender()
         try:
             issued = await self.codes.issue(phone, client_id)
         except OtpThrottled as throttled:
             raise SlowDown(str(throttled), throttled.retry_after) from None
         try:
-            await self.sms.send_code(phone, issued.code, expires_in=issued.expires_in)
+            await sms.send_code(phone, issued.code, expires_in=issued.expires_in)
         except SmsError as error:
             await self.codes.withdraw(phone)
             log.warning("SMS to %s failed: %s", mask_phone(phone), error)
             raise TemporarilyUnavailable("The code could not be sent; try again.") from None
         return issued
 
-    async def phone_login(self, client_id: str, phone: str, code: str) -> Member:
+    def _sender(self) -> SmsSender:
+        if self.sms is None:
+            # Not a retry's business: no Retry-After, and no code is issued or counted.
+            raise TemporarilyUnavailable(SMS_NOT_CONFIGURED, retry_after=None)
+        return self.sms
+
+    async def phone_login(self, client_id: str, phone: str, code: str, address: str) -> Member:
+        """Log in with a code texted to ``phone``, from client ``address`` (whose failures
+        are limited across all phones)."""
+        self._sender()  # no sender, no codes: say why rather than "wrong code"
         try:
-            verdict = await self.codes.verify(phone, client_id, code)
+            verdict = await self.codes.verify(phone, client_id, code, address=address)
         except OtpLocked as locked:
             raise TooManyAttempts(locked.retry_after) from None
         if verdict is not Verdict.ACCEPTED:
@@ -298,7 +319,10 @@ class PhoneOtpGrant(_MemberGrant):
     def authenticate_member(self, client: Client, form: dict[str, str]) -> Member:
         phone = _phone(_required(form, "phone"))
         code = _required(form, "code")
-        return _on_loop(self.members.phone_login, client.client_id, phone, code)
+        # The caller's address, as the OAuth endpoints' rate limit sees it: wrong codes are
+        # also limited per address, so one caller cannot spray guesses across many phones.
+        address: str = self.request.client_address
+        return _on_loop(self.members.phone_login, client.client_id, phone, code, address)
 
 
 class WeChatGrant(_MemberGrant):
@@ -318,7 +342,8 @@ class WeChatGrant(_MemberGrant):
 async def request_code(request: Request) -> Response:
     """``POST /oauth/otp`` (form: client_id, phone; a confidential client authenticates as
     at the token endpoint): text a login code. 200 ``{"expires_in", "resend_after"}``; 429
-    with Retry-After when asked too soon or too often for that phone."""
+    with Retry-After when asked too soon or too often for that phone; 503 when no SMS sender
+    is configured."""
     if limited := await _limited(request):
         return limited
     server: OAuthServer = request.app.state.oauth
@@ -346,7 +371,7 @@ async def request_code(request: Request) -> Response:
 
 def install(server: OAuthServer, settings: Settings) -> None:
     """Add the member grants to the OAuth server. ValueError for an unknown SMS sender, so
-    a misconfigured process stops at startup."""
+    a misconfigured process stops at startup; no sender at all turns phone login off."""
     server.members = MemberLogins(
         server.store.db,
         server.store.cache,

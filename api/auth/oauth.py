@@ -614,6 +614,8 @@ class _Request(OAuth2Request):
             # TLS ends at the load balancer in most deployments; authlib would refuse http.
             uri = urlunsplit(urlsplit(uri)._replace(scheme="https"))
         super().__init__(request.method, uri, headers=request.headers)  # case-insensitive
+        # The caller's address, as _limited sees it: grants limit failures per address.
+        self.client_address = request.client.host if request.client else "unknown"
         self._args: QueryParams = request.query_params
         self._form = form
         pairs = list(request.query_params.multi_items())

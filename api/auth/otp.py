@@ -2,10 +2,17 @@
 
 A code is six digits: cheap to guess offline, so what the cache holds is an HMAC keyed by a
 server secret (derived from the token signing key), never the code, and cache keys name a
-keyed hash of the phone, never the number. Guessing online is bounded four ways: a code
+keyed hash of the phone, never the number. Guessing online is bounded five ways: a code
 expires (5 min), it survives at most ``max_attempts`` verifications, a phone gets a new code
-at most every ``resend_interval`` and ``hourly_limit`` times an hour, and a phone with too
-many failed verifications in a window is locked for a while (like staff logins).
+at most every ``resend_interval`` and ``hourly_limit`` times an hour, a phone with too many
+failed verifications of its codes in a window is locked for a while (like staff logins),
+and a client address with too many failed verifications (of any phones) is refused for a
+while.
+
+The phone's lockout counts only attempts against a code that was issued to that phone and
+is live (not expired, burned or used): a stranger guessing at a phone that asked for no code
+gets ``MISSING`` and moves no counter of that phone, so they cannot lock its owner out. The
+address limit is what stops one caller spraying guesses across many phones.
 
 Every step uses the cache's atomic counter (``hit``), which is atomic on both backends and
 across processes sharing a Redis: a resend within the interval, the n-th attempt, and the
@@ -41,8 +48,12 @@ class OtpPolicy:
     resend_interval: float = 60.0  # a phone gets a new code at most this often
     hourly_limit: int = 10  # codes per phone per hour
     max_attempts: int = 5  # verifications of one code; the last wrong one burns it
-    failure_limit: int = 10  # verifications per phone per failure window (success resets)
+    failure_limit: int = 10  # verifications of live codes per phone per window (success resets)
     failure_window: float = 900.0
+    # Failed verifications per client address per failure window, whatever the phones. A
+    # member mistypes a few times; a carrier NAT shares an address among many members, so
+    # this sits well above one person's mistakes and far below what guessing needs.
+    address_failure_limit: int = 20
 
 
 class Verdict(enum.Enum):
@@ -62,10 +73,11 @@ class OtpThrottled(Exception):
 
 
 class OtpLocked(Exception):
-    """Too many failed verifications for this phone; try again after ``retry_after``."""
+    """Too many failed verifications for this phone, or from this client address; try again
+    after ``retry_after``."""
 
-    def __init__(self, retry_after: float) -> None:
-        super().__init__("Too many wrong codes for this phone; try again later.")
+    def __init__(self, retry_after: float, message: str) -> None:
+        super().__init__(message)
         self.retry_after = retry_after
 
 
@@ -128,27 +140,55 @@ class OtpCodes:
         await self.cache.delete(f"otp:code:{key}")
         await self.cache.delete(f"otp:resend:{key}")
 
-    async def verify(self, phone: str, client_id: str, code: str) -> Verdict:
-        """Check ``code`` for ``phone`` and use it up when right. OtpLocked after too many
-        failures for the phone.
+    async def verify(self, phone: str, client_id: str, code: str, *, address: str) -> Verdict:
+        """Check ``code`` for ``phone`` and use it up when right. OtpLocked when the client
+        ``address`` has failed too often, or the phone's live codes were guessed at too often.
 
-        Each attempt is counted *before* the comparison, so concurrent guesses cannot slip
-        past the limits; of concurrent attempts with the right code exactly one gets
-        ACCEPTED, the others USED.
+        Every answer but ACCEPTED, a phone's lockout included, is one failure of the address.
+        The address is checked before and charged after, so members' successful logins from
+        a shared address cost nothing; concurrent guesses can overshoot the limit only by the
+        requests in flight, which the OAuth endpoints' per-address request limit bounds.
+        """
+        policy = self.policy
+        address_key = f"otp:address-failures:{self._mac(f'address|{address}')[:32]}"
+        failed = await self.cache.get(address_key)
+        if failed is not None and int(failed) >= policy.address_failure_limit:
+            # Over the limit already: one more count changes nothing but tells the window.
+            _, reset = await self.cache.hit(address_key, policy.failure_window)
+            raise OtpLocked(reset, "Too many wrong codes from this address; try again later.")
+        try:
+            verdict = await self._check(phone, client_id, code)
+        except OtpLocked:
+            await self.cache.hit(address_key, policy.failure_window)
+            raise
+        if verdict is not Verdict.ACCEPTED:
+            await self.cache.hit(address_key, policy.failure_window)
+        return verdict
+
+    async def _check(self, phone: str, client_id: str, code: str) -> Verdict:
+        """The verdict on ``code``; OtpLocked after too many attempts on the phone's codes.
+
+        Each attempt on a live code is counted *before* the comparison, so concurrent
+        guesses cannot slip past the limits; of concurrent attempts with the right code
+        exactly one gets ACCEPTED, the others USED.
         """
         policy = self.policy
         key = self._phone_key(phone)
-        failures, reset = await self.cache.hit(f"otp:failures:{key}", policy.failure_window)
-        if failures > policy.failure_limit:
-            raise OtpLocked(reset)
         raw = await self.cache.get(f"otp:code:{key}")
         if raw is None:
+            # Nothing was sent (or it expired): a guess, not a failure of the phone's owner.
             return Verdict.MISSING
         record = json.loads(raw)
         nonce: str = record["n"]
+        if await self.cache.get(f"otp:taken:{nonce}") is not None:
+            return Verdict.USED  # no longer live: guessing at it is not the owner's failure
         tries, _ = await self.cache.hit(f"otp:tries:{nonce}", policy.ttl)
         if tries > policy.max_attempts:
-            return Verdict.EXHAUSTED
+            return Verdict.EXHAUSTED  # burned, so no longer live either
+        # An attempt on the phone's live code: this is what may lock the phone.
+        failures, reset = await self.cache.hit(f"otp:failures:{key}", policy.failure_window)
+        if failures > policy.failure_limit:
+            raise OtpLocked(reset, "Too many wrong codes for this phone; try again later.")
         given = code.strip()
         # Compare MACs in constant time; a malformed code still goes through the same path.
         expected = self._code_mac(nonce, phone, client_id, given if _CODE.fullmatch(given) else "")

@@ -8,7 +8,9 @@ on a real socket. Every test runs on SQLite and (when configured) PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -25,15 +27,16 @@ from api.app import create_app
 from api.auth import service as auth
 from api.auth.keys import KeyRing
 from api.auth.member_login import PHONE_OTP_GRANT, WECHAT_GRANT
-from api.auth.otp import OtpCodes, OtpPolicy, Verdict
+from api.auth.otp import OtpCodes, OtpLocked, OtpPolicy, Verdict
 from api.auth.principal import Principal, Role
 from api.auth.scopes import ROLE_SCOPES
-from api.auth.sms import SmsError
+from api.auth.sms import LogSender, SmsError
 from api.cache import Cache, InProcessCache, RedisCache
 from api.customers.models import Customer, CustomerIdentity, IdentityKind
 from api.customers.service import CustomerDraft, upsert_customer
 from api.errors import DomainError
 from api.graphql.ids import encode_id
+from api.logs import JsonFormatter
 from api.partners import service as partners
 from api.partners.models import PartnerType
 from api.seed import SEEDER
@@ -46,6 +49,8 @@ PHONE = "13800138000"
 OTHER_PHONE = "13911112222"
 MEMBER_SCOPES = ROLE_SCOPES[Role.MEMBER]
 APPS = {"wxapp1": "secret-one", "wxapp2": "secret-two"}
+OWNER_ADDRESS = "198.51.100.7"  # where the shop's own requests come from
+STRANGER_ADDRESS = "203.0.113.66"
 
 
 class RecordingSender:
@@ -81,11 +86,33 @@ class Shop:
     partner_a: int
     store_a: int
     others: dict[str, int] = field(default_factory=dict)
+    extra_http: list[httpx.AsyncClient] = field(default_factory=list)
+
+    def from_address(self, address: str) -> httpx.AsyncClient:
+        """An HTTP client whose requests come from another address (closed with the shop)."""
+        http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app, client=(address, 40000)), base_url=BASE
+        )
+        self.extra_http.append(http)
+        return http
+
+    async def close(self) -> None:
+        for http in (self.http, *self.extra_http):
+            await http.aclose()
+
+    def tune_codes(self, **changes: Any) -> None:
+        """Change the code policy of the running app (e.g. the per-address limit)."""
+        codes = self.app.state.oauth.members.codes
+        codes.policy = replace(codes.policy, **changes)
 
     async def request_code(
-        self, phone: str = PHONE, client_id: str | None = None
+        self,
+        phone: str = PHONE,
+        client_id: str | None = None,
+        *,
+        via: httpx.AsyncClient | None = None,
     ) -> httpx.Response:
-        return await self.http.post(
+        return await (via or self.http).post(
             "/oauth/otp", data={"client_id": client_id or self.mini, "phone": phone}
         )
 
@@ -96,6 +123,7 @@ class Shop:
         *,
         client_id: str | None = None,
         scope: str | None = None,
+        via: httpx.AsyncClient | None = None,
     ) -> httpx.Response:
         data = {
             "grant_type": PHONE_OTP_GRANT,
@@ -105,7 +133,7 @@ class Shop:
         }
         if scope is not None:
             data["scope"] = scope
-        return await self.http.post("/oauth/token", data=data)
+        return await (via or self.http).post("/oauth/token", data=data)
 
     async def login(self, phone: str = PHONE, **kwargs: Any) -> dict[str, Any]:
         sent = await self.request_code(phone)
@@ -168,7 +196,11 @@ def shop_settings(settings: Settings, wechat: FakeWeChat, **changes: Any) -> Set
     )
 
 
-async def open_shop(db, settings: Settings, wechat: FakeWeChat, **changes: Any) -> Shop:
+async def open_shop(
+    db, settings: Settings, wechat: FakeWeChat, *, record_sms: bool = True, **changes: Any
+) -> Shop:
+    """The shop's app; its SMS go to a RecordingSender unless ``record_sms`` is False (then
+    the sender is whatever the settings say)."""
     async with db.transaction() as session:
         a = await partners.create_partner(
             session, SEEDER, partners.PartnerDraft("PA", "Partner A", PartnerType.DISTRIBUTOR)
@@ -196,9 +228,10 @@ async def open_shop(db, settings: Settings, wechat: FakeWeChat, **changes: Any) 
         other.customer.recruited_store_id = store.id
     app = create_app(shop_settings(settings, wechat, **changes), db=db, cache=InProcessCache())
     sms = RecordingSender()
-    app.state.oauth.members.sms = sms
+    if record_sms:
+        app.state.oauth.members.sms = sms
     http = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app, client=("198.51.100.7", 40000)), base_url=BASE
+        transport=httpx.ASGITransport(app=app, client=(OWNER_ADDRESS, 40000)), base_url=BASE
     )
     return Shop(
         app,
@@ -219,7 +252,7 @@ async def open_shop(db, settings: Settings, wechat: FakeWeChat, **changes: Any) 
 async def shop(db, settings, wechat) -> AsyncIterator[Shop]:
     opened = await open_shop(db, settings, wechat)
     yield opened
-    await opened.http.aclose()
+    await opened.close()
 
 
 async def customer_of_phone(db, phone: str) -> int | None:
@@ -430,6 +463,82 @@ async def test_too_many_failures_lock_the_phone(db, settings, wechat):
         await shop.http.aclose()
 
 
+async def test_guessing_at_a_phone_without_a_live_code_never_locks_it(db, settings, wechat):
+    shop = await open_shop(db, settings, wechat, otp_failure_limit=6, otp_resend_interval=0.05)
+    shop.tune_codes(address_failure_limit=100)  # this test is about the phone's own limit
+    try:
+        stranger = shop.from_address(STRANGER_ADDRESS)
+        # The owner asked for no code: more guesses than the phone's limit, all just
+        # invalid_grant, none a lockout.
+        for guess in range(8):
+            wrong = await shop.exchange(code=f"{guess:06d}", via=stranger)
+            assert wrong.status_code == 400 and error_of(wrong) == "invalid_grant"
+            assert "request one" in wrong.json()["error_description"]
+        # The owner asks for a code and logs in with it.
+        customer_id = shop.claims(await shop.login())["customer_id"]
+        # Guessing at a code already used is no failure of the owner's either ...
+        for guess in range(5):
+            used = await shop.exchange(code=f"{guess:06d}", via=stranger)
+            assert used.status_code == 400 and "already used" in used.json()["error_description"]
+        # ... nor at a code burned by wrong tries: only its 5 tries count for the phone.
+        await asyncio.sleep(0.06)
+        assert (await shop.request_code()).status_code == 200
+        burned = f"{(int(shop.sms.last(PHONE)) + 1) % 1_000_000:06d}"
+        answers = [
+            (await shop.exchange(code=burned, via=stranger)).json()["error_description"]
+            for _ in range(10)
+        ]
+        assert answers[:4] == ["Wrong code."] * 4
+        assert all("no longer works" in answer for answer in answers[4:])
+        # 5 failures against the phone's real codes, under its limit of 6: the owner is in.
+        await asyncio.sleep(0.06)
+        token = await shop.login()
+        assert shop.claims(token)["customer_id"] == customer_id
+    finally:
+        await shop.close()
+
+
+async def test_the_owner_logs_in_while_a_stranger_sprays_guesses_at_their_phone(shop):
+    stranger = shop.from_address(STRANGER_ADDRESS)
+    other_phones = [f"1360000{n:04d}" for n in range(8)]
+    for phone in [PHONE, *other_phones]:
+        assert error_of(await shop.exchange(phone, "000000", via=stranger)) == "invalid_grant"
+    token = await shop.login()
+    assert shop.claims(token)["role"] == "member"
+
+
+async def test_an_address_spraying_guesses_across_many_phones_is_throttled(shop, db):
+    shop.tune_codes(address_failure_limit=4)
+    stranger = shop.from_address(STRANGER_ADDRESS)
+    # The owner has a live code; the stranger has none for any of these phones.
+    assert (await shop.request_code(PHONE)).status_code == 200
+    sprayed = [f"1370000{n:04d}" for n in range(4)]
+    for phone in sprayed:
+        answer = await shop.exchange(phone, "123456", via=stranger)
+        assert answer.status_code == 400 and error_of(answer) == "invalid_grant"
+    # Four failures from that address: it is refused, whatever the phone, before any code
+    # is looked at, so the owner's live code loses none of its tries.
+    for phone in (PHONE, "13700009999"):
+        refused = await shop.exchange(phone, "123456", via=stranger)
+        assert refused.status_code == 429 and error_of(refused) == "too_many_attempts"
+        assert 0 < int(refused.headers["retry-after"]) <= 900
+    # Other addresses are not held back: the owner logs in with their code.
+    assert (await shop.exchange(PHONE)).status_code == 200
+    assert await customer_of_phone(db, PHONE) is not None
+
+
+async def test_logins_from_a_shared_address_do_not_count_as_failures(shop):
+    """Members behind one carrier NAT: only wrong codes count against their address."""
+    shop.tune_codes(address_failure_limit=2)
+    phones = ["13600000001", "13600000002", "13600000003"]
+    assert error_of(await shop.exchange(PHONE, "000000")) == "invalid_grant"  # 1 failure
+    for phone in phones:
+        await shop.login(phone)  # three successes: still 1 failure
+    assert error_of(await shop.exchange(PHONE, "000000")) == "invalid_grant"  # 2 failures
+    refused = await shop.exchange(PHONE, "000000")
+    assert refused.status_code == 429 and error_of(refused) == "too_many_attempts"
+
+
 async def test_resending_too_soon_is_429_with_retry_after(shop):
     assert (await shop.request_code()).status_code == 200
     again = await shop.request_code("+8613800138000")  # the same phone, written differently
@@ -559,17 +668,89 @@ async def test_a_failed_sms_can_be_retried_at_once(shop):
     assert (await shop.exchange()).status_code == 200
 
 
-async def test_the_log_sender_writes_the_code_to_the_log(shop, caplog):
-    from api.auth.sms import LogSender
+# --- which SMS sender ---------------------------------------------------------------------------
 
-    shop.app.state.oauth.members.sms = LogSender()
+
+def test_there_is_no_sms_sender_unless_one_is_chosen():
+    assert Settings().sms_sender == ""
+    assert Settings.from_env({}).sms_sender == ""
+    assert Settings.from_env({"QUDAO_SMS_SENDER": " Log "}).sms_sender == "log"
+
+
+async def test_without_an_sms_sender_phone_login_is_off_and_the_rest_works(
+    db, settings, wechat, issue_token
+):
+    assert settings.sms_sender == ""  # the tests' settings, like production's, name none
+    shop = await open_shop(db, settings, wechat, record_sms=False)
+    try:
+        assert shop.app.state.oauth.members.sms is None
+        # Asking for a code: 503 with the reason, and no Retry-After (retrying won't help).
+        asked = await shop.request_code()
+        assert asked.status_code == 503 and error_of(asked) == "temporarily_unavailable"
+        assert "SMS is not configured" in asked.json()["error_description"]
+        assert "retry-after" not in asked.headers
+        # The phone grant says the same rather than "wrong code", and counts nothing.
+        tried = await shop.exchange(code="123456")
+        assert tried.status_code == 503 and "SMS is not configured" in tried.text
+        # WeChat login, the member's API, staff tokens and health all work.
+        wechat.login("code-1", openid="o-app1", unionid="u-person")
+        token = await shop.wechat_login("wxapp1", "code-1")
+        assert token.status_code == 200, token.text
+        member = shop.as_member(token.json())
+        try:
+            assert (await member("{ viewer { kind } }")) == {"viewer": {"kind": "MEMBER"}}
+        finally:
+            await member.http.aclose()
+        staff = await shop.http.post(
+            "/graphql",
+            json={"query": "{ partners(first: 5) { nodes { id } } }"},
+            headers={"Authorization": f"Bearer {issue_token(Role.HQ_ADMIN)}"},
+        )
+        assert staff.status_code == 200 and staff.json()["data"]["partners"]["nodes"]
+        assert (await shop.http.get("/healthz")).status_code == 200
+    finally:
+        await shop.close()
+
+
+def log_sender_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "qudao.sms"]
+
+
+async def test_the_log_sender_is_chosen_explicitly_and_warns_at_startup(
+    db, settings, wechat, caplog
+):
     with caplog.at_level(logging.INFO, logger="qudao.sms"):
-        assert (await shop.request_code()).status_code == 200
-    (record,) = [r for r in caplog.records if r.name == "qudao.sms"]
-    assert record.sms_phone == "138****8000"  # type: ignore[attr-defined]
-    code = record.sms_code  # type: ignore[attr-defined]
-    assert code in record.getMessage() and PHONE not in record.getMessage()
-    assert (await shop.exchange(code=code)).status_code == 200
+        shop = await open_shop(db, settings, wechat, record_sms=False, sms_sender="log")
+    try:
+        assert isinstance(shop.app.state.oauth.members.sms, LogSender)
+        (warning,) = [r for r in log_sender_records(caplog) if r.levelno >= logging.WARNING]
+        assert "login codes are written to the log: development only" in warning.getMessage()
+        assert "\n" not in warning.getMessage()  # one line, for whoever reads the startup log
+    finally:
+        await shop.close()
+
+
+async def test_the_log_sender_writes_a_readable_line_without_an_indexed_code(
+    db, settings, wechat, caplog
+):
+    shop = await open_shop(db, settings, wechat, record_sms=False, sms_sender="log")
+    try:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="qudao.sms"):
+            assert (await shop.request_code()).status_code == 200
+        (record,) = log_sender_records(caplog)
+        assert record.levelno == logging.INFO
+        message = record.getMessage()
+        assert "138****8000" in message and PHONE not in message
+        found = re.search(r"login code (\d{6}) ", message)
+        assert found is not None, message
+        code = found.group(1)
+        # Only in the text: as a JSON line it has no field of its own (nor the phone).
+        entry = json.loads(JsonFormatter().format(record))
+        assert set(entry) <= {"ts", "level", "logger", "msg", "request_id"}
+        assert (await shop.exchange(code=code)).status_code == 200
+    finally:
+        await shop.close()
 
 
 # --- refresh tokens ---------------------------------------------------------------------------
@@ -841,22 +1022,68 @@ async def test_one_code_is_taken_once_across_processes(otp_cache):
     one, two = (OtpCodes(cache, secret, policy) for cache in otp_cache)
     issued = await one.issue(PHONE, "mini")
     verdicts = await asyncio.gather(
-        *(codes.verify(PHONE, "mini", issued.code) for codes in [one, two] * 10)
+        *(codes.verify(PHONE, "mini", issued.code, address="a") for codes in [one, two] * 10)
     )
     assert sorted(v.value for v in verdicts) == ["accepted"] + ["used"] * 19
 
 
 async def test_concurrent_guesses_get_at_most_the_allowed_attempts(otp_cache):
     secret = b"k" * 32
-    one, two = (OtpCodes(cache, secret, OtpPolicy(failure_limit=100)) for cache in otp_cache)
+    policy = OtpPolicy(failure_limit=100, address_failure_limit=100)
+    one, two = (OtpCodes(cache, secret, policy) for cache in otp_cache)
     issued = await one.issue(PHONE, "mini")
     guesses = [f"{n:06d}" for n in range(30) if f"{n:06d}" != issued.code][:20]
     verdicts = await asyncio.gather(
-        *(codes.verify(PHONE, "mini", g) for codes, g in zip([one, two] * 10, guesses, strict=True))
+        *(
+            codes.verify(PHONE, "mini", g, address="a")
+            for codes, g in zip([one, two] * 10, guesses, strict=True)
+        )
     )
     assert sum(v is Verdict.WRONG for v in verdicts) == 4
     assert sum(v is Verdict.EXHAUSTED for v in verdicts) == 16
-    assert await one.verify(PHONE, "mini", issued.code) is Verdict.EXHAUSTED
+    assert await one.verify(PHONE, "mini", issued.code, address="a") is Verdict.EXHAUSTED
+
+
+async def test_only_attempts_on_a_live_code_count_toward_the_phones_lockout(otp_cache):
+    one, two = (
+        OtpCodes(
+            cache,
+            b"k" * 32,
+            OtpPolicy(failure_limit=2, address_failure_limit=1000, resend_interval=0.01),
+        )
+        for cache in otp_cache
+    )
+    # No code: any number of guesses, from both processes, moves nothing for the phone.
+    for codes in [one, two] * 10:
+        assert await codes.verify(PHONE, "mini", "123456", address="a") is Verdict.MISSING
+    issued = await one.issue(PHONE, "mini")
+    assert await two.verify(PHONE, "mini", issued.code, address="b") is Verdict.ACCEPTED
+    # A used code is not live: guessing at it neither locks the phone ...
+    for codes in [one, two] * 5:
+        assert await codes.verify(PHONE, "mini", "123456", address="a") is Verdict.USED
+    # ... nor stops its next code; wrong tries on a live code are what count.
+    await asyncio.sleep(0.02)
+    issued = await two.issue(PHONE, "mini")
+    wrong = f"{(int(issued.code) + 1) % 1_000_000:06d}"
+    assert await one.verify(PHONE, "mini", wrong, address="a") is Verdict.WRONG
+    assert await two.verify(PHONE, "mini", issued.code, address="b") is Verdict.ACCEPTED
+
+
+async def test_an_address_limit_is_shared_by_processes(otp_cache):
+    one, two = (
+        OtpCodes(cache, b"k" * 32, OtpPolicy(address_failure_limit=3)) for cache in otp_cache
+    )
+    phones = ["13600000001", "13600000002", "13600000003"]
+    for codes, phone in zip([one, two, one], phones, strict=True):
+        assert await codes.verify(phone, "mini", "123456", address="a") is Verdict.MISSING
+    with pytest.raises(OtpLocked) as locked:
+        await two.verify("13600000004", "mini", "123456", address="a")
+    assert 0 < locked.value.retry_after <= OtpPolicy().failure_window
+    # Another address is not affected, and the refused address's guess spent no try.
+    issued = await one.issue(PHONE, "mini")
+    with pytest.raises(OtpLocked):
+        await one.verify(PHONE, "mini", issued.code, address="a")
+    assert await two.verify(PHONE, "mini", issued.code, address="b") is Verdict.ACCEPTED
 
 
 async def test_the_cache_holds_neither_the_code_nor_the_phone():
