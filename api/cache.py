@@ -189,7 +189,8 @@ class InProcessCache(Cache):
             count, expires_at = int(value) + 1, entry.expires_at
         # Stored as a string, as Redis INCR does, so get() reads a counter the same on both.
         self._data[key] = _Entry(str(count), expires_at)
-        return count, expires_at - now
+        # (now + window) - now can exceed window by a rounding step: never report more.
+        return count, min(window, expires_at - now)
 
     async def set_add(self, key: str, member: str, ttl: float | None = None) -> None:
         now = time.monotonic()

@@ -10,12 +10,15 @@ store recruited them (finding 3).
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
+from api.app import create_app
 from api.auth.principal import Principal, Role
+from api.cache import InProcessCache
 from api.customers import levels, service
 from api.customers.models import Customer, CustomerIdentity, IdentityKind
 from api.errors import DomainError
@@ -71,7 +74,7 @@ async def counter(gql, db, as_principal, network) -> dict[str, Any]:
 
 
 async def test_a_clerk_cannot_take_over_a_customer_by_enrolling_their_phone_with_their_own(
-    gql, app, counter
+    gql, db, settings, counter
 ):
     victim_phone = {"kind": "PHONE", "value": VICTIM_PHONE}
     clerk_phone = {"kind": "PHONE", "value": CLERK_PHONE}
@@ -104,9 +107,12 @@ async def test_a_clerk_cannot_take_over_a_customer_by_enrolling_their_phone_with
     assert (await gql(PROFILE, {"id": counter["victim"]["id"]}))["customer"] == before
     # The clerk's phone belongs to nobody, so logging in with a code texted to it makes a
     # new customer of the clerk, never the victim.
-    members = app.state.oauth.members
+    texting = create_app(replace(settings, sms_sender="log"), db=db, cache=InProcessCache())
+    members = texting.state.oauth.members
     issued = await members.codes.issue(CLERK_PHONE, "mini-program")
-    login = await members.phone_login("mini-program", CLERK_PHONE, issued.code)
+    login = await members.phone_login(
+        "mini-program", CLERK_PHONE, issued.code, address="203.0.113.7"
+    )
     assert login.customer_id != pk(counter["victim"]["id"])
     clerk_customer = await gql(PROFILE, {"id": gid("Customer", login.customer_id)})
     assert clerk_customer["customer"]["identities"] == [{"kind": "PHONE", "value": CLERK_PHONE}]
