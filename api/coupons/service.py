@@ -67,8 +67,8 @@ from api.coupons.models import (
     TemplateStatus,
 )
 from api.customers.merging import MergeConflict, MergeMove, MergePlan, register_merge_step
-from api.customers.models import Customer, CustomerIdentity, CustomerStatus, IdentityKind
-from api.customers.service import resolve_customer_id
+from api.customers.models import Customer, CustomerIdentity, IdentityKind
+from api.customers.service import lock_customer, resolve_customer_id
 from api.db import UTCDateTime, advisory_lock, update_returning, utcnow
 from api.errors import DomainError, Problem
 from api.partners.models import Partner, Store
@@ -778,18 +778,8 @@ async def _lock_live_customer(session: AsyncSession, customer_id: int) -> int | 
     The lock makes a concurrent merge wait for this claim (and this claim wait for a running
     merge, then see its redirect), so a coupon never lands on a customer merged meanwhile.
     """
-    for _ in range(3):
-        live = await resolve_customer_id(session, customer_id)
-        if live is None:
-            return None
-        locked = await session.scalar(
-            select(Customer.id)
-            .where(Customer.id == live, Customer.status == CustomerStatus.ACTIVE)
-            .with_for_update(read=True)
-        )
-        if locked is not None:
-            return locked
-    return None
+    customer = await lock_customer(session, customer_id, shared=True)
+    return None if customer is None else customer.id
 
 
 async def _claimer(

@@ -708,12 +708,41 @@ async def _lock_live(session: AsyncSession, ids: set[int]) -> dict[int, Customer
     raise RuntimeError("merge redirects form a loop")
 
 
-async def lock_customer(session: AsyncSession, customer_id: int) -> Customer | None:
-    """Lock the live customer behind ``customer_id`` (following merge redirects under the
-    lock) for the rest of the transaction; None if there is no such customer. Writers that
-    attach data to a customer take this lock first, so a concurrent merge either sees their
-    data (and moves it) or has already redirected them to the survivor."""
-    return (await _lock_live(session, {customer_id})).get(customer_id)
+async def lock_customer(
+    session: AsyncSession, customer_id: int, *, shared: bool = False
+) -> Customer | None:
+    """Lock the live customer behind ``customer_id`` for the rest of the transaction (a share
+    lock with ``shared``); None if there is no such customer. Writers that attach data to a
+    customer take this lock first, so a concurrent merge either sees their data (and moves
+    it) or has already redirected them to the survivor.
+
+    Only the live row is ever locked. A merged row is followed without a lock: a merge of
+    the survivor T into U holds T and then rewrites the redirects pointing at T, so a writer
+    holding an old row S while waiting for T would deadlock with it. Liveness is part of the
+    locking statement, so a merge that committed while we waited makes the row drop out and
+    we follow the new redirect.
+    """
+    current = customer_id
+    for _ in range(_MAX_REDIRECTS):
+        live = await session.scalar(
+            select(Customer)
+            .where(
+                Customer.id == current,
+                Customer.merged_into_id.is_(None),
+                Customer.status == CustomerStatus.ACTIVE,
+            )
+            .with_for_update(read=shared)
+            .execution_options(populate_existing=True)
+        )
+        if live is not None:
+            return live
+        redirect = await session.scalar(
+            select(Customer.merged_into_id).where(Customer.id == current)
+        )
+        if redirect is None:
+            return None
+        current = redirect
+    raise RuntimeError("merge redirects form a loop")
 
 
 async def _owners(

@@ -61,6 +61,7 @@ from api.customers.merging import (
     register_merge_step,
 )
 from api.customers.models import Customer, MemberLevel
+from api.customers.service import evaluate_level, lock_customer, resolve_customer_id
 from api.db import advisory_lock, insert_or_get, update_returning
 from api.errors import DomainError, Problem
 from api.loyalty import rules as rules_engine
@@ -248,8 +249,6 @@ async def visible_customer_id(
 ) -> int | None:
     """The live customer behind ``customer_id`` (following merges) if the principal may see
     it; None otherwise, so another partner's customer answers like a missing one."""
-    from api.customers.service import resolve_customer_id
-
     live = await resolve_customer_id(session, customer_id)
     if live is None:
         return None
@@ -259,8 +258,6 @@ async def visible_customer_id(
 async def live_customer_id(session: AsyncSession, customer_id: int) -> int | None:
     """The live customer behind ``customer_id`` (following merges); None if none. Entries
     keep the id they were written for, their points are with this one."""
-    from api.customers.service import resolve_customer_id
-
     return await resolve_customer_id(session, customer_id)
 
 
@@ -302,35 +299,12 @@ class _Move:
 
 
 async def _lock(session: AsyncSession, customer_id: int, now: datetime) -> _Account:
-    """Lock the live customer behind ``customer_id`` and its points account.
-
-    Only the live row is ever locked. A merged row is followed without a lock: a merge of
-    the survivor T into U holds T and then rewrites the redirects pointing at T, so a writer
-    holding an old row S while waiting for T would deadlock with it. The lock is taken only
-    while the row is still live (``merged_into_id IS NULL`` is re-checked once the lock is
-    granted, so a merge that committed while we waited makes the row drop out), and then we
-    follow the new redirect. Customer first, then the account: the merge's order.
-    """
-    current = customer_id
-    for _ in range(MAX_REDIRECTS):
-        live = (
-            await session.execute(
-                select(Customer.id)
-                .where(Customer.id == current, Customer.merged_into_id.is_(None))
-                .with_for_update()
-            )
-        ).scalar_one_or_none()
-        if live is not None:
-            return await _lock_account(session, live, now)
-        # Merged (before or while we waited), or missing: read the redirect, unlocked.
-        row = (
-            await session.execute(select(Customer.merged_into_id).where(Customer.id == current))
-        ).first()
-        if row is None:
-            raise DomainError.one(PointsErrorCode.NOT_FOUND, "No such customer.", "customerId")
-        if row.merged_into_id is not None:
-            current = row.merged_into_id
-    raise RuntimeError(f"customer {customer_id}: merge redirects do not end")
+    """Lock the live customer behind ``customer_id``, then its points account: the merge's
+    order (customer rows first), so a ledger write and a merge never deadlock."""
+    customer = await lock_customer(session, customer_id)
+    if customer is None:
+        raise DomainError.one(PointsErrorCode.NOT_FOUND, "No such customer.", "customerId")
+    return await _lock_account(session, customer.id, now)
 
 
 async def _lock_account(session: AsyncSession, customer_id: int, now: datetime) -> _Account:
@@ -690,16 +664,8 @@ async def earn(
         now=now,
         lot_id=lot_id,
     )
-    await _evaluate_level(session, account.customer_id, now)
+    await evaluate_level(session, account.customer_id, now)
     return entry
-
-
-async def _evaluate_level(session: AsyncSession, customer_id: int, now: datetime) -> None:
-    # Imported here: the customers service imports nothing of loyalty at module level, but
-    # loading it at ours would tie the import order of the two domains together.
-    from api.customers.service import evaluate_level
-
-    await evaluate_level(session, customer_id, now)
 
 
 async def active_rules(session: AsyncSession, purchase: Purchase, now: datetime) -> list[Any]:
@@ -1105,10 +1071,6 @@ def _adjusted(entry: PointsEntry) -> int:
 
 
 async def _may_see(session: AsyncSession, principal: Principal, customer_id: int) -> bool:
-    # The customers service declares Customer's ownership (partner_owned) at import; import
-    # it here rather than at module level, so neither domain fixes the other's import order.
-    import api.customers.service  # noqa: F401
-
     stmt = restrict(select(Customer.id).where(Customer.id == customer_id), Customer, principal)
     return (await session.execute(stmt)).scalar_one_or_none() is not None
 
