@@ -24,9 +24,8 @@ from api.graphql.relay import (
     Node,
     page_request,
     register_node,
-    to_connection,
+    root_connection,
 )
-from api.pagination import count, fetch_page
 from api.partners import loaders as partner_loaders
 from api.partners.schema import Partner, Store
 
@@ -191,14 +190,9 @@ class AuthQuery:
             else None
         )
         stmt = audit.events_query(where)
-        async with ctx.db.read() as session:
-            page = await fetch_page(session, stmt, audit.EVENT_KEYSET, request, reverse=True)
-
-        async def total() -> int:
-            async with ctx.db.read() as session:
-                return await count(session, stmt)
-
-        return to_connection(page, AuditEvent.from_row, total)
+        return await root_connection(
+            ctx, stmt, audit.EVENT_KEYSET, request, AuditEvent.from_row, reverse=True
+        )
 
 
 schema_parts = SchemaParts(query=AuthQuery, types=[AuditEvent])

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
@@ -21,7 +22,7 @@ from api.db import utcnow
 from api.errors import DomainError, InputError
 from api.graphql.context import Context, Info
 from api.graphql.errors import PermissionDenied, Unauthenticated, UserError, user_errors
-from api.graphql.ids import decode_id_of, encode_id
+from api.graphql.ids import decode_id_of, encode_id, input_pk
 from api.graphql.money import Money
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
@@ -31,9 +32,9 @@ from api.graphql.relay import (
     Node,
     page_request,
     register_node,
+    root_connection,
     to_connection,
 )
-from api.pagination import count, fetch_page
 from api.partners import loaders as partner_loaders
 from api.partners.schema import Partner, Store
 
@@ -374,12 +375,8 @@ class CouponTemplateFilter:
         )
 
 
-def _pk(global_id: str, type_name: str, *path: str) -> int:
-    """An input id's primary key; a malformed id is a payload error on that field."""
-    try:
-        return decode_id_of(global_id, type_name)
-    except InputError as error:
-        raise DomainError.one(service.CouponErrorCode.INVALID, str(error), *path) from None
+# An input id's primary key; a malformed id is a payload error on that field.
+_pk = partial(input_pk, invalid=service.CouponErrorCode.INVALID)
 
 
 @strawberry.type
@@ -402,11 +399,9 @@ class CouponQuery:
         ctx = info.context
         request = page_request(info, first, after, last, before)
         stmt = service.templates_query(ctx.principal, filter.to_service() if filter else None)
-        async with ctx.db.read() as session:
-            page = await fetch_page(
-                session, stmt, service.TEMPLATE_KEYSET, request, reverse=reverse
-            )
-        return to_connection(page, CouponTemplate.from_row, lambda: _count(ctx, stmt))
+        return await root_connection(
+            ctx, stmt, service.TEMPLATE_KEYSET, request, CouponTemplate.from_row, reverse=reverse
+        )
 
     @strawberry.field(
         description="Look a code up before redeeming it (核销): validity, whether it would "
@@ -446,11 +441,6 @@ class CouponQuery:
             holder_name=found.holder_name,
             holder_phone=found.holder_phone,
         )
-
-
-async def _count(ctx: Context, stmt: Any) -> int:
-    async with ctx.db.read() as session:
-        return await count(session, stmt)
 
 
 # --- mutations -----------------------------------------------------------------------------

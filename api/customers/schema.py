@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import strawberry
@@ -23,7 +24,7 @@ from api.customers import levels, loaders, merge, models, service
 from api.errors import DomainError, InputError
 from api.graphql.context import Context, Info
 from api.graphql.errors import UserError, user_errors
-from api.graphql.ids import decode_id_of, encode_id
+from api.graphql.ids import decode_id_of, encode_id, input_pk
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
 from api.graphql.relay import Connection, Node, page_request, register_node, to_connection
@@ -32,8 +33,8 @@ from api.loyalty.schema import (
     PointsEntry,
     customer_points,
     customer_points_ledger,
+    root_connection,
 )
-from api.pagination import count, fetch_page
 from api.partners import loaders as partner_loaders
 from api.partners.schema import Partner, Store
 
@@ -469,11 +470,6 @@ class CustomerFilter:
         )
 
 
-async def _count(ctx: Context, stmt: Any) -> int:
-    async with ctx.db.read() as session:
-        return await count(session, stmt)
-
-
 @strawberry.type
 class CustomerQuery:
     @strawberry.field(
@@ -498,11 +494,14 @@ class CustomerQuery:
             stmt = service.customers_query(ctx.principal, filter.to_service() if filter else None)
         except DomainError as error:
             raise InputError(str(error)) from None
-        async with ctx.db.read() as session:
-            page = await fetch_page(
-                session, stmt, service.CUSTOMER_KEYSETS[sort_key], request, reverse=reverse
-            )
-        return to_connection(page, Customer.from_row, lambda: _count(ctx, stmt))
+        return await root_connection(
+            ctx,
+            stmt,
+            service.CUSTOMER_KEYSETS[sort_key],
+            request,
+            Customer.from_row,
+            reverse=reverse,
+        )
 
     @strawberry.field(
         permission_classes=[requires("customers:read")],
@@ -718,12 +717,8 @@ class MemberLevelSetPayload:
     errors: list[CustomerError] = strawberry.field(default_factory=list)
 
 
-def _pk(global_id: str, type_name: str, *path: str) -> int:
-    """An input id's primary key; a malformed id is a payload error on that field."""
-    try:
-        return decode_id_of(global_id, type_name)
-    except InputError as error:
-        raise DomainError.one(service.CustomerErrorCode.INVALID, str(error), *path) from None
+# An input id's primary key; a malformed id is a payload error on that field.
+_pk = partial(input_pk, invalid=service.CustomerErrorCode.INVALID)
 
 
 def _identities(given: Sequence[IdentityInput]) -> list[tuple[models.IdentityKind, str]]:

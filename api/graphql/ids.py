@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 
-from api.errors import InputError
+from api.errors import DomainError, InputError
 
 MAX_PK = 2**63 - 1  # BIGINT: a larger number cannot name a row, on either engine
 
@@ -32,3 +33,12 @@ def decode_id_of(global_id: str, type_name: str) -> int:
     if found != type_name:
         raise InputError(f"Expected a {type_name} ID; got an ID of another type: {global_id!r}.")
     return pk
+
+
+def input_pk(global_id: str, type_name: str, *path: str, invalid: enum.Enum) -> int:
+    """The primary key of an id given in a mutation's input; a malformed id or one of another
+    type is a payload error with the domain's ``invalid`` code on that field (``path``)."""
+    try:
+        return decode_id_of(global_id, type_name)
+    except InputError as error:
+        raise DomainError.one(invalid, str(error), *path) from None

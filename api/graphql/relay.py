@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import strawberry
+from sqlalchemy import Select
 
 from api.errors import InputError
 from api.graphql.context import Context, Info
 from api.graphql.ids import decode_id
 from api.graphql.permissions import Authenticated
-from api.pagination import CountFn, Page, PageRequest
+from api.pagination import CountFn, Page, PageRequest, count, fetch_page
 
 T = TypeVar("T")
 
@@ -114,6 +115,27 @@ def to_connection(page: Page[Any], wrap: Callable[[Any], T], count_fn: CountFn) 
         ),
         count_fn=count_fn,
     )
+
+
+async def root_connection(
+    ctx: Context,
+    stmt: Select[Any],
+    keyset: Sequence[Any],
+    request: PageRequest,
+    wrap: Callable[[Any], T],
+    *,
+    reverse: bool = False,
+) -> Connection[T]:
+    """A root connection over ``stmt`` (already scoped to the principal): one page query
+    now, and a COUNT in its own session only if ``totalCount`` is asked for."""
+    async with ctx.db.read() as session:
+        page = await fetch_page(session, stmt, keyset, request, reverse=reverse)
+
+    async def total() -> int:
+        async with ctx.db.read() as session:
+            return await count(session, stmt)
+
+    return to_connection(page, wrap, total)
 
 
 @strawberry.type

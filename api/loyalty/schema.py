@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 
 import strawberry
 
@@ -18,12 +19,18 @@ from api.db import utcnow
 from api.errors import DomainError, InputError
 from api.graphql.context import Context, Info
 from api.graphql.errors import UserError, user_errors
-from api.graphql.ids import decode_id_of, encode_id
+from api.graphql.ids import decode_id_of, encode_id, input_pk
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
-from api.graphql.relay import Connection, Node, page_request, register_node, to_connection
+from api.graphql.relay import (
+    Connection,
+    Node,
+    page_request,
+    register_node,
+    root_connection,
+    to_connection,
+)
 from api.loyalty import loaders, models, rules, service
-from api.pagination import count, fetch_page
 
 PointsEntryKind = strawberry.enum(
     models.EntryKind,
@@ -284,14 +291,9 @@ class LoyaltyQuery:
         ctx = info.context
         request = page_request(info, first, after, last, before)
         stmt = service.earning_rules_query(ctx.principal)
-        async with ctx.db.read() as session:
-            page = await fetch_page(session, stmt, service.RULE_KEYSET, request)
-
-        async def total() -> int:
-            async with ctx.db.read() as session:
-                return await count(session, stmt)
-
-        return to_connection(page, PointsEarningRule.from_row, total)
+        return await root_connection(
+            ctx, stmt, service.RULE_KEYSET, request, PointsEarningRule.from_row
+        )
 
 
 # --- mutations --------------------------------------------------------------------------------
@@ -347,11 +349,8 @@ class PointsEarningRuleCreatePayload:
     errors: list[PointsError] = strawberry.field(default_factory=list)
 
 
-def _pk(global_id: str, type_name: str, *path: str) -> int:
-    try:
-        return decode_id_of(global_id, type_name)
-    except InputError as error:
-        raise DomainError.one(service.PointsErrorCode.INVALID, str(error), *path) from None
+# An input id's primary key; a malformed id is a payload error on that field.
+_pk = partial(input_pk, invalid=service.PointsErrorCode.INVALID)
 
 
 def _key_namespace(ctx: Context) -> str:

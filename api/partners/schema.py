@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
+from functools import partial
 from typing import Any
 
 import strawberry
@@ -11,14 +12,20 @@ from strawberry import UNSET as GQL_UNSET
 
 from api.audit.service import AuditEntry
 from api.auth.pii import PII_SCOPE, mask_email, mask_phone
-from api.errors import DomainError, InputError
+from api.errors import DomainError
 from api.graphql.context import Context, Info
 from api.graphql.errors import UserError, user_errors
-from api.graphql.ids import decode_id_of, encode_id
+from api.graphql.ids import decode_id_of, encode_id, input_pk
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
-from api.graphql.relay import Connection, Node, page_request, register_node, to_connection
-from api.pagination import count, fetch_page
+from api.graphql.relay import (
+    Connection,
+    Node,
+    page_request,
+    register_node,
+    root_connection,
+    to_connection,
+)
 from api.partners import loaders, models, service
 
 PartnerType = strawberry.enum(
@@ -238,11 +245,9 @@ class PartnerQuery:
         ctx = info.context
         request = page_request(info, first, after, last, before)
         stmt = service.partners_query(ctx.principal, filter.to_service() if filter else None)
-        async with ctx.db.read() as session:
-            page = await fetch_page(
-                session, stmt, service.PARTNER_KEYSETS[sort_key], request, reverse=reverse
-            )
-        return to_connection(page, Partner.from_row, lambda: _count(ctx, stmt))
+        return await root_connection(
+            ctx, stmt, service.PARTNER_KEYSETS[sort_key], request, Partner.from_row, reverse=reverse
+        )
 
     @strawberry.field(permission_classes=[requires("partners:read")])
     async def partner(self, info: Info, id: strawberry.ID) -> Partner | None:
@@ -261,18 +266,11 @@ class PartnerQuery:
         ctx = info.context
         request = page_request(info, first, after, last, before)
         stmt = service.stores_query(ctx.principal, filter.to_service() if filter else None)
-        async with ctx.db.read() as session:
-            page = await fetch_page(session, stmt, service.STORE_KEYSET, request)
-        return to_connection(page, Store.from_row, lambda: _count(ctx, stmt))
+        return await root_connection(ctx, stmt, service.STORE_KEYSET, request, Store.from_row)
 
     @strawberry.field(permission_classes=[requires("partners:read")])
     async def store(self, info: Info, id: strawberry.ID) -> Store | None:
         return (await _load_stores(info.context, [decode_id_of(id, "Store")]))[0]
-
-
-async def _count(ctx: Context, stmt: Any) -> int:
-    async with ctx.db.read() as session:
-        return await count(session, stmt)
 
 
 # --- mutations -----------------------------------------------------------------------------
@@ -348,12 +346,8 @@ class StoreCreatePayload:
     errors: list[PartnerError] = strawberry.field(default_factory=list)
 
 
-def _pk(global_id: str, type_name: str, *path: str) -> int:
-    """An input id's primary key; a malformed id is a payload error on that field."""
-    try:
-        return decode_id_of(global_id, type_name)
-    except InputError as error:
-        raise DomainError.one(service.PartnerErrorCode.INVALID, str(error), *path) from None
+# An input id's primary key; a malformed id is a payload error on that field.
+_pk = partial(input_pk, invalid=service.PartnerErrorCode.INVALID)
 
 
 # Optional in the input (omit to keep), but a value is required: null is refused.
