@@ -8,28 +8,40 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
+from strawberry.types.unset import UNSET, UnsetType
 
 from api.auth import member_login
 from api.auth.middleware import AuthenticationMiddleware
 from api.auth.oauth import ROUTES as OAUTH_ROUTES
 from api.auth.oauth import OAuthServer
 from api.auth.principal import ANONYMOUS
+from api.auth.tokens import InvalidToken
 from api.cache import Cache, create_cache
 from api.db import Database
 from api.graphql.context import Context
 from api.graphql.errors import coded
 from api.graphql.schema import build_schema
+from api.graphql.subscriptions import (
+    MAX_SUBSCRIPTIONS_PER_CONNECTION,
+    SocketConnection,
+    SocketContext,
+    SubscriptionSocket,
+    cache_publisher,
+)
 from api.logs import request_id_var
 from api.settings import Settings
 
@@ -81,21 +93,47 @@ class RequestIdMiddleware:
 
 
 class QudaoGraphQL(GraphQL[Context, None]):
-    def __init__(self, settings: Settings, **kwargs: Any) -> None:
-        super().__init__(build_schema(settings), **kwargs)
+    # Subscriptions: graphql-transport-ws only (the legacy graphql-ws protocol is not in the
+    # contract), with the token checked per operation (api/graphql/subscriptions.py).
+    graphql_transport_ws_handler_class = SubscriptionSocket
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(
+            build_schema(settings),
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            connection_init_wait_timeout=timedelta(seconds=10),
+            max_subscriptions_per_connection=MAX_SUBSCRIPTIONS_PER_CONNECTION,
+            # Any page may open the websocket: it authenticates with a bearer token the page
+            # must hold, never with ambient credentials (this API sets no cookies).
+            allowed_origins=("*",),
+        )
         self.settings = settings
 
     async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
         state = request.app.state
-        return Context(
-            db=state.db,
-            cache=state.cache,
-            settings=self.settings,
-            principal=request.scope.get("state", {}).get("principal", ANONYMOUS),
-            request_id=request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex,
-            request=request,
-            response=response,
-        )
+        fields: dict[str, Any] = {
+            "db": state.db,
+            "cache": state.cache,
+            "settings": self.settings,
+            "principal": request.scope.get("state", {}).get("principal", ANONYMOUS),
+            "request_id": request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex,
+            "request": request,
+        }
+        if isinstance(request, WebSocket):
+            connection = SocketConnection(
+                request, keys=state.keys, cache=state.cache, settings=self.settings
+            )
+            return SocketContext(connection, **fields)
+        return Context(**fields, response=response)
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        assert isinstance(context, SocketContext)
+        try:
+            context.principal = await context.connection.authenticate(context.connection_params)
+        except InvalidToken as error:
+            log.info("refused a websocket connection: %s", error)
+            raise ConnectionRejectionError from None
+        return UNSET
 
     async def process_result(
         self, request: Request | WebSocket, result: ExecutionResult
@@ -148,9 +186,10 @@ def create_app(
     graphql = QudaoGraphQL(settings)
     app = Starlette(
         routes=[
-            # The websocket transport returns with the first subscription (stock alerts), with
-            # the token checked per operation: a connection must not outlive its token.
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            # Subscriptions (graphql-transport-ws), with the token checked per operation: a
+            # connection does not outlive its token.
+            WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *OAUTH_ROUTES,
@@ -161,6 +200,9 @@ def create_app(
     app.state.settings = settings
     app.state.db = db or Database(settings.database_url)
     app.state.cache = cache or create_cache(settings.redis_url, settings.cache_prefix)
+    # Events of committed transactions go out through the cache's pub/sub: with Redis, a
+    # commit in any API process reaches the subscribers of every process.
+    app.state.db.publisher = cache_publisher(app.state.cache)
     app.state.keys = settings.key_ring()
     app.state.oauth = OAuthServer(app.state.db, app.state.cache, app.state.keys, settings)
     member_login.install(app.state.oauth, settings)  # phone code and WeChat grants

@@ -15,6 +15,8 @@ from rich.markup import escape
 from api.customers.cli import members_app
 from api.errors import DomainError
 from api.loyalty.cli import points_app
+from api.orders.cli import orders_app
+from api.orders.import_cli import import_app
 from api.settings import Settings
 
 if TYPE_CHECKING:
@@ -32,6 +34,8 @@ app.add_typer(user_app, name="user")
 app.add_typer(client_app, name="client")
 app.add_typer(members_app, name="members")
 app.add_typer(points_app, name="points")
+app.add_typer(orders_app, name="orders")
+app.add_typer(import_app, name="import")
 # Messages go to stderr; stdout carries only what scripts read (tokens, client credentials).
 console = Console(stderr=True, soft_wrap=True)
 
@@ -40,7 +44,8 @@ STAFF_ROLES = ("hq_admin", "channel_manager", "marketer", "partner_admin", "stor
 _OPTIONS = {"redirectUris": "--redirect-uri"}
 
 
-def _settings() -> Settings:
+def load_settings() -> Settings:
+    """The settings from the environment, with their local directories made (every command)."""
     settings = Settings.from_env()
     settings.ensure_local_dirs()
     return settings
@@ -57,7 +62,7 @@ def serve(
 
     from api.logs import configure_logging
 
-    settings = _settings()
+    settings = load_settings()
     configure_logging(settings.log_level, json_lines=settings.log_json)
     if workers > 1 and not settings.redis_url:
         console.print(
@@ -89,7 +94,7 @@ def migrate(revision: str = typer.Argument("head", help="Target revision.")) -> 
     """Apply database migrations."""
     from api.migrate import upgrade
 
-    settings = _settings()
+    settings = load_settings()
     upgrade(settings.database_url, revision)
     console.print(f"[green]Database at {revision}[/] ({_safe(settings.database_url)})")
 
@@ -102,8 +107,8 @@ def seed(demo: bool = typer.Option(False, "--demo", help="Seed the demo channel 
         raise typer.Exit(2)
     from api.seed import seed_demo
 
-    settings = _settings()
-    seeded = _with_db(settings, seed_demo, options=False)
+    settings = load_settings()
+    seeded = with_db(settings, seed_demo, options=False)
     if seeded is None:
         console.print(
             "Demo data already present (seeded when the database has no partners; the client "
@@ -159,7 +164,7 @@ def _fail_with(error: DomainError, *, options: bool = True) -> NoReturn:
     raise typer.Exit(2)
 
 
-def _with_db(
+def with_db(
     settings: Settings, work: Callable[[Database], Awaitable[T]], *, options: bool = True
 ) -> T:
     """Run ``work`` with a database of its own; service validation errors exit 2."""
@@ -270,7 +275,7 @@ def user_create(
             )
             return user.id, user.email, user.partner_id, user.store_id
 
-    user_id, saved_email, partner_id, store_id = _with_db(_settings(), create)
+    user_id, saved_email, partner_id, store_id = with_db(load_settings(), create)
     where = "".join(
         f", {kind} {value}"
         for kind, value in (("partner", partner_id), ("store", store_id))
@@ -336,7 +341,7 @@ def client_create(
             )
             return new.client.client_id, new.secret
 
-    client_id, secret = _with_db(_settings(), create)
+    client_id, secret = with_db(load_settings(), create)
     typer.echo(f"client_id: {client_id}")
     if secret is None:
         console.print("[green]Public client registered[/] (no secret: it must use PKCE).")
@@ -369,7 +374,7 @@ def token(
 
     if sum(x is not None for x in (user, role, client)) != 1:
         _fail("give exactly one of --user EMAIL, --role ROLE or --client CLIENT_ID.")
-    settings = _settings()
+    settings = load_settings()
     wanted = _scope_set(scopes)
     if role is not None:
         from api.seed import DEMO_EMAILS
@@ -409,7 +414,7 @@ def token(
             who = TokenSubject(f"user:{found.id}", found.role, found.partner_id, found.store_id)
             return "qudao-cli", who, set(ROLE_SCOPES[found.role])
 
-    client_id, who, allowed = _with_db(settings, principal)
+    client_id, who, allowed = with_db(settings, principal)
     if wanted is not None and (denied := wanted - allowed):
         _fail(
             f"--scopes: {who.subject} ({who.role.value}) may not have: {' '.join(sorted(denied))}."

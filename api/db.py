@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
@@ -42,6 +43,10 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+from api import events
+
+log = logging.getLogger("qudao.db")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -135,6 +140,8 @@ class Database:
             _install_sqlite_transaction_control(self.engine)
         write_engine = self.engine.execution_options(sqlite_begin="BEGIN IMMEDIATE")
         self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Set by the app: publishes a committed transaction's events (see api/events.py).
+        self.publisher: events.Publisher | None = None
         self._write_sessions = async_sessionmaker(write_engine, expire_on_commit=False)
 
     @asynccontextmanager
@@ -144,8 +151,21 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        async with self._write_sessions() as session, session.begin():
-            yield session
+        async with self._write_sessions() as session:
+            try:
+                async with session.begin():
+                    yield session
+            except BaseException:
+                events.discard(session)
+                raise
+            published = events.take(session)
+            if published and self.publisher is not None:
+                try:
+                    await self.publisher(published)
+                except Exception:
+                    # Committed is committed: a subscriber missing a notice must not turn
+                    # a done order into a failed request (the outbox keeps what must arrive).
+                    log.exception("could not publish %d events", len(published))
 
     async def ping(self) -> bool:
         """Readiness: True when the database answers in time; never raises."""

@@ -6,7 +6,18 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-DOMAINS = ("partners", "auth", "customers", "loyalty", "coupons")
+DOMAINS = (
+    "partners",
+    "auth",
+    "customers",
+    "loyalty",
+    "coupons",
+    "catalog",
+    "inventory",
+    "orders",
+    "conflicts",
+    "outbox",
+)
 
 
 def load_models() -> None:

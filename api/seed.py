@@ -1,7 +1,9 @@
 """Demo data for `qudao seed --demo`: a small brand's channel network, through the services.
 
 Besides partners and stores it creates member levels, earning rules, coupon templates and a few
-members with points and coupons (and a marketplace buyer who duplicates one of them), one
+members with points and coupons (and a marketplace buyer who duplicates one of them), a small
+catalog with price bands and an online-exclusive SKU, stock at the stores and the warehouse (one
+store below its safety level), a pickup order waiting at a store and a counter sale, one
 demo login per staff role (all with the documented
 password below), the first-party console client (`qudao-console`, password grant), an
 integration client for one agent and the members' mini-program (`qudao-miniprogram`, public,
@@ -20,15 +22,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.auth import otp, wechat
 from api.auth import service as auth
 from api.auth.principal import Principal, Role
+from api.catalog import service as catalog
+from api.catalog.models import SalesChannel
 from api.coupons import service as coupons
 from api.coupons.models import CouponChannel, CouponKind, CouponOrigin, Stacking
 from api.customers import levels as levels_service
 from api.customers import service as customers
 from api.customers.models import ConsentPurpose, IdentityKind, LevelMetric
 from api.db import Database, utcnow
+from api.inventory import service as inventory
 from api.loyalty import service as loyalty
+from api.orders import service as orders
+from api.orders.models import Fulfillment
 from api.partners import service
 from api.partners.models import Partner, PartnerStatus, PartnerTier, PartnerType
+from api.settings import Settings
 
 SEEDER = Principal(subject="seed", role=Role.HQ_ADMIN)
 
@@ -121,7 +129,8 @@ async def seed_demo(db: Database) -> DemoSeed | None:
             return None
         partners, stores = await _seed_network(session)
         seeded = await _seed_identities(session, partners, stores)
-        await _seed_crm(session, stores)
+        members = await _seed_crm(session, stores)
+        await _seed_commerce(session, stores, members)
         return seeded
 
 
@@ -231,8 +240,10 @@ DEMO_CUSTOMERS = [
 DEMO_MARKETPLACE_BUYER = ("tmall:tb_wangfang_88", "13900000001")
 
 
-async def _seed_crm(session: AsyncSession, stores: dict[str, int]) -> None:
+async def _seed_crm(session: AsyncSession, stores: dict[str, int]) -> dict[str, int]:
+    """Levels, rules, coupon templates and the demo customers; returns their ids by name."""
     now = utcnow()
+    ids: dict[str, int] = {}
     levels = {}
     for code, name, rank, threshold in DEMO_LEVELS:
         level = await levels_service.create_level(
@@ -320,6 +331,7 @@ async def _seed_crm(session: AsyncSession, stores: dict[str, int]) -> None:
                 levels_service.JoinRequest(draft=draft, store_id=stores[store]),
                 now=now,
             )
+        ids[name] = customer.id
         if spend != "0":
             await customers.record_spend(
                 session,
@@ -359,6 +371,126 @@ async def _seed_crm(session: AsyncSession, stores: dict[str, int]) -> None:
         ),
         actor="seed",
     )
+    return ids
+
+
+def _band(channel: SalesChannel, floor: str, ceiling: str) -> catalog.BandDraft:
+    return catalog.BandDraft(channel, Decimal(floor), Decimal(ceiling))
+
+
+# code, name, [(sku code, name, suggested retail price, cost, exclusive channels, bands)]
+DEMO_PRODUCTS = [
+    (
+        "TEA-LJ",
+        "明前龙井",
+        [
+            (
+                "TEA-LJ-250",
+                "250g 礼盒",
+                "298",
+                "120",
+                (),
+                [
+                    _band(SalesChannel.MINI_PROGRAM, "268", "298"),
+                    _band(SalesChannel.WEB, "268", "298"),
+                    _band(SalesChannel.STORE_POS, "258", "298"),
+                    _band(SalesChannel.TMALL, "248", "298"),
+                ],
+            ),
+        ],
+    ),
+    (
+        "CUP-QC",
+        "青瓷茶杯",
+        [("CUP-QC-1", "单只", "68", "22", (), [_band(SalesChannel.STORE_POS, "58", "68")])],
+    ),
+    (
+        "TEA-BC",
+        "白茶 线上专供",
+        [
+            (
+                "TEA-BC-100",
+                "100g 罐装",
+                "158",
+                "60",
+                (SalesChannel.MINI_PROGRAM, SalesChannel.WEB),
+                [_band(SalesChannel.MINI_PROGRAM, "138", "158")],
+            )
+        ],
+    ),
+]
+# store code, SKU code, on hand, safety level (张江店 is short of 龙井: an open alert)
+DEMO_STOCK = [
+    ("W-SH-HQ", "TEA-LJ-250", 500, 100),
+    ("W-SH-HQ", "CUP-QC-1", 800, 100),
+    ("W-SH-HQ", "TEA-BC-100", 300, 50),
+    ("S-SH-001", "TEA-LJ-250", 40, 10),
+    ("S-SH-001", "CUP-QC-1", 60, 20),
+    ("S-SH-002", "TEA-LJ-250", 6, 10),
+    ("S-SH-003", "TEA-LJ-250", 25, 10),
+    ("S-HZ-001", "TEA-LJ-250", 30, 10),
+    ("S-SH-DIR", "TEA-LJ-250", 30, 10),
+]
+
+
+async def _seed_commerce(
+    session: AsyncSession, stores: dict[str, int], members: dict[str, int]
+) -> None:
+    """Catalog, stock, a pickup order of 王芳's waiting at 陆家嘴旗舰店 and a counter sale to
+    张伟 at 张江店."""
+    now = utcnow()
+    skus: dict[str, int] = {}
+    for code, name, sku_rows in DEMO_PRODUCTS:
+        drafts = [
+            catalog.SkuDraft(
+                code=sku_code,
+                name=sku_name,
+                suggested_retail_price=Decimal(srp),
+                cost_price=Decimal(cost),
+                exclusive_channels=exclusive,
+                price_bands=bands,
+            )
+            for sku_code, sku_name, srp, cost, exclusive, bands in sku_rows
+        ]
+        await catalog.create_product(
+            session, SEEDER, catalog.ProductDraft(code=code, name=name, skus=drafts), now=now
+        )
+        created = await catalog.skus_by_code(session, [d.code for d in drafts])
+        skus.update({sku_code: sku.id for sku_code, sku in created.items()})
+    for store, sku, on_hand, safety in DEMO_STOCK:
+        await inventory.adjust(
+            session,
+            SEEDER,
+            inventory.AdjustDraft(
+                store_id=stores[store],
+                sku_id=skus[sku],
+                mode=inventory.AdjustMode.SET,
+                quantity=on_hand,
+                reason="期初盘点 (demo)",
+                idempotency_key=f"seed-{store}-{sku}",
+                safety_level=safety,
+            ),
+            now=now,
+        )
+    policy = Settings()
+    for channel, fulfillment, store, customer in (
+        (SalesChannel.MINI_PROGRAM, Fulfillment.PICKUP, "S-SH-001", "王芳"),
+        (SalesChannel.STORE_POS, Fulfillment.IN_STORE, "S-SH-002", "张伟"),
+    ):
+        await orders.create_order(
+            session,
+            SEEDER,
+            orders.OrderDraft(
+                channel=channel,
+                fulfillment=fulfillment,
+                lines=[orders.LineDraft(quantity=1, sku_code="TEA-LJ-250")],
+                store_id=stores[store],
+                customer_id=members[customer],
+                idempotency_key=f"seed-{store}",
+            ),
+            settings=policy,
+            now=now,
+        )
 
 
 def _seeded(new: auth.NewClient) -> SeededClient:

@@ -74,11 +74,22 @@ class Settings:
     points_pending_days: int = 7
     points_expiry: str = "rolling:365"
     points_timezone: str = "Asia/Shanghai"
+    # Orders: how long a pickup order waits at the store before it expires; how many points
+    # pay one yuan (积分抵现), and at most what share of an order's subtotal points may pay.
+    pickup_window_hours: int = 72
+    points_per_yuan: int = 100
+    points_max_share_percent: int = 50
 
     def __post_init__(self) -> None:
         # Validated at startup: a typo in the points policy must stop the process, not
         # surface as wrong expiry dates months later.
         self.points_policy  # noqa: B018
+        if not 1 <= self.pickup_window_hours <= 24 * 90:
+            raise ValueError("QUDAO_PICKUP_WINDOW_HOURS must be between 1 and 2160")
+        if not 1 <= self.points_per_yuan <= 10_000:
+            raise ValueError("QUDAO_POINTS_PER_YUAN must be between 1 and 10000")
+        if not 0 <= self.points_max_share_percent <= 100:
+            raise ValueError("QUDAO_POINTS_MAX_SHARE_PERCENT must be between 0 and 100")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -107,6 +118,13 @@ class Settings:
             ),
             points_expiry=env.get("QUDAO_POINTS_EXPIRY", defaults.points_expiry).strip(),
             points_timezone=env.get("QUDAO_POINTS_TIMEZONE", defaults.points_timezone),
+            pickup_window_hours=int(
+                env.get("QUDAO_PICKUP_WINDOW_HOURS", defaults.pickup_window_hours)
+            ),
+            points_per_yuan=int(env.get("QUDAO_POINTS_PER_YUAN", defaults.points_per_yuan)),
+            points_max_share_percent=int(
+                env.get("QUDAO_POINTS_MAX_SHARE_PERCENT", defaults.points_max_share_percent)
+            ),
         )
 
     @property

@@ -50,6 +50,9 @@ def restrict(stmt: S, model: type, principal: Principal) -> S:
             return stmt.where(false())
         return stmt.where(ownership.customer == principal.customer_id)
     if principal.partner_id is None:
+        if principal.store_id is not None and ownership.store is not None:
+            # Staff of an HQ-run store: that store's rows, which belong to no partner.
+            return stmt.where(ownership.partner.is_(None), ownership.store == principal.store_id)
         return stmt.where(false())
     stmt = stmt.where(ownership.partner == principal.partner_id)
     if principal.store_id is not None and ownership.store is not None:

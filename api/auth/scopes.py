@@ -13,7 +13,8 @@ SCOPES: dict[str, str] = {
     "partners:read": "read partners and stores",
     "partners:write": "create and change partners and stores",
     "orders:read": "read orders",
-    "orders:write": "create and change orders",
+    "orders:write": "create orders and run them (pickup, cancel, refund)",
+    "catalog:write": "create and change products, SKUs and price bands",
     "stock:write": "adjust stock",
     "customers:read": "read customers and members",
     "customers:write": "create, change and merge customers",
@@ -29,7 +30,14 @@ SCOPES: dict[str, str] = {
 
 # Never granted to a partner's integration client: they act on every partner's data.
 HQ_ONLY_SCOPES = frozenset(
-    {"partners:write", "coupons:write", "loyalty:write", "customers:write", "audit:read"}
+    {
+        "partners:write",
+        "catalog:write",
+        "coupons:write",
+        "loyalty:write",
+        "customers:write",
+        "audit:read",
+    }
 )
 
 ROLE_SCOPES: dict[Role, frozenset[str]] = {
@@ -38,7 +46,9 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
         {
             "partners:read",
             "partners:write",
+            "catalog:write",
             "orders:read",
+            "orders:write",
             "stock:write",
             "customers:read",
             "pii:read",
@@ -67,12 +77,21 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
         }
     ),
     Role.STORE_STAFF: frozenset(
-        {"partners:read", "orders:read", "customers:read", "members:write", "coupons:redeem"}
+        {
+            "partners:read",
+            "orders:read",
+            "orders:write",
+            "stock:write",
+            "customers:read",
+            "members:write",
+            "coupons:redeem",
+        }
     ),
     # An integration's scopes are its client's.
     Role.INTEGRATION: frozenset(),
     # A member's token reads only the member's own data (see api/auth/scope.py).
-    Role.MEMBER: frozenset({"customers:read", "coupons:claim", "orders:read"}),
+    # Members place and cancel their own orders; the orders service says which.
+    Role.MEMBER: frozenset({"customers:read", "coupons:claim", "orders:read", "orders:write"}),
 }
 
 

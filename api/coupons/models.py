@@ -137,6 +137,8 @@ class Coupon(Base):
     __table_args__ = (
         Index("ix_coupon_customer_id_id", "customer_id", "id"),
         Index("ix_coupon_template_id_status", "template_id", "status"),
+        # An order's cancel or refund finds the coupons it used by this.
+        Index("ix_coupon_redeemed_for", "redeemed_for"),
     )
 
 

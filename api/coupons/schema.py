@@ -520,8 +520,8 @@ class CouponRedeemInput:
     )
     order_ref: str | None = strawberry.field(
         default=None,
-        description="The order it is used on; cancelling that order (at the same partner's "
-        "stores) releases the coupon.",
+        description="Your reference for the sale it is used on (free text, for your records). "
+        "Coupons used through orderCreate are released by that order's cancel or refund.",
     )
 
 

@@ -52,6 +52,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.auth.pii import mask_phone
 from api.auth.principal import Principal, Role
 from api.auth.scope import partner_owned, restrict
+from api.conflicts.models import ViolationKind
+from api.conflicts.service import outside_territory, record_violation
 from api.coupons.models import (
     CancelPolicy,
     Coupon,
@@ -983,6 +985,9 @@ class _Place:
 
     store_id: int
     partner_id: int | None
+    region_code: str | None = None
+    # The store lies outside its partner's territories (窜货): a redemption there is recorded.
+    outside_territory: bool = False
 
 
 async def _redeeming_store(
@@ -998,23 +1003,31 @@ async def _redeeming_store(
             return None
         raise DomainError.one(CouponErrorCode.REQUIRED, "Redeem at which store?", "storeId")
     # The scope applies: another partner's store (or, for store staff, another store) is not
-    # found, exactly like a missing one.
+    # found, exactly like a missing one. The territory check rides along in the same statement.
     found = (
         await session.execute(
             stores_query(principal)
-            .with_only_columns(Store.id, Store.partner_id)
+            .with_only_columns(
+                Store.id,
+                Store.partner_id,
+                Store.region_code,
+                outside_territory(Store.partner_id, Store.region_code).label("outside"),
+            )
             .where(Store.id == store_id)
         )
     ).first()
     if found is None:
         raise DomainError.one(CouponErrorCode.NOT_FOUND, "No such store.", "storeId")
-    return _Place(found.id, found.partner_id)
+    return _Place(found.id, found.partner_id, found.region_code, bool(found.outside))
 
 
 @functools.cache
-def _redeem_statement(use: CouponChannel, at_store: bool, with_partner: bool) -> Update:
+def _redeem_statement(
+    use: CouponChannel, at_store: bool, with_partner: bool, holder: bool = False
+) -> Update:
     """The guarded UPDATE of a redemption, built once per shape: every call binds values
-    into the same statement (building SQL expressions costs more than running them)."""
+    into the same statement (building SQL expressions costs more than running them). With
+    ``holder`` the coupon must also be held by ``b_customer`` (an order's customer)."""
     now = bindparam("b_now", type_=UTCDateTime())
     store = bindparam("b_store", type_=BigInteger()) if at_store else None
     partner = bindparam("b_partner", type_=BigInteger()) if with_partner else None
@@ -1023,15 +1036,18 @@ def _redeem_statement(use: CouponChannel, at_store: bool, with_partner: bool) ->
         CouponTemplate.use_channel.in_(_ACCEPTS[use]),
         _usable_at(CouponTemplate.id, store, partner),
     )
+    guards = [
+        Coupon.code == bindparam("b_code", type_=String()),
+        Coupon.status == CouponStatus.CLAIMED,
+        Coupon.valid_from <= now,
+        Coupon.valid_until > now,
+        usable,
+    ]
+    if holder:
+        guards.append(Coupon.customer_id == bindparam("b_customer", type_=BigInteger()))
     return (
         update(Coupon)
-        .where(
-            Coupon.code == bindparam("b_code", type_=String()),
-            Coupon.status == CouponStatus.CLAIMED,
-            Coupon.valid_from <= now,
-            Coupon.valid_until > now,
-            usable,
-        )
+        .where(*guards)
         .values(
             status=CouponStatus.REDEEMED,
             redeemed_at=now,
@@ -1090,10 +1106,128 @@ async def redeem(
     )
     row = result.first()
     if row is not None:
+        if place is not None and place.outside_territory:
+            await _record_cross_region(session, row[0], place, now)
         return row[0]
     found = await _explain(session, principal, canonical, place, use, now)
     assert found is not None  # the update would have succeeded
     raise DomainError.one(found[0], found[1], "code")
+
+
+async def _record_cross_region(
+    session: AsyncSession, coupon: Coupon, place: _Place, now: datetime
+) -> None:
+    """窜货: a coupon redeemed at a store outside its partner's territories. Keyed by the
+    redemption (a coupon released and redeemed again is a new one)."""
+    await record_violation(
+        session,
+        kind=ViolationKind.CROSS_REGION_REDEMPTION,
+        source_key=f"coupon:{coupon.id}:redeemed:{now.isoformat()}",
+        detail=f"Coupon …{coupon.code[-4:]} redeemed at a store outside its partner's "
+        f"territories (region {place.region_code}).",
+        now=now,
+        partner_id=place.partner_id,
+        store_id=place.store_id,
+        coupon_id=coupon.id,
+        region_code=place.region_code,
+    )
+
+
+async def redeem_for_order(
+    session: AsyncSession,
+    principal: Principal,
+    codes: Sequence[str],
+    *,
+    customer_id: int,
+    use: CouponChannel,
+    store_id: int | None,
+    partner_id: int | None,
+    order_ref: str,
+    now: datetime,
+    store_region: str | None = None,
+    outside_territory: bool = False,
+) -> list[tuple[Coupon, CouponTemplate]]:
+    """Redeem an order's coupons in the order's transaction, exactly once each.
+
+    ``customer_id`` is the order's live customer (merges move coupons to the survivor, so the
+    person's coupons are all held by that id). Each coupon is one guarded UPDATE: the redeem
+    guard (claimed, valid now, usable on ``use`` at the store and partner) plus "held by the
+    customer". ``store_id`` None is an online order without a store: only coupons without
+    store or partner limits apply, and the redemption records no store; an order at a store
+    records it. A cancel or refund gives back exactly these coupons (``release_order_coupons``).
+    ``outside_territory`` (the caller's store lookup found the store, in ``store_region``,
+    outside its partner's territories) records each redemption as a CROSS_REGION_REDEMPTION,
+    as ``redeem`` does.
+
+    A failure names the code (``("couponCodes", index)``): NOT_FOUND for a code that is not
+    the customer's (someone else's code answers like an unknown one), otherwise why it cannot
+    be used here now. The caller's transaction then rolls the earlier ones back. Returns
+    (coupon, template) in the order of ``codes``.
+    """
+    canonical: list[str] = []
+    for index, raw in enumerate(codes):
+        code = normalize_code(raw)
+        if code is None:
+            raise DomainError.one(
+                CouponErrorCode.NOT_FOUND, "No such coupon.", "couponCodes", str(index)
+            )
+        if code in canonical:
+            raise DomainError.one(
+                CouponErrorCode.INVALID, "This coupon is given twice.", "couponCodes", str(index)
+            )
+        canonical.append(code)
+    place = (
+        _Place(store_id, partner_id, store_region, outside_territory)
+        if store_id is not None
+        else None
+    )
+    with_partner = place is not None and partner_id is not None
+    statement = _redeem_statement(use, place is not None, with_partner, holder=True)
+    redeemed: list[Coupon] = []
+    for index, code in enumerate(canonical):
+        params: dict[str, Any] = {
+            "b_code": code,
+            "b_now": now,
+            "b_actor": principal.subject,
+            "b_order_ref": order_ref,
+            "b_customer": customer_id,
+        }
+        if place is not None:
+            params["b_store"] = place.store_id
+            if with_partner:
+                params["b_partner"] = partner_id
+        row = (
+            await session.execute(
+                statement, params, execution_options={"synchronize_session": False}
+            )
+        ).first()
+        if row is None:
+            held = (
+                await session.execute(
+                    select(Coupon, CouponTemplate)
+                    .join(CouponTemplate, CouponTemplate.id == Coupon.template_id)
+                    .where(Coupon.code == code, Coupon.customer_id == customer_id)
+                )
+            ).first()
+            why = (CouponErrorCode.NOT_FOUND, "No such coupon.")
+            if held is not None:
+                why = await _problem(session, principal, held[0], held[1], place, use, now) or (
+                    CouponErrorCode.ALREADY_REDEEMED,
+                    "This coupon was already redeemed.",
+                )
+            raise DomainError.one(why[0], why[1], "couponCodes", str(index))
+        if place is not None and place.outside_territory:
+            await _record_cross_region(session, row[0], place, now)
+        redeemed.append(row[0])
+    if not redeemed:
+        return []
+    templates = {
+        t.id: t
+        for t in await session.scalars(
+            select(CouponTemplate).where(CouponTemplate.id.in_({c.template_id for c in redeemed}))
+        )
+    }
+    return [(c, templates[c.template_id]) for c in redeemed]
 
 
 def _coupon_in_reach(principal: Principal, code: str) -> Select[Any]:
@@ -1298,7 +1432,33 @@ async def release(
     """
     now = now or utcnow()
     seller = scope if isinstance(scope, OrderScope) else OrderScope.of(scope)
-    ours = and_(Coupon.redeemed_for == order_ref, seller.redeemed_within())
+    return await _release(
+        session, and_(Coupon.redeemed_for == order_ref, seller.redeemed_within()), now
+    )
+
+
+async def release_order_coupons(
+    session: AsyncSession, order_id: int, coupon_ids: Sequence[int], *, now: datetime
+) -> ReleaseResult:
+    """A Qudao order was cancelled, expired or refunded in full: give back exactly the
+    coupons it used (``coupon_ids``, from its ``order_coupon`` rows), per each template's
+    policy as ``release`` does.
+
+    By id, not by reference: a reference is free text, and a coupon redeemed at a counter
+    for a receipt that happens to read like the order's id must stay used. Each coupon must
+    still be redeemed for this order (``redeemed_for`` is the order id), so one released
+    once, and maybe used again since, is never touched twice.
+    """
+    if not coupon_ids:
+        return ReleaseResult()
+    ours = and_(Coupon.id.in_(coupon_ids), Coupon.redeemed_for == str(order_id))
+    return await _release(session, ours, now)
+
+
+async def _release(
+    session: AsyncSession, ours: ColumnElement[bool], now: datetime
+) -> ReleaseResult:
+    """Restore (still valid, RESTORE policy) or void the REDEEMED coupons matching ``ours``."""
     restorable = select(CouponTemplate.id).where(
         CouponTemplate.cancel_policy == CancelPolicy.RESTORE
     )
@@ -1573,7 +1733,9 @@ __all__ = [
     "create_template",
     "discount_for",
     "redeem",
+    "redeem_for_order",
     "release",
+    "release_order_coupons",
     "template_stats",
     "update_template",
 ]

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import typer
+
+from api.cli_time import parse_now
 
 if TYPE_CHECKING:
     from api.customers.levels import ReviewSummary
     from api.db import Database
 
 members_app = typer.Typer(help="Members and member levels.", no_args_is_help=True)
-
-
-def _parse_now(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(f"not an ISO-8601 time: {value!r}", param_hint="--now") from None
-    # A time without a zone is taken as UTC, like every time the API stores.
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 @members_app.command("review-levels")
@@ -34,11 +24,11 @@ def review_levels(
 ) -> None:
     """Period-end level review: renew, start grace, or downgrade after grace (run daily)."""
     # Imported here: `qudao --help` should not load the database layer.
-    from api.cli import _settings, _with_db
+    from api.cli import load_settings, with_db
     from api.customers import levels
     from api.db import utcnow
 
-    at = _parse_now(now) or utcnow()
+    at = parse_now(now) or utcnow()
 
     async def work(db: Database) -> ReviewSummary:
         total = levels.ReviewSummary()
@@ -52,7 +42,7 @@ def review_levels(
             if part.reviewed < batch:
                 return total
 
-    summary = _with_db(_settings(), work)
+    summary = with_db(load_settings(), work)
     typer.echo(
         f"Reviewed {summary.reviewed} members as of {at.isoformat()}: "
         f"{summary.renewed} renewed, {summary.upgraded} upgraded, "

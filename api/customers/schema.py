@@ -35,6 +35,7 @@ from api.loyalty.schema import (
     customer_points_ledger,
     root_connection,
 )
+from api.orders.schema import Order, customer_orders
 from api.partners import loaders as partner_loaders
 from api.partners.schema import Partner, Store
 
@@ -344,6 +345,17 @@ class Customer(Node):
         before: str | None = None,
     ) -> Connection[Coupon]:
         return await customer_coupons(info, self.pk, first, after, last, before)
+
+    @strawberry.field(description="The customer's orders, newest first.")
+    async def orders(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[Order]:
+        return await customer_orders(info, self.pk, first, after, last, before)
 
 
 async def _load_customers(ctx: Context, pks: Sequence[int]) -> list[Customer | None]:

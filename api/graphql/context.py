@@ -59,6 +59,10 @@ class Context:
         """Name the object a mutation changed, for its audit entry."""
         self.mutation_objects[info.path.key] = (type_name, str(pk))
 
+    def reset_loaders(self) -> None:
+        """Forget every loader's cache (a subscription's next message reads afresh)."""
+        self._loaders.clear()
+
     def loader(self, batch: BatchFn, *params: Hashable) -> DataLoader[Any, Any]:
         """The request's DataLoader for ``batch(context, *params, keys)``.
 

@@ -10,5 +10,7 @@ from typing import Any
 class SchemaParts:
     query: type | None = None
     mutation: type | None = None
+    # A strawberry type whose fields are @strawberry.subscription (served over the websocket).
+    subscription: type | None = None
     # Types reachable only through an interface (Node implementations) must be named.
     types: list[Any] = field(default_factory=list)

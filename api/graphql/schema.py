@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import strawberry
 from graphql import GraphQLError
@@ -20,7 +21,8 @@ from strawberry.extensions import (
 from strawberry.extensions.query_depth_limiter import IgnoreContext
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
-from strawberry.types import ExecutionContext
+from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from api.domains import DOMAINS
 from api.graphql.audit import AuditTrail
@@ -29,6 +31,7 @@ from api.graphql.limits import CostLimit
 from api.graphql.parts import SchemaParts
 from api.graphql.relay import NodeQuery
 from api.graphql.scalars import SCALAR_MAP
+from api.graphql.subscriptions import SocketContext, coded_results
 from api.settings import Settings
 
 
@@ -45,6 +48,8 @@ def _domain_parts() -> list[SchemaParts]:
 _PARTS = _domain_parts()
 Query = merge_types("Query", (NodeQuery, *(p.query for p in _PARTS if p.query)))
 Mutation = merge_types("Mutation", tuple(p.mutation for p in _PARTS if p.mutation))
+_SUBSCRIPTIONS = tuple(p.subscription for p in _PARTS if p.subscription)
+Subscription = merge_types("Subscription", _SUBSCRIPTIONS) if _SUBSCRIPTIONS else None
 NODE_TYPES = [t for p in _PARTS for t in p.types]
 
 
@@ -59,6 +64,62 @@ class QudaoSchema(strawberry.Schema):
     ) -> None:
         # Expected errors (bad input, validation) are the client's business; log only bugs.
         log_unexpected(errors)
+
+    async def execute(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
+        # Subscriptions stream over the websocket only: over HTTP one would run as a query
+        # and answer null. Refused here, the HTTP view answers 400.
+        allowed = (
+            {OperationType.QUERY, OperationType.MUTATION}
+            if allowed_operation_types is None
+            else set(allowed_operation_types)
+        )
+        return await super().execute(
+            query,
+            variable_values,
+            context_value,
+            root_value,
+            operation_name,
+            allowed - {OperationType.SUBSCRIPTION},
+            operation_extensions,
+        )
+
+    async def stream(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+    ) -> Any:
+        """An operation of the websocket (no HTTP streaming transport is enabled).
+
+        Only subscriptions run there: queries and mutations go over HTTP, the one way in for
+        them (audited and limited per request). Each operation gets its own context, and its
+        errors are coded as over HTTP.
+        """
+        if isinstance(context_value, SocketContext):
+            context_value = context_value.for_operation()
+        results = await super().stream(
+            query,
+            variable_values,
+            context_value,
+            root_value,
+            operation_name,
+            operation_extensions,
+            allowed_operation_types=(OperationType.SUBSCRIPTION,),
+        )
+        return coded_results(results)
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
@@ -88,6 +149,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     return QudaoSchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         types=NODE_TYPES,
         extensions=extensions,  # type: ignore[arg-type]
         config=StrawberryConfig(scalar_map=SCALAR_MAP),

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from api.cli_time import parse_now
+
 if TYPE_CHECKING:
     from api.db import Database
     from api.loyalty.service import JobResult, Mismatch
 
 points_app = typer.Typer(help="The points ledger (积分).", no_args_is_help=True)
-
-
-def _parse_now(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(f"not an ISO-8601 time: {value!r}", param_hint="--now") from None
-    # A time without a zone is taken as UTC, like every time the API stores.
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 async def _run_job(db: Database, *, expire: bool, now: datetime, batch: int) -> JobResult:
@@ -61,17 +52,17 @@ def expire(
 ) -> None:
     """Expire points past their expiry, then release matured pending points (run daily)."""
     # Imported here: `qudao --help` should not load the database layer.
-    from api.cli import _settings, _with_db
+    from api.cli import load_settings, with_db
     from api.db import utcnow
 
-    at = _parse_now(now) or utcnow()
+    at = parse_now(now) or utcnow()
 
     async def work(db: Database) -> tuple[JobResult, JobResult | None]:
         expired = await _run_job(db, expire=True, now=at, batch=batch)
         released = await _run_job(db, expire=False, now=at, batch=batch) if release else None
         return expired, released
 
-    expired, released = _with_db(_settings(), work)
+    expired, released = with_db(load_settings(), work)
     lines = [
         f"Expired {expired.points} points in {expired.lots} lots of {expired.customers} "
         f"customers as of {at.isoformat()}."
@@ -87,14 +78,14 @@ def expire(
 @points_app.command("check")
 def check() -> None:
     """Verify every points account against its ledger and lots; exit 1 on any mismatch."""
-    from api.cli import _settings, _with_db
+    from api.cli import load_settings, with_db
     from api.loyalty import service
 
     async def work(db: Database) -> list[Mismatch]:
         async with db.read() as session:
             return await service.check_balances(session)
 
-    mismatches = _with_db(_settings(), work)
+    mismatches = with_db(load_settings(), work)
     if not mismatches:
         typer.echo("Every points account matches its ledger and its lots.")
         return

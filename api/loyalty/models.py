@@ -20,6 +20,7 @@ class EntryKind(enum.Enum):
     REVERSE = "reverse"  # an earning undone (refund, cancel)
     ADJUST = "adjust"  # a manual grant or deduction
     TRANSFER = "transfer"  # moved between customers by a merge
+    RETURN = "return"  # points an order spent, given back (cancel, expiry, refund)
 
 
 class PointsAccount(Base):

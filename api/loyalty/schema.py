@@ -36,7 +36,8 @@ PointsEntryKind = strawberry.enum(
     models.EntryKind,
     name="PointsEntryKind",
     description="What a ledger entry records: EARN, RELEASE (pending points unlocked), REDEEM, "
-    "EXPIRE, REVERSE (an earning undone), ADJUST (manual), TRANSFER (a customer merge).",
+    "EXPIRE, REVERSE (an earning undone), ADJUST (manual), TRANSFER (a customer merge), "
+    "RETURN (points an order spent, given back when it is cancelled, expires or is refunded).",
 )
 PointsErrorCode = strawberry.enum(service.PointsErrorCode)
 

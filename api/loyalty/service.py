@@ -863,12 +863,55 @@ async def reverse(
     The lot's remaining points are taken back (a pending lot is simply cancelled). What was
     already spent from it comes from the customer's other lots, FIFO by expiry; any
     shortfall becomes debt, so the balance never goes below zero. What expired from the lot
-    is not taken again. Idempotent. ``customer_id`` picks the earning when one source
-    credited several customers: any id of the person finds it (entries stay with the id
-    they were written for; a merge moves only the lots), and when the person holds several
-    (two customers earned from it before they were merged) the exact id picks one.
+    is not taken again, nor what partial reversals (``reverse_part``) took back already.
+    Idempotent. ``customer_id`` picks the earning when one source credited several
+    customers: any id of the person finds it (entries stay with the id they were written
+    for; a merge moves only the lots), and when the person holds several (two customers
+    earned from it before they were merged) the exact id picks one.
     """
     _check_source(source_type, source_id, reason, actor)
+    earning = await _earning(session, source_type, source_id, customer_id)
+    assert earning.lot_id is not None
+    account, lot = await _lock_lot_owner(session, earning.lot_id, now)
+    done = await _reversal(session, lot.id, source_type, source_id)
+    if done is not None:
+        return done
+    await _settle(session, account, now)
+    lot = await _read_lot(session, lot.id)
+    own = lot.remaining
+    # Spent: redeemed, or used to settle debt. Not what expired: that is gone already; nor
+    # what earlier partial reversals took back.
+    spent = (
+        lot.amount
+        - own
+        - await _expired_from(session, lot.id)
+        - await _reversed_from(session, account, lot.id)
+    )
+    move = _Move(amount=-own) if lot.released else _Move(pending_delta=-own)
+    await _close_lot(session, lot.id, 0)  # a cancelled pending lot is closed
+    if spent > 0:
+        others = account.balance + move.amount  # what the other lots hold
+        from_others = await _consume(session, account.customer_id, min(spent, others), now)
+        move.amount -= from_others
+        move.debt_delta += spent - from_others
+    return await _write(
+        session,
+        account,
+        EntryKind.REVERSE,
+        move,
+        reason=reason,
+        source_type=source_type,
+        source_id=source_id,
+        actor=actor,
+        now=now,
+        lot_id=lot.id,
+    )
+
+
+async def _earning(
+    session: AsyncSession, source_type: str, source_id: str, customer_id: int | None
+) -> PointsEntry:
+    """The one EARN entry of a source (see ``reverse`` for how ``customer_id`` picks it)."""
     stmt = select(PointsEntry).where(
         PointsEntry.source_type == source_type,
         PointsEntry.source_id == source_id,
@@ -888,58 +931,125 @@ async def reverse(
             "Several customers earned from this source; name the customer.",
             "customerId",
         )
-    earning = earnings[0]
-    assert earning.lot_id is not None
-    # The lot follows its points through merges: lock whoever holds it now. Re-read under
-    # the lock, in case a merge moved it while we waited.
+    return earnings[0]
+
+
+async def _lock_lot_owner(
+    session: AsyncSession, lot_id: int, now: datetime
+) -> tuple[_Account, Any]:
+    """Lock whoever holds the lot now (it follows its points through merges) and read it.
+    Re-read under the lock, in case a merge moved it while we waited."""
     for _ in range(MAX_REDIRECTS):
         owner = (
-            await session.execute(
-                select(PointsLot.customer_id).where(PointsLot.id == earning.lot_id)
-            )
+            await session.execute(select(PointsLot.customer_id).where(PointsLot.id == lot_id))
         ).scalar_one()
         account = await _lock(session, owner, now)
-        lot = await _read_lot(session, earning.lot_id)
+        lot = await _read_lot(session, lot_id)
         if lot.customer_id == account.customer_id:
-            break
-    else:
-        raise RuntimeError(f"points lot {earning.lot_id}: owner keeps changing")
-    # Identified by the lot, not the customer: the lot may have moved since it was reversed.
-    done = (
-        await session.scalars(
-            select(PointsEntry).where(
-                PointsEntry.source_type == source_type,
-                PointsEntry.source_id == source_id,
-                PointsEntry.kind == EntryKind.REVERSE,
-                PointsEntry.lot_id == lot.id,
-            )
+            return account, lot
+    raise RuntimeError(f"points lot {lot_id}: owner keeps changing")
+
+
+async def _reversal(
+    session: AsyncSession, lot_id: int, source_type: str, source_id: str
+) -> PointsEntry | None:
+    """The reversal this source already made of the lot's earning, if any. Identified by the
+    lot, not the customer: the lot may have moved since it was reversed."""
+    stmt = select(PointsEntry).where(
+        PointsEntry.source_type == source_type,
+        PointsEntry.source_id == source_id,
+        PointsEntry.kind == EntryKind.REVERSE,
+        PointsEntry.lot_id == lot_id,
+    )
+    return (await session.scalars(stmt)).first()
+
+
+async def _expired_from(session: AsyncSession, lot_id: int) -> int:
+    """The points of a lot that expired (EXPIRE entries name their lot as the source)."""
+    stmt = select(
+        func.coalesce(func.sum(-(PointsEntry.amount + PointsEntry.pending_delta)), 0)
+    ).where(
+        PointsEntry.source_type == LOT_SOURCE,
+        PointsEntry.source_id == str(lot_id),
+        PointsEntry.kind == EntryKind.EXPIRE,
+    )
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def _reversed_from(session: AsyncSession, account: _Account, lot_id: int) -> int:
+    """The points of a lot's earning that reversals took back so far, wherever each took
+    them from (the lot, other lots, debt). The entries are the locked owner's person's: a
+    lot moves only into a merge survivor, so every id it was written under is merged into
+    its owner (and the customer index finds them)."""
+    taken = PointsEntry.debt_delta - PointsEntry.amount - PointsEntry.pending_delta
+    stmt = select(func.coalesce(func.sum(taken), 0)).where(
+        PointsEntry.customer_id.in_(_person(account.customer_id)),
+        PointsEntry.kind == EntryKind.REVERSE,
+        PointsEntry.lot_id == lot_id,
+    )
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def reverse_part(
+    session: AsyncSession,
+    *,
+    earning_source_type: str,
+    earning_source_id: str,
+    points: int,
+    source_type: str,
+    source_id: str,
+    reason: str,
+    actor: str | None,
+    now: datetime,
+    customer_id: int | None = None,
+) -> PointsEntry | None:
+    """Take back ``points`` of the earning of ``(earning_source_type, earning_source_id)``
+    under a source of its own (a partial refund of the order that earned them).
+
+    From the earning's lot first (a pending lot loses pending points), then, like the spent
+    points of a ``reverse``, from the customer's other lots FIFO by expiry, the shortfall as
+    debt. Never more than the earning has left: its points less what expired from its lot
+    and what earlier reversals, whole or partial, took back; so partial reversals and a
+    final one add up to the earning at most. None when nothing is left to take. Idempotent
+    by its own source: a retry returns the first entry. ``customer_id`` as for ``reverse``.
+    """
+    _check_points(points)
+    _check_source(source_type, source_id, reason, actor)
+    _check_text(earning_source_type, "earningSourceType", _SOURCE_TYPE_MAX)
+    _check_text(earning_source_id, "earningSourceId", _SOURCE_ID_MAX)
+    if (source_type, source_id) == (earning_source_type, earning_source_id):
+        # Under the earning's own source it would read as that source's whole reversal.
+        raise DomainError.one(
+            PointsErrorCode.INVALID, "A partial reversal needs a source of its own.", "sourceId"
         )
-    ).first()
+    earning = await _earning(session, earning_source_type, earning_source_id, customer_id)
+    assert earning.lot_id is not None
+    account, lot = await _lock_lot_owner(session, earning.lot_id, now)
+    done = await _reversal(session, lot.id, source_type, source_id)
     if done is not None:
         return done
     await _settle(session, account, now)
     lot = await _read_lot(session, lot.id)
-    expired = (
-        await session.execute(
-            select(
-                func.coalesce(func.sum(-(PointsEntry.amount + PointsEntry.pending_delta)), 0)
-            ).where(
-                PointsEntry.source_type == LOT_SOURCE,
-                PointsEntry.source_id == str(lot.id),
-                PointsEntry.kind == EntryKind.EXPIRE,
-            )
-        )
-    ).scalar_one()
-    own = lot.remaining
-    # Spent: redeemed, or used to settle debt. Not what expired: that is gone already.
-    spent = lot.amount - own - int(expired)
-    move = _Move(amount=-own) if lot.released else _Move(pending_delta=-own)
-    await _close_lot(session, lot.id, 0)  # a cancelled pending lot is closed
-    if spent > 0:
+    left = (
+        lot.amount
+        - await _expired_from(session, lot.id)
+        - await _reversed_from(session, account, lot.id)
+    )
+    take = min(points, left)
+    if take <= 0:
+        return None
+    from_lot = min(take, lot.remaining)
+    move = _Move(amount=-from_lot) if lot.released else _Move(pending_delta=-from_lot)
+    if from_lot == lot.remaining:
+        await _close_lot(session, lot.id, 0)  # an emptied pending lot is closed
+    elif from_lot:
+        await _take_from_lot(session, lot.id, from_lot)
+    rest = take - from_lot
+    if rest:
         others = account.balance + move.amount  # what the other lots hold
-        from_others = await _consume(session, account.customer_id, min(spent, others), now)
+        from_others = await _consume(session, account.customer_id, min(rest, others), now)
         move.amount -= from_others
-        move.debt_delta += spent - from_others
+        move.debt_delta += rest - from_others
     return await _write(
         session,
         account,
@@ -951,6 +1061,125 @@ async def reverse(
         actor=actor,
         now=now,
         lot_id=lot.id,
+    )
+
+
+async def _take_from_lot(session: AsyncSession, lot_id: int, points: int) -> None:
+    row = await update_returning(
+        session,
+        update(PointsLot)
+        .where(PointsLot.id == lot_id, PointsLot.remaining >= points)
+        .values(remaining=PointsLot.remaining - points)
+        .returning(PointsLot.id),
+    )
+    if row is None:  # the lock makes this impossible; never take what is not there
+        raise RuntimeError(f"points lot {lot_id} changed under the account lock")
+
+
+async def return_spent(
+    session: AsyncSession,
+    *,
+    redemption_source_type: str,
+    redemption_source_id: str,
+    points: int,
+    source_type: str,
+    source_id: str,
+    reason: str,
+    actor: str | None,
+    now: datetime,
+    customer_id: int | None = None,
+    policy: PointsPolicy | None = None,
+) -> PointsEntry | None:
+    """Give back ``points`` of the redemption of ``(redemption_source_type,
+    redemption_source_id)`` under a source of its own (the order that spent them was
+    cancelled, expired or refunded).
+
+    The points come back as a new lot, available at once (settling debt first, like any
+    points that become available), recorded as a RETURN entry: a redemption undone, so level
+    qualification, which counts earnings, is untouched. The lot
+    expires when points earned at the moment of the redemption would (per ``policy``):
+    which lots paid is not recorded, so this is the latest any of them could have expired,
+    and cancelling an order never extends points beyond it. Points whose expiry has passed
+    by then are not given back (they would have expired anyway).
+
+    Never more than the redemption has left: its points less what returns gave back (their
+    lots carry the redemption's source). None when nothing is given back. Idempotent by its
+    own source. ``customer_id`` picks the redemption as for ``reverse``.
+    """
+    _check_points(points)
+    _check_source(source_type, source_id, reason, actor)
+    _check_text(redemption_source_type, "redemptionSourceType", _SOURCE_TYPE_MAX)
+    _check_text(redemption_source_id, "redemptionSourceId", _SOURCE_ID_MAX)
+    policy = _policy(policy)
+    stmt = select(PointsEntry).where(
+        PointsEntry.source_type == redemption_source_type,
+        PointsEntry.source_id == redemption_source_id,
+        PointsEntry.kind == EntryKind.REDEEM,
+    )
+    if customer_id is not None:
+        stmt = stmt.where(PointsEntry.customer_id.in_(_person(customer_id)))
+    redemptions = (await session.scalars(stmt.order_by(PointsEntry.id))).all()
+    if len(redemptions) > 1 and customer_id is not None:
+        exact = [r for r in redemptions if r.customer_id == customer_id]
+        redemptions = exact if len(exact) == 1 else redemptions
+    if not redemptions:
+        raise DomainError.one(
+            PointsErrorCode.NOT_FOUND, "No redemption from this source.", "redemptionSourceId"
+        )
+    if len(redemptions) > 1:
+        raise DomainError.one(
+            PointsErrorCode.AMBIGUOUS_SOURCE,
+            "Several customers redeemed under this source; name the customer.",
+            "customerId",
+        )
+    redemption = redemptions[0]
+    account = await _lock(session, redemption.customer_id, now)
+    existing = await _existing_entry(
+        session, EntryKind.RETURN, source_type, source_id, account.customer_id
+    )
+    if existing is not None:
+        return existing
+    expires_at = policy.expires_at(redemption.created_at)
+    if expires_at is not None and expires_at <= now:
+        return None
+    # Return lots carry the redemption's source, and move with the person's lots in merges.
+    returned = (
+        await session.execute(
+            select(func.coalesce(func.sum(PointsEntry.amount - PointsEntry.debt_delta), 0))
+            .join(PointsLot, PointsLot.id == PointsEntry.lot_id)
+            .where(
+                PointsEntry.customer_id.in_(_person(account.customer_id)),
+                PointsEntry.kind == EntryKind.RETURN,
+                PointsLot.customer_id == account.customer_id,
+                PointsLot.source_type == redemption_source_type,
+                PointsLot.source_id == redemption_source_id,
+            )
+        )
+    ).scalar_one()
+    give = min(points, -redemption.amount - int(returned))
+    if give <= 0:
+        return None
+    lot_id, move = await _credit_lot(
+        session,
+        account,
+        give,
+        available_at=now,
+        expires_at=expires_at,
+        source_type=redemption_source_type,
+        source_id=redemption_source_id,
+        now=now,
+    )
+    return await _write(
+        session,
+        account,
+        EntryKind.RETURN,
+        move,
+        reason=reason,
+        source_type=source_type,
+        source_id=source_id,
+        actor=actor,
+        now=now,
+        lot_id=lot_id,
     )
 
 

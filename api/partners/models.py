@@ -31,6 +31,11 @@ class PartnerTier(enum.Enum):
     C = "c"
 
 
+class StoreKind(enum.Enum):
+    STORE = "store"  # sells to customers; can offer pickup
+    WAREHOUSE = "warehouse"  # holds stock, ships deliveries; no counter
+
+
 class StoreStatus(enum.Enum):
     OPEN = "open"
     CLOSED = "closed"
@@ -84,6 +89,7 @@ class Store(Base):
     name: Mapped[str] = mapped_column(String(200))
     region_code: Mapped[str] = mapped_column(String(6))
     address: Mapped[str] = mapped_column(String(500))
+    kind: Mapped[StoreKind] = mapped_column(enum_column(StoreKind), default=StoreKind.STORE)
     offers_pickup: Mapped[bool] = mapped_column(default=False)
     status: Mapped[StoreStatus] = mapped_column(enum_column(StoreStatus))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

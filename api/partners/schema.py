@@ -36,6 +36,11 @@ PartnerStatus = strawberry.enum(
 )
 PartnerTier = strawberry.enum(models.PartnerTier, description="分级: the partner's tier.")
 StoreStatus = strawberry.enum(models.StoreStatus)
+StoreKind = strawberry.enum(
+    models.StoreKind,
+    description="STORE: sells to customers and may offer pickup; WAREHOUSE: holds stock and "
+    "ships deliveries, no counter.",
+)
 PartnerErrorCode = strawberry.enum(service.PartnerErrorCode)
 PartnerSortKeys = strawberry.enum(service.PartnerSortKey, name="PartnerSortKeys")
 
@@ -144,6 +149,7 @@ class Store(Node):
     name: str
     region_code: str
     address: str
+    kind: StoreKind  # type: ignore[valid-type]
     offers_pickup: bool
     status: StoreStatus  # type: ignore[valid-type]
     created_at: datetime
@@ -158,6 +164,7 @@ class Store(Node):
             name=row.name,
             region_code=row.region_code,
             address=row.address,
+            kind=row.kind,
             offers_pickup=row.offers_pickup,
             status=row.status,
             created_at=row.created_at,
@@ -324,7 +331,10 @@ class StoreCreateInput:
     partner_id: strawberry.ID | None = strawberry.field(
         default=None, description="Omit for an HQ-operated location."
     )
-    offers_pickup: bool = False
+    kind: StoreKind = models.StoreKind.STORE  # type: ignore[valid-type]
+    offers_pickup: bool = strawberry.field(
+        default=False, description="Members may pick orders up here. Never a WAREHOUSE's."
+    )
     status: StoreStatus = models.StoreStatus.OPEN  # type: ignore[valid-type]
 
 
@@ -435,6 +445,7 @@ class PartnerMutation:
                 partner_id=_pk(input.partner_id, "Partner", "partnerId")
                 if input.partner_id
                 else None,
+                kind=input.kind,
                 offers_pickup=input.offers_pickup,
                 status=input.status,
             )

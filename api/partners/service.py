@@ -24,6 +24,7 @@ from api.partners.models import (
     PartnerTier,
     PartnerType,
     Store,
+    StoreKind,
     StoreStatus,
 )
 
@@ -114,6 +115,7 @@ class StoreDraft:
     region_code: str
     address: str
     partner_id: int | None = None
+    kind: StoreKind = StoreKind.STORE
     offers_pickup: bool = False
     status: StoreStatus = StoreStatus.OPEN
 
@@ -507,6 +509,14 @@ async def create_store(session: AsyncSession, principal: Principal, draft: Store
         session, principal, [draft.partner_id]
     ):
         problems.append(Problem(PartnerErrorCode.NOT_FOUND, "No such partner.", ("partnerId",)))
+    if draft.kind is StoreKind.WAREHOUSE and draft.offers_pickup:
+        problems.append(
+            Problem(
+                PartnerErrorCode.INVALID,
+                "A warehouse has no counter: it cannot offer pickup.",
+                ("offersPickup",),
+            )
+        )
     if problems:
         raise DomainError(problems)
 
@@ -516,6 +526,7 @@ async def create_store(session: AsyncSession, principal: Principal, draft: Store
         name=draft.name.strip(),
         region_code=draft.region_code,
         address=draft.address.strip(),
+        kind=draft.kind,
         offers_pickup=draft.offers_pickup,
         status=draft.status,
     )

@@ -56,7 +56,7 @@ async def two_partners(gql):
         parentId=b["id"],
         contact={"name": "Qian", "phone": "13800001111", "email": "qian@a.example.com"},
     )
-    store_a = await create_store(gql, "SA", a["id"])
+    store_a = await create_store(gql, "SA", a["id"], offersPickup=True)
     store_b = await create_store(gql, "SB", b["id"])
     world = {"A": a, "B": b, "SA": store_a, "SB": store_b}
     for key, phone, store in (("CA", "13700000001", store_a), ("CB", "13700000002", store_b)):
@@ -107,7 +107,70 @@ async def two_partners(gql):
     )
     await _ok(gql, adjust, {"c": world["CA"]["id"], "k": "welcome-a"})
     world["ENTRY_B"] = (await _ok(gql, adjust, {"c": world["CB"]["id"], "k": "welcome-b"}))["entry"]
+    await _commerce(gql, world)
     return world
+
+
+async def _commerce(gql, world: dict) -> None:
+    """A brand-wide product; stock below its safety level at SA and SB (so an alert is open at
+    each); a sale to each member at their store; a pickup order of CA's waiting at SA."""
+    product = (
+        await _ok(
+            gql,
+            'mutation { productCreate(input: {code: "P1", name: "茶具", skus: [{code: "S1", '
+            'name: "杯", suggestedRetailPrice: "100", costPrice: "40"}]}) '
+            "{ product { id skus { id } } errors { code } } }",
+            {},
+        )
+    )["product"]
+    world["PRODUCT"], world["SKU"] = product, product["skus"][0]
+    for store in ("SA", "SB"):
+        adjusted = await _ok(
+            gql,
+            "mutation($s: ID!, $k: ID!, $key: String!) { stockAdjust(input: {storeId: $s, "
+            'skuId: $k, mode: SET, quantity: 10, safetyLevel: 20, reason: "count", '
+            "idempotencyKey: $key}) { stockLevel { id } movement { id } errors { code } } }",
+            {"s": world[store]["id"], "k": world["SKU"]["id"], "key": store},
+        )
+        world[f"STOCK_{store}"], world[f"MOVEMENT_{store}"] = (
+            adjusted["stockLevel"],
+            adjusted["movement"],
+        )
+        alerts = await gql(
+            "query($s: ID!) { stockAlerts(filter: {storeIds: [$s]}) { nodes { id } } }",
+            {"s": world[store]["id"]},
+        )
+        (world[f"ALERT_{store}"],) = alerts["stockAlerts"]["nodes"]
+    place = (
+        "mutation($s: ID!, $c: ID!, $channel: SalesChannel!, $f: Fulfillment!) { "
+        "orderCreate(input: {channel: $channel, fulfillment: $f, storeId: $s, customerId: $c, "
+        'lines: [{sku: "S1", quantity: 1}]}) { order { id } errors { code field message } } }'
+    )
+    for key, store, customer in (("ORDER_A", "SA", "CA"), ("ORDER_B", "SB", "CB")):
+        world[key] = (
+            await _ok(
+                gql,
+                place,
+                {
+                    "s": world[store]["id"],
+                    "c": world[customer]["id"],
+                    "channel": "STORE_POS",
+                    "f": "IN_STORE",
+                },
+            )
+        )["order"]
+    world["PICKUP_A"] = (
+        await _ok(
+            gql,
+            place,
+            {
+                "s": world["SA"]["id"],
+                "c": world["CA"]["id"],
+                "channel": "MINI_PROGRAM",
+                "f": "PICKUP",
+            },
+        )
+    )["order"]
 
 
 def pk(global_id: str) -> int:
@@ -164,13 +227,50 @@ OTHER_PARTNERS_OBJECT = {
     "Coupon": "COUPON_B",
     "CouponTemplate": "TEMPLATE_B",
     "PointsEntry": "ENTRY_B",
+    "StockLevel": "STOCK_SB",
+    "StockMovement": "MOVEMENT_SB",
+    "StockAlert": "ALERT_SB",
+    "Order": "ORDER_B",
 }
 # Node types no partner principal sees at all, whoever owns them.
-HQ_ONLY = {"AuditEvent"}
+HQ_ONLY = {"AuditEvent", "ChannelViolation"}
 # Brand-wide configuration every channel works with: no partner owns it.
-BRAND_WIDE = {"MemberLevel": "LEVEL", "PointsEarningRule": "RULE"}
-TYPED_ROOT_FIELD = {"Partner": "partner", "Store": "store", "Customer": "customer"}
-FOREIGN = ("B", "SB", "CB", "COUPON_B", "TEMPLATE_B", "ENTRY_B")
+BRAND_WIDE = {
+    "MemberLevel": "LEVEL",
+    "PointsEarningRule": "RULE",
+    "Product": "PRODUCT",
+    "Sku": "SKU",
+}
+TYPED_ROOT_FIELD = {
+    "Partner": "partner",
+    "Store": "store",
+    "Customer": "customer",
+    "Order": "order",
+}
+FOREIGN = (
+    "B",
+    "SB",
+    "CB",
+    "COUPON_B",
+    "TEMPLATE_B",
+    "ENTRY_B",
+    "STOCK_SB",
+    "MOVEMENT_SB",
+    "ALERT_SB",
+    "ORDER_B",
+)
+OWN = (
+    "A",
+    "SA",
+    "CA",
+    "COUPON_A",
+    "TEMPLATE",
+    "STOCK_SA",
+    "MOVEMENT_SA",
+    "ALERT_SA",
+    "ORDER_A",
+    "PICKUP_A",
+)
 
 
 def test_every_node_type_is_in_the_matrix():
@@ -206,7 +306,7 @@ async def test_another_partners_object_answers_like_a_missing_one(
 
 
 async def test_the_same_objects_are_visible_to_their_own_partner(partner_a, two_partners):
-    own = [two_partners[key]["id"] for key in ("A", "SA", "CA", "COUPON_A", "TEMPLATE")]
+    own = [two_partners[key]["id"] for key in OWN]
     body = await partner_a.raw("query($ids: [ID!]!) { nodes(ids: $ids) { id } }", {"ids": own})
     assert body["data"]["nodes"] == [{"id": i} for i in own]
 
@@ -240,6 +340,27 @@ CONNECTION_PROBES = {
     ],
     "couponTemplates": ["", "(filter: {kinds: [FIXED_OFF]})", "(filter: {claimable: true})"],
     "pointsEarningRules": [""],
+    "products": ["", '(filter: {search: "P1"})', "(filter: {sellableOn: WEB})"],
+    "stockLevels": [
+        "",
+        '(filter: {storeIds: ["$SB"]})',
+        "(filter: {belowSafety: true})",
+        '(filter: {skuIds: ["$SKU"]})',
+    ],
+    "stockMovements": ["", '(filter: {storeIds: ["$SB"]})', "(filter: {kinds: [ADJUST]})"],
+    "stockAlerts": [
+        "",
+        '(filter: {storeIds: ["$SB"], includeResolved: true})',
+        "(filter: {includeResolved: true})",
+    ],
+    "orders": [
+        "",
+        '(filter: {storeId: "$SB"})',
+        '(filter: {customerId: "$CB"})',
+        "(filter: {status: [COMPLETED]})",
+        "(filter: {channel: [STORE_POS]})",
+    ],
+    "channelViolations": None,  # HQ's alone: refused outright for everyone else
 }
 
 
@@ -254,7 +375,8 @@ def test_every_root_connection_is_probed():
 async def test_connections_and_filters_never_show_another_partner(
     partner_a, two_partners, field, args
 ):
-    args = args.replace("$B", two_partners["B"]["id"]).replace("$SB", two_partners["SB"]["id"])
+    for name in ("SB", "CB", "SKU", "B"):  # "$SB" before "$B"
+        args = args.replace(f"${name}", two_partners[name]["id"])
     body = await partner_a.raw(f"{{ {field}{args} {{ totalCount nodes {{ id }} }} }}")
     ids = {n["id"] for n in body["data"][field]["nodes"]}
     foreign = {two_partners[key]["id"] for key in FOREIGN}
@@ -361,12 +483,16 @@ class Case:
     hq_only: bool = False
     # A member holding the scope succeeds (acting for themself).
     members: bool = False
+    # Past the check, a member still gets FORBIDDEN in the payload: store work, not theirs.
+    staff_only: bool = False
 
 
 # One case per mutation. A mutation added later without a case fails
 # test_every_mutation_is_in_the_matrix. Documents may use $id (partner A), $sa (store SA),
 # $ca / $cb (the members recruited at SA / SB), $t (a brand-wide coupon template), $code (a
-# coupon of CA's), $level (a member level).
+# coupon of CA's), $level (a member level), $product / $sku (a brand-wide product and its SKU),
+# $sold (a completed sale to CA at SA), $pickup (CA's pickup order waiting at SA) and
+# $pickupCode (its code).
 MUTATION_CASES = {
     "partnerCreate": Case(
         'mutation { partnerCreate(input: {code: "NEW1", name: "n", type: AGENT}) '
@@ -462,6 +588,67 @@ MUTATION_CASES = {
         "{ coupon { id } errors { code } } }",
         ("coupons:redeem",),
     ),
+    "productCreate": Case(
+        'mutation { productCreate(input: {code: "P2", name: "n", skus: [{code: "S2", '
+        'name: "n", suggestedRetailPrice: "10", costPrice: "4"}]}) '
+        "{ product { id } errors { code } } }",
+        ("catalog:write",),
+        hq_only=True,
+    ),
+    "productUpdate": Case(
+        'mutation($product: ID!) { productUpdate(input: {id: $product, name: "renamed"}) '
+        "{ product { id } errors { code } } }",
+        ("catalog:write",),
+        hq_only=True,
+    ),
+    "skuCreate": Case(
+        'mutation($product: ID!) { skuCreate(input: {productId: $product, sku: {code: "S3", '
+        'name: "n", suggestedRetailPrice: "10", costPrice: "4"}}) { sku { id } errors { code } } }',
+        ("catalog:write",),
+        hq_only=True,
+    ),
+    "skuUpdate": Case(
+        'mutation($sku: ID!) { skuUpdate(input: {id: $sku, suggestedRetailPrice: "120"}) '
+        "{ sku { id } errors { code } } }",
+        ("catalog:write",),
+        hq_only=True,
+    ),
+    "stockAdjust": Case(
+        "mutation($sa: ID!, $sku: ID!) { stockAdjust(input: {storeId: $sa, skuId: $sku, "
+        'mode: DELTA, quantity: 1, reason: "m", idempotencyKey: "matrix-1"}) '
+        "{ stockLevel { id } errors { code } } }",
+        ("stock:write",),
+        staff_only=True,
+    ),
+    "orderCreate": Case(
+        "mutation($sa: ID!) { orderCreate(input: {channel: STORE_POS, fulfillment: IN_STORE, "
+        'storeId: $sa, lines: [{sku: "S1", quantity: 1}]}) { order { id } errors { code } } }',
+        ("orders:write",),
+        staff_only=True,  # members order online, for themselves (tests/orders)
+    ),
+    "orderMarkReady": Case(
+        "mutation($pickup: ID!) { orderMarkReady(input: {orderId: $pickup}) "
+        "{ order { id } errors { code } } }",
+        ("orders:write",),
+        staff_only=True,
+    ),
+    "orderPickup": Case(
+        "mutation($pickupCode: String!, $sa: ID!) { orderPickup(input: {code: $pickupCode, "
+        "storeId: $sa}) { order { id } errors { code } } }",
+        ("orders:write",),
+        staff_only=True,
+    ),
+    "orderCancel": Case(
+        'mutation($pickup: ID!) { orderCancel(input: {orderId: $pickup, reason: "matrix"}) '
+        "{ order { id } errors { code } } }",
+        ("orders:write",),  # a member cancels their own order before it is ready
+    ),
+    "orderRefund": Case(
+        'mutation($sold: ID!) { orderRefund(input: {orderId: $sold, reason: "matrix", '
+        'idempotencyKey: "matrix-1"}) { order { id } errors { code } } }',
+        ("orders:write",),
+        staff_only=True,
+    ),
 }
 
 CALLERS = {
@@ -472,6 +659,17 @@ CALLERS = {
     "integration with the scope": (Role.INTEGRATION, "the scope"),
 }
 HQ_ROLES = (Role.HQ_ADMIN, Role.CHANNEL_MANAGER, Role.MARKETER)
+
+
+async def _pickup_code(db, order_pk: int) -> str:
+    """Only the member sees a pickup code over the API; the matrix's store callers are
+    handed it, as the member would show it at the counter."""
+    from api.orders.models import Order
+
+    async with db.read() as session:
+        return (await session.get(Order, order_pk)).pickup_code
+
+
 PARTNER_LEVEL = (Role.PARTNER_ADMIN, Role.STORE_STAFF, Role.INTEGRATION)
 
 
@@ -481,7 +679,7 @@ def test_every_mutation_is_in_the_matrix():
 
 @pytest.mark.parametrize("caller", sorted(CALLERS))
 @pytest.mark.parametrize("mutation", sorted(MUTATION_CASES))
-async def test_authorization_matrix(app, issue_token, two_partners, mutation, caller):
+async def test_authorization_matrix(app, db, issue_token, two_partners, mutation, caller):
     case = MUTATION_CASES[mutation]
     spec = CALLERS[caller]
     token = None
@@ -506,6 +704,11 @@ async def test_authorization_matrix(app, issue_token, two_partners, mutation, ca
         "t": two_partners["TEMPLATE"]["id"],
         "code": two_partners["COUPON_A"]["code"],
         "level": two_partners["LEVEL"]["id"],
+        "product": two_partners["PRODUCT"]["id"],
+        "sku": two_partners["SKU"]["id"],
+        "sold": two_partners["ORDER_A"]["id"],
+        "pickup": two_partners["PICKUP_A"]["id"],
+        "pickupCode": await _pickup_code(db, pk(two_partners["PICKUP_A"]["id"])),
     }
     body = await Caller(app, token).raw(case.document, variables)
     if spec is None:
@@ -518,11 +721,17 @@ async def test_authorization_matrix(app, issue_token, two_partners, mutation, ca
     assert "errors" not in body, body["errors"]
     (payload,) = body["data"].values()
     role = spec[0]
-    succeeds = role in HQ_ROLES or (role is Role.MEMBER and case.members) or not case.hq_only
+    member = role is Role.MEMBER
+    succeeds = (
+        role in HQ_ROLES
+        or (member and case.members)
+        or (not case.hq_only and not (member and case.staff_only))
+    )
     if succeeds:
         assert payload["errors"] == [], payload
     else:
-        assert [e["code"] for e in payload["errors"]] == ["FORBIDDEN"]
+        codes = [e["code"] for e in payload["errors"]]
+        assert codes and set(codes) == {"FORBIDDEN"}, payload
 
 
 async def test_a_partners_integration_client_cannot_hold_hq_scopes(db, two_partners):

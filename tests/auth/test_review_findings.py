@@ -139,12 +139,3 @@ async def test_ids_beyond_any_row_are_bad_input(gql):
     huge = base64.urlsafe_b64encode(b"Partner:" + b"9" * 30).decode().rstrip("=")
     body = await gql.raw("query($id: ID!) { node(id: $id) { id } }", {"id": huge})
     assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
-
-
-async def test_no_websocket_transport_until_there_are_subscriptions(world):
-    from starlette.testclient import TestClient
-    from starlette.websockets import WebSocketDisconnect
-
-    with TestClient(world.app) as client, pytest.raises(WebSocketDisconnect):
-        with client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]):
-            pass

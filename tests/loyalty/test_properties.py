@@ -1,15 +1,18 @@
 """Property: whatever happens to a customer's points, in whatever order, the books balance.
 
-Hypothesis draws a sequence of earn / redeem / adjust / reverse / expire / release / merge
-(one customer into another, through the real merge) / time passing, runs it against the
-database, and after every step checks that:
+Hypothesis draws a sequence of earn / redeem / adjust / reverse / partial reverse (a refund's
+share of an earning) / return of spent points / expire / release / merge (one customer into
+another, through the real merge) / time passing, runs it against the database, and after
+every step checks that:
 
 * every cache equals Σ ledger and Σ lots, and ``check_balances`` finds nothing;
 * no balance, pending or debt is below zero, and no lot below zero or above its amount;
   no account holds both spendable points and debt (debt is settled first);
 * a redemption succeeds exactly when the point-in-time balance covers it, and consumes the
   lots FIFO by expiry (a lot is touched only when every lot expiring before it is empty);
-* after the jobs have run, the point-in-time balance equals the cached one.
+* after the jobs have run, the point-in-time balance equals the cached one;
+* reversals never take back more of an earning than it has left (less what expired), and
+  returns never give back more than a redemption spent.
 
 Each example uses a fresh pair of customers in the same database (recreating it per
 example would make the suite slow); the check is global, so it covers earlier ones too.
@@ -18,8 +21,10 @@ example would make the suite slow); the check is global, so it covers earlier on
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,9 +37,9 @@ from api.customers.service import resolve_customer_id
 from api.db import Database
 from api.errors import DomainError
 from api.loyalty import service
-from api.loyalty.models import PointsAccount, PointsLot
+from api.loyalty.models import EntryKind, PointsAccount, PointsEntry, PointsLot
 from api.loyalty.service import PointsErrorCode
-from tests.loyalty.conftest import DAY, T0, Points, balance_at, new_customers
+from tests.loyalty.conftest import DAY, POLICY, T0, Points, balance_at, new_customers
 
 HQ = Principal(subject="user:1", role=Role.HQ_ADMIN, scopes=ROLE_SCOPES[Role.HQ_ADMIN])
 WHO = st.sampled_from([0, 1])  # which of the example's two customers
@@ -45,6 +50,8 @@ operations = st.lists(
         st.tuples(st.just("redeem"), WHO, st.integers(1, 400)),
         st.tuples(st.just("adjust"), WHO, st.integers(-300, 300).filter(lambda n: n != 0)),
         st.tuples(st.just("reverse"), st.integers(0, 20)),
+        st.tuples(st.just("reverse_part"), st.integers(0, 20), st.integers(1, 200)),
+        st.tuples(st.just("return"), st.integers(0, 20), st.integers(1, 200)),
         st.tuples(st.just("expire")),
         st.tuples(st.just("release")),
         st.tuples(st.just("wait"), st.integers(0, 400)),
@@ -64,6 +71,7 @@ class World:
     customers: list[int]
     now: datetime = T0
     earned: list[str] = field(default_factory=list)
+    redeemed: list[str] = field(default_factory=list)
     tag: str = ""
     serial: itertools.count = field(default_factory=itertools.count)
 
@@ -107,7 +115,9 @@ async def spend(world: World, who: int, amount: int, *, adjust: bool) -> None:
                 world.customers[who], -amount, world.source("deduct"), world.now
             )
         else:
-            await world.points.redeem(world.customers[who], amount, world.source("pay"), world.now)
+            source = world.source("pay")
+            await world.points.redeem(world.customers[who], amount, source, world.now)
+            world.redeemed.append(source)
     except DomainError as error:
         assert error.problems[0].code is PointsErrorCode.INSUFFICIENT_POINTS
         assert amount > available
@@ -148,6 +158,20 @@ async def step(world: World, op: tuple) -> None:
             source = world.earned[op[1] % len(world.earned)]
             first = await world.points.reverse(source, world.now)
             assert (await world.points.reverse(source, world.now)).id == first.id
+    elif name == "reverse_part":
+        if world.earned:
+            earning = world.earned[op[1] % len(world.earned)]
+            refund = world.source("refund")
+            first = await partial_reversal(world, earning, op[2], refund)
+            again = await partial_reversal(world, earning, op[2], refund)
+            assert (again and again.id) == (first and first.id)
+    elif name == "return":
+        if world.redeemed:
+            redemption = world.redeemed[op[1] % len(world.redeemed)]
+            refund = world.source("return")
+            first = await give_back(world, redemption, op[2], refund)
+            again = await give_back(world, redemption, op[2], refund)
+            assert (again and again.id) == (first and first.id)
     elif name == "expire":
         await world.points.expire(world.now)
     elif name == "release":
@@ -161,9 +185,71 @@ async def step(world: World, op: tuple) -> None:
                 await merge_customers(session, HQ, target, [source], dry_run=False, now=world.now)
 
 
+async def partial_reversal(
+    world: World, earning: str, points: int, source: str
+) -> PointsEntry | None:
+    async with world.db.transaction() as session:
+        return await service.reverse_part(
+            session,
+            earning_source_type="order",
+            earning_source_id=earning,
+            points=points,
+            source_type="refund",
+            source_id=source,
+            reason="partial refund",
+            actor="test",
+            now=world.now,
+        )
+
+
+async def give_back(world: World, redemption: str, points: int, source: str) -> PointsEntry | None:
+    async with world.db.transaction() as session:
+        return await service.return_spent(
+            session,
+            redemption_source_type="order",
+            redemption_source_id=redemption,
+            points=points,
+            source_type="refund",
+            source_id=source,
+            reason="points back",
+            actor="test",
+            now=world.now,
+            policy=POLICY,
+        )
+
+
+async def within_what_was_earned_and_spent(session: Any) -> None:
+    """Σ taken back from each earning ≤ its points less what expired from its lot; Σ given
+    back of each redemption ≤ what it spent."""
+    entries = (await session.scalars(select(PointsEntry))).all()
+    lots = {lot.id: lot for lot in (await session.scalars(select(PointsLot))).all()}
+    taken: Counter[int] = Counter()
+    for e in entries:
+        if e.kind is EntryKind.REVERSE:
+            taken[e.lot_id] += e.debt_delta - e.amount - e.pending_delta
+        elif e.kind is EntryKind.EXPIRE:
+            taken[e.lot_id] -= e.amount + e.pending_delta
+    for e in entries:
+        if e.kind is EntryKind.EARN:
+            assert taken[e.lot_id] <= lots[e.lot_id].amount
+    spent = {
+        (e.source_type, e.source_id, e.customer_id): -e.amount
+        for e in entries
+        if e.kind is EntryKind.REDEEM
+    }
+    returned: Counter[tuple[str, str]] = Counter()
+    for e in entries:
+        if e.kind is EntryKind.RETURN:
+            lot = lots[e.lot_id]
+            returned[(lot.source_type, lot.source_id)] += e.amount - e.debt_delta
+    for (source_type, source_id, _), points in spent.items():
+        assert returned[(source_type, source_id)] <= points
+
+
 async def check(world: World) -> None:
     async with world.db.read() as session:
         assert await service.check_balances(session) == []
+        await within_what_was_earned_and_spent(session)
         accounts = (await session.scalars(select(PointsAccount))).all()
         assert all(min(a.balance, a.pending, a.debt) >= 0 for a in accounts)
         # Debt is settled first from any points that become spendable: never both at once.
