@@ -360,6 +360,9 @@ class OAuthStore:
             .returning(OAuthRefreshToken)
         )
         async with self.db.transaction() as session:
+            # The family lock first, as in saving and revoking: a rotation that took the row
+            # lock first and the family lock second deadlocked against a racing revocation.
+            await advisory_lock(session, f"refresh-family:{found.family}")
             row = (await session.execute(stmt)).scalar_one_or_none()
             if row is not None:
                 return RefreshToken(row)
