@@ -30,8 +30,9 @@ serve: install
 	QUDAO_SMS_SENDER=log $(BIN)/qudao serve  # demo only: member login codes go to the log
 
 # QUDAO_TEST_DATABASE_URL / QUDAO_TEST_REDIS_URL add PostgreSQL / Redis runs of the suite.
+# One worker per core (pytest-xdist); each worker gets its own PostgreSQL database.
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 lint: install
 	$(BIN)/ruff check .

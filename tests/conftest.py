@@ -32,8 +32,22 @@ from api.settings import Settings
 
 load_models()
 
-PG_URL = os.environ.get("QUDAO_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("QUDAO_TEST_REDIS_URL")
+
+
+def _worker_database(url: str | None) -> str | None:
+    """Under pytest-xdist each worker empties tables between tests: it gets a database of its
+    own, named after the given one (``qudao_ci`` → ``qudao_ci_gw0``)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not url or not worker:
+        return url
+    target = make_url(url)
+    return target.set(database=f"{target.database}_{worker}").render_as_string(
+        hide_password=False
+    )
+
+
+PG_URL = _worker_database(os.environ.get("QUDAO_TEST_DATABASE_URL"))
 
 
 async def recreate_pg_database(url: str) -> None:
