@@ -24,6 +24,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
+from api.analytics.service import AttributionPolicy, configure_attribution
 from api.auth import member_login
 from api.auth.middleware import AuthenticationMiddleware
 from api.auth.oauth import ROUTES as OAUTH_ROUTES
@@ -43,6 +44,7 @@ from api.graphql.subscriptions import (
     cache_publisher,
 )
 from api.logs import request_id_var
+from api.segments import jobs as segment_jobs
 from api.settings import Settings
 
 log = logging.getLogger("qudao.http")
@@ -167,6 +169,7 @@ def create_app(
 ) -> Starlette:
     """Build the app. ``db``/``cache`` given by the caller (tests) are theirs to close."""
     settings = settings or Settings.from_env()
+    configure_attribution(AttributionPolicy.from_settings(settings))
     owns_db, owns_cache = db is None, cache is None
 
     @asynccontextmanager
@@ -176,8 +179,13 @@ def create_app(
         # ~100k objects (a 40-80 ms pause that shows up as p90 latency).
         gc.collect()
         gc.freeze()
+        # Segment grant jobs left unfinished by a stop or a crash carry on here.
+        segment_jobs.resume_in_background(app.state.db)
         yield
-        # Graceful shutdown: uvicorn has drained in-flight requests before this runs.
+        # Graceful shutdown: uvicorn has drained in-flight requests before this runs. Grant
+        # jobs still running get a moment, then are interrupted (back to PENDING, resumed at
+        # the next start) while the database is still open.
+        await segment_jobs.stop()
         if owns_cache:
             await app.state.cache.close()
         if owns_db:

@@ -12,11 +12,13 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from api.analytics.cli import metrics_app
 from api.customers.cli import members_app
 from api.errors import DomainError
 from api.loyalty.cli import points_app
 from api.orders.cli import orders_app
 from api.orders.import_cli import import_app
+from api.segments.cli import segments_app
 from api.settings import Settings
 
 if TYPE_CHECKING:
@@ -36,6 +38,8 @@ app.add_typer(members_app, name="members")
 app.add_typer(points_app, name="points")
 app.add_typer(orders_app, name="orders")
 app.add_typer(import_app, name="import")
+app.add_typer(segments_app, name="segments")
+app.add_typer(metrics_app, name="metrics")
 # Messages go to stderr; stdout carries only what scripts read (tokens, client credentials).
 console = Console(stderr=True, soft_wrap=True)
 

@@ -135,6 +135,10 @@ class Database:
             kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         else:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+            if url.startswith("postgresql+asyncpg"):
+                # No JIT: it compiled ~0.5 s into every multi-second analytics query on the
+                # growth benchmark and never pays back on the API's short statements.
+                kwargs["connect_args"] = {"server_settings": {"jit": "off"}}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             _install_sqlite_transaction_control(self.engine)

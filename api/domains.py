@@ -17,6 +17,10 @@ DOMAINS = (
     "orders",
     "conflicts",
     "outbox",
+    "growth",
+    "referrals",
+    "analytics",
+    "segments",
 )
 
 

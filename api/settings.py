@@ -79,6 +79,12 @@ class Settings:
     pickup_window_hours: int = 72
     points_per_yuan: int = 100
     points_max_share_percent: int = 50
+    # Lifetime attribution (终身归属): which recruiter an order counts for. first_touch = the
+    # store and guide that recruited the member; last_touch = the latest touchpoint with a
+    # store before the order (falling back to the recruiter). 0 days = for life.
+    attribution_rule: str = "first_touch"
+    attribution_window_days: int = 0
+    referral_link_base: str = "https://m.qudao.example/invite/"
 
     def __post_init__(self) -> None:
         # Validated at startup: a typo in the points policy must stop the process, not
@@ -90,6 +96,10 @@ class Settings:
             raise ValueError("QUDAO_POINTS_PER_YUAN must be between 1 and 10000")
         if not 0 <= self.points_max_share_percent <= 100:
             raise ValueError("QUDAO_POINTS_MAX_SHARE_PERCENT must be between 0 and 100")
+        if self.attribution_rule not in ("first_touch", "last_touch"):
+            raise ValueError("QUDAO_ATTRIBUTION_RULE must be first_touch or last_touch")
+        if not 0 <= self.attribution_window_days <= 36_500:
+            raise ValueError("QUDAO_ATTRIBUTION_WINDOW_DAYS must be between 0 (for life) and 36500")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -125,6 +135,13 @@ class Settings:
             points_max_share_percent=int(
                 env.get("QUDAO_POINTS_MAX_SHARE_PERCENT", defaults.points_max_share_percent)
             ),
+            attribution_rule=env.get("QUDAO_ATTRIBUTION_RULE", defaults.attribution_rule)
+            .strip()
+            .lower(),
+            attribution_window_days=int(
+                env.get("QUDAO_ATTRIBUTION_WINDOW_DAYS", defaults.attribution_window_days)
+            ),
+            referral_link_base=env.get("QUDAO_REFERRAL_LINK_BASE", defaults.referral_link_base),
         )
 
     @property

@@ -42,9 +42,7 @@ def _worker_database(url: str | None) -> str | None:
     if not url or not worker:
         return url
     target = make_url(url)
-    return target.set(database=f"{target.database}_{worker}").render_as_string(
-        hide_password=False
-    )
+    return target.set(database=f"{target.database}_{worker}").render_as_string(hide_password=False)
 
 
 PG_URL = _worker_database(os.environ.get("QUDAO_TEST_DATABASE_URL"))
@@ -126,6 +124,9 @@ async def database(database_url: str) -> AsyncIterator[Database]:
 @pytest_asyncio.fixture
 async def db(database: Database) -> Database:
     """The test database, emptied before the test (ids restart at 1 on both engines)."""
+    from api.segments import jobs
+
+    await jobs.drain()  # a grant job a test started must not write into the next test's data
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
     async with database.transaction() as session:
         if database.is_sqlite:

@@ -26,6 +26,12 @@ SCOPES: dict[str, str] = {
     "points:write": "grant and deduct points",
     "pii:read": "read personal data (phone numbers, emails) unmasked",
     "audit:read": "read the audit log",
+    "growth:write": "record touchpoints (conversion steps)",
+    "analytics:read": "read funnels, attribution, metrics and segments",
+    "segments:write": "save segments and run grants on them",
+    "referrals:write": "configure referral campaigns",
+    "referrals:join": "invite others and accept an invite (a member for themself)",
+    "spend:write": "record channel spend",
 }
 
 # Never granted to a partner's integration client: they act on every partner's data.
@@ -37,6 +43,8 @@ HQ_ONLY_SCOPES = frozenset(
         "loyalty:write",
         "customers:write",
         "audit:read",
+        "referrals:write",
+        "spend:write",
     }
 )
 
@@ -52,6 +60,8 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
             "stock:write",
             "customers:read",
             "pii:read",
+            "analytics:read",
+            "spend:write",
         }
     ),
     Role.MARKETER: frozenset(
@@ -63,6 +73,11 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
             "loyalty:write",
             "coupons:write",
             "points:write",
+            "growth:write",
+            "analytics:read",
+            "segments:write",
+            "referrals:write",
+            "spend:write",
         }
     ),
     Role.PARTNER_ADMIN: frozenset(
@@ -74,6 +89,9 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
             "customers:read",
             "members:write",
             "coupons:redeem",
+            "growth:write",
+            "analytics:read",
+            "segments:write",
         }
     ),
     Role.STORE_STAFF: frozenset(
@@ -85,13 +103,16 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
             "customers:read",
             "members:write",
             "coupons:redeem",
+            "growth:write",
         }
     ),
     # An integration's scopes are its client's.
     Role.INTEGRATION: frozenset(),
     # A member's token reads only the member's own data (see api/auth/scope.py).
     # Members place and cancel their own orders; the orders service says which.
-    Role.MEMBER: frozenset({"customers:read", "coupons:claim", "orders:read", "orders:write"}),
+    Role.MEMBER: frozenset(
+        {"customers:read", "coupons:claim", "orders:read", "orders:write", "referrals:join"}
+    ),
 }
 
 

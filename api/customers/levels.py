@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.models import StaffUser
 from api.auth.principal import Principal, Role
+from api.customers.hooks import MemberJoined, run_member_hooks
 from api.customers.models import (
     Customer,
     CustomerStatus,
@@ -720,6 +721,9 @@ async def join(
         session.add(_change(customer, levels[0], ChangeReason.JOIN, principal.subject, now, levels))
     await session.flush()
     await evaluate_level(session, customer.id, now, actor=principal.subject)
+    await run_member_hooks(
+        session, MemberJoined(customer.id, store.id, store.partner_id, guide_id, now)
+    )
     return customer
 
 

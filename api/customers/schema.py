@@ -17,6 +17,7 @@ import strawberry
 from strawberry import UNSET as GQL_UNSET
 from strawberry.scalars import JSON
 
+from api.analytics.schema import CustomerMetrics, customer_metrics
 from api.audit.service import AuditEntry
 from api.auth.pii import PII_SCOPE, mask_email, mask_phone
 from api.coupons.schema import Coupon, customer_coupons
@@ -345,6 +346,14 @@ class Customer(Node):
         before: str | None = None,
     ) -> Connection[Coupon]:
         return await customer_coupons(info, self.pk, first, after, last, before)
+
+    @strawberry.field(
+        description="Orders, spend, margin and RFM scores (null before a first counted order). "
+        "Needs analytics:read: null without it, and for members (even about themselves); "
+        "grossMargin is HQ only."
+    )
+    async def metrics(self, info: Info) -> CustomerMetrics | None:
+        return await customer_metrics(info, self.pk)
 
     @strawberry.field(description="The customer's orders, newest first.")
     async def orders(

@@ -8,7 +8,9 @@ import enum
 
 from api.errors import DomainError, InputError
 
-MAX_PK = 2**63 - 1  # BIGINT: a larger number cannot name a row, on either engine
+# Primary keys are INTEGER columns: a larger number cannot name a row, and PostgreSQL would
+# refuse it as a parameter (an internal error) rather than find nothing.
+MAX_PK = 2**31 - 1
 
 
 def encode_id(type_name: str, pk: int) -> str:

@@ -101,6 +101,7 @@ from api.conflicts.models import ChannelViolation, ViolationKind
 from api.conflicts.service import record_violation
 from api.customers.models import Customer, CustomerIdentity, CustomerStatus, IdentityKind
 from api.customers.service import IdentityError, normalize_identity, normalize_phone
+from api.orders.hooks import OrderChange, run_order_hooks
 from api.orders.models import Fulfillment, Order, OrderEvent, OrderLine, OrderStatus
 from api.partners.models import Partner, PartnerType
 
@@ -966,6 +967,13 @@ class _Importer:
         outcome.skipped |= {o.ident for o in fresh} - outcome.imported
         await self._insert_lines(session, stored, order_ids)
         outcome.violations = await self._violations(session, stored, order_ids)
+        await run_order_hooks(
+            session,
+            OrderChange.IMPORTED,
+            [order_ids[o.ident] for o in stored],
+            [customer_ids[o.buyer] for o in stored],
+            self.now,
+        )
         return outcome
 
     def _tally(self, batch: list[_Order], withdraw: list[_Order], outcome: _Outcome) -> None:
@@ -999,7 +1007,19 @@ class _Importer:
         them; their violations first, which do not cascade)."""
         ids = select(Order.id).where(_order_match(orders))
         await session.execute(delete(ChannelViolation).where(ChannelViolation.order_id.in_(ids)))
-        await session.execute(delete(Order).where(_order_match(orders)))
+        gone = (
+            await session.execute(
+                delete(Order).where(_order_match(orders)).returning(Order.id, Order.customer_id)
+            )
+        ).all()
+        # Their buyers' metrics counted them: the hooks recompute those customers.
+        await run_order_hooks(
+            session,
+            OrderChange.WITHDRAWN,
+            [order_id for order_id, _ in gone],
+            [customer_id for _, customer_id in gone],
+            self.now,
+        )
 
     async def _on_file(
         self, session: AsyncSession, orders: list[_Order]

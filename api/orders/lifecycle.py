@@ -43,6 +43,7 @@ from api.errors import DomainError, Problem
 from api.inventory import service as inventory
 from api.loyalty import service as loyalty
 from api.loyalty.rules import PointsPolicy
+from api.orders.hooks import OrderChange, run_order_hooks
 from api.orders.models import (
     OPEN_PICKUP,
     Fulfillment,
@@ -389,6 +390,7 @@ async def pickup(
     )
     await complete_sale(session, order, lines, actor=principal.subject, now=now, policy=policy)
     _history(session, order, "picked up", principal.subject, now)
+    await run_order_hooks(session, OrderChange.COMPLETED, [order.id], [order.customer_id], now)
     publish(session, order, "picked_up")
     return order
 
@@ -487,6 +489,7 @@ async def cancel(
             )
         raise _invalid_status(found.status)
     await _unwind(session, order, note, principal.subject, now, policy)
+    await run_order_hooks(session, OrderChange.CANCELLED, [order.id], [order.customer_id], now)
     publish(session, order, "cancelled")
     await enqueue(
         session,
@@ -517,6 +520,7 @@ async def expire_pickup(
     if order is None:
         return None
     await _unwind(session, order, "not picked up in time", SYSTEM_ACTOR, now, policy)
+    await run_order_hooks(session, OrderChange.EXPIRED, [order.id], [order.customer_id], now)
     publish(session, order, "expired")
     store = await _store(session, order.store_id)
     await enqueue(
@@ -909,6 +913,7 @@ async def refund(
             now=now,
         )
     _history(session, order, note, principal.subject, now)
+    await run_order_hooks(session, OrderChange.REFUNDED, [order.id], [order.customer_id], now)
     publish(session, order, "refunded")
     await enqueue(
         session,

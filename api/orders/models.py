@@ -39,6 +39,15 @@ class OrderStatus(enum.Enum):
 
 
 OPEN_PICKUP = (OrderStatus.PLACED, OrderStatus.READY_FOR_PICKUP)
+# Orders that count as a purchase in metrics, segments, attribution and referrals: paid and
+# not undone (a pickup order counts from payment; cancelled, expired and wholly refunded
+# orders do not). Their revenue is ``total - refunded_amount``.
+COUNTED_STATUSES = (
+    OrderStatus.PLACED,
+    OrderStatus.READY_FOR_PICKUP,
+    OrderStatus.COMPLETED,
+    OrderStatus.PARTIALLY_REFUNDED,
+)
 _OPEN_PICKUP_SQL = "status IN ({})".format(", ".join(f"'{s.value}'" for s in OPEN_PICKUP))
 
 

@@ -62,6 +62,7 @@ from api.errors import DomainError, Problem
 from api.inventory import service as inventory
 from api.loyalty import service as loyalty
 from api.loyalty.rules import PointsPolicy, Purchase, PurchaseLine
+from api.orders.hooks import OrderChange, run_order_hooks
 from api.orders.models import (
     OPEN_PICKUP,
     Fulfillment,
@@ -1242,6 +1243,7 @@ async def create_order(
         await complete_sale(
             session, order, lines, actor=actor, now=now, policy=settings.points_policy
         )
+    await run_order_hooks(session, OrderChange.CREATED, [order.id], [order.customer_id], now)
     publish(session, order, "created")
     return OrderResult(order, created=True)
 

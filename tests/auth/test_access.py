@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -41,11 +42,11 @@ async def _ok(gql, document: str, variables: dict) -> dict:
 
 
 @pytest.fixture
-async def two_partners(gql):
-    return await build_two_partners(gql)
+async def two_partners(gql, db):
+    return await build_two_partners(gql, db)
 
 
-async def build_two_partners(gql) -> dict:
+async def build_two_partners(gql, db) -> dict:
     """Partner A (a second-level agent under B) with a store; partner B with a store; a member
     recruited at each store, each with points and a coupon; a coupon template usable only at
     B's stores; brand-wide configuration (a member level, an earning rule, a template)."""
@@ -113,6 +114,7 @@ async def build_two_partners(gql) -> dict:
     await _ok(gql, adjust, {"c": world["CA"]["id"], "k": "welcome-a"})
     world["ENTRY_B"] = (await _ok(gql, adjust, {"c": world["CB"]["id"], "k": "welcome-b"}))["entry"]
     await _commerce(gql, world)
+    await _growth(gql, db, world)
     return world
 
 
@@ -178,6 +180,82 @@ async def _commerce(gql, world: dict) -> None:
     )["order"]
 
 
+async def _growth(gql, db, world: dict) -> None:
+    """A QR-scan touchpoint and a channel spend of each partner; a segment of each partner's
+    admin and an HQ grant job on B's; a running referral campaign (HQ's programme)."""
+    from api.auth.principal import Principal
+    from api.segments import service as segments
+    from api.segments.models import GrantAction
+
+    now = datetime.now(UTC)
+    for side, store in (("A", "SA"), ("B", "SB")):
+        world[f"TOUCH_{side}"] = (
+            await _ok(
+                gql,
+                "mutation($c: ID!, $s: ID!, $p: ID!, $now: DateTime!, $e: String!) { "
+                "touchpointRecord(input: {eventId: $e, step: QR_SCAN, customer: {id: $c}, "
+                'storeId: $s, partnerId: $p, campaignId: "QR-1", occurredAt: $now}) '
+                "{ touchpoint { id } errors { code } } }",
+                {
+                    "c": world[f"C{side}"]["id"],
+                    "s": world[store]["id"],
+                    "p": world[side]["id"],
+                    "now": now.isoformat(),
+                    "e": f"scan-{side}",
+                },
+            )
+        )["touchpoint"]
+        world[f"SPEND_{side}"] = (
+            await _ok(
+                gql,
+                "mutation($p: ID!, $k: String!) { channelSpendRecord(input: {channel: "
+                'MINI_PROGRAM, partnerId: $p, periodStart: "2026-01-01", periodEnd: '
+                '"2026-01-31", amount: "100.00", idempotencyKey: $k}) '
+                "{ spend { id } errors { code } } }",
+                {"p": world[side]["id"], "k": f"spend-{side}"},
+            )
+        )["spend"]
+        admin = Principal(
+            subject=f"user:{side}",
+            role=Role.PARTNER_ADMIN,
+            partner_id=pk(world[side]["id"]),
+            scopes=frozenset(ROLE_SCOPES[Role.PARTNER_ADMIN]),
+        )
+        async with db.transaction() as session:
+            segment = await segments.create_segment(
+                session, admin, name="复购", query="orders_count >= 1", description=None, now=now
+            )
+        world[f"SEGMENT_{side}"] = {"id": encode_id("Segment", segment.id), "pk": segment.id}
+    marketer = Principal(
+        subject="user:marketer",
+        role=Role.MARKETER,
+        scopes=frozenset(ROLE_SCOPES[Role.MARKETER]),
+    )
+    async with db.transaction() as session:
+        job, _ = await segments.start_grant(
+            session,
+            marketer,
+            segments.GrantRequest(
+                segment_id=world["SEGMENT_B"]["pk"],
+                campaign_key="welcome",
+                action=GrantAction.POINTS,
+                reason="welcome",
+                points=10,
+            ),
+            now=now,
+        )
+    world["JOB_B"] = {"id": encode_id("SegmentGrantJob", job.id)}
+    world["CAMPAIGN"] = (
+        await _ok(
+            gql,
+            'mutation($now: DateTime!) { referralCampaignCreate(input: {name: "邀请有礼", '
+            "startsAt: $now, registrationReward: {points: 10}}) "
+            "{ referralCampaign { id } errors { code } } }",
+            {"now": (now - timedelta(days=1)).isoformat()},
+        )
+    )["referralCampaign"]
+
+
 def pk(global_id: str) -> int:
     return int(base64.urlsafe_b64decode(global_id + "==").decode().split(":")[1])
 
@@ -236,9 +314,13 @@ OTHER_PARTNERS_OBJECT = {
     "StockMovement": "MOVEMENT_SB",
     "StockAlert": "ALERT_SB",
     "Order": "ORDER_B",
+    "Touchpoint": "TOUCH_B",
+    "ChannelSpend": "SPEND_B",
+    "Segment": "SEGMENT_B",
+    "SegmentGrantJob": "JOB_B",
 }
 # Node types no partner principal sees at all, whoever owns them.
-HQ_ONLY = {"AuditEvent", "ChannelViolation"}
+HQ_ONLY = {"AuditEvent", "ChannelViolation", "ReferralCampaign"}
 # Brand-wide configuration every channel works with: no partner owns it.
 BRAND_WIDE = {
     "MemberLevel": "LEVEL",
@@ -251,6 +333,8 @@ TYPED_ROOT_FIELD = {
     "Store": "store",
     "Customer": "customer",
     "Order": "order",
+    "Segment": "segment",
+    "SegmentGrantJob": "segmentGrantJob",
 }
 FOREIGN = (
     "B",
@@ -263,6 +347,10 @@ FOREIGN = (
     "MOVEMENT_SB",
     "ALERT_SB",
     "ORDER_B",
+    "TOUCH_B",
+    "SPEND_B",
+    "SEGMENT_B",
+    "JOB_B",
 )
 OWN = (
     "A",
@@ -275,6 +363,9 @@ OWN = (
     "ALERT_SA",
     "ORDER_A",
     "PICKUP_A",
+    "TOUCH_A",
+    "SPEND_A",
+    "SEGMENT_A",
 )
 
 
@@ -366,6 +457,16 @@ CONNECTION_PROBES = {
         "(filter: {channel: [STORE_POS]})",
     ],
     "channelViolations": None,  # HQ's alone: refused outright for everyone else
+    "touchpoints": [
+        "",
+        '(filter: {storeId: "$SB"})',
+        '(filter: {customerId: "$CB"})',
+        "(filter: {step: QR_SCAN})",
+        '(filter: {campaignId: "QR-1"})',
+    ],
+    "channelSpends": ["", '(filter: {partnerId: "$B"})', "(filter: {channels: [MINI_PROGRAM]})"],
+    "segments": [""],
+    "referralCampaigns": None,  # HQ's programme and members' invites: refused for partners
 }
 
 
@@ -490,6 +591,13 @@ class Case:
     members: bool = False
     # Past the check, a member still gets FORBIDDEN in the payload: store work, not theirs.
     staff_only: bool = False
+    # Only a member acting for themself succeeds; anyone else past the check is FORBIDDEN.
+    members_only: bool = False
+    # What a caller who may act gets instead of success when the fixture world makes the
+    # action itself impossible (e.g. an unknown invite code): proof it got past the checks.
+    business_refusals: tuple[str, ...] = ()
+    # Scopes needed on top of one of ``scopes`` (checked before any data is read).
+    also_needs: tuple[str, ...] = ()
 
 
 # One case per mutation. A mutation added later without a case fails
@@ -654,6 +762,68 @@ MUTATION_CASES = {
         ("orders:write",),
         staff_only=True,
     ),
+    "touchpointRecord": Case(
+        "mutation($ca: ID!, $sa: ID!, $now: DateTime!) { touchpointRecord(input: {eventId: "
+        '"matrix-1", step: WECOM_ADDED, customer: {id: $ca}, storeId: $sa, occurredAt: $now}) '
+        "{ touchpoint { id } errors { code } } }",
+        ("growth:write",),
+        staff_only=True,
+    ),
+    "touchpointsRecord": Case(
+        "mutation($ca: ID!, $sa: ID!, $now: DateTime!) { touchpointsRecord(input: {touchpoints: "
+        '[{eventId: "matrix-2", step: COMMUNITY_JOINED, customer: {id: $ca}, storeId: $sa, '
+        "occurredAt: $now}]}) { results { status } errors { code } } }",
+        ("growth:write",),
+        staff_only=True,
+    ),
+    "channelSpendRecord": Case(
+        'mutation { channelSpendRecord(input: {channel: WEB, periodStart: "2026-02-01", '
+        'periodEnd: "2026-02-28", amount: "50.00", idempotencyKey: "matrix-1"}) '
+        "{ spend { id } errors { code } } }",
+        ("spend:write",),
+        hq_only=True,
+    ),
+    "referralCampaignCreate": Case(
+        'mutation($now: DateTime!) { referralCampaignCreate(input: {name: "r", startsAt: $now, '
+        "firstOrderReward: {points: 50}}) { referralCampaign { id } errors { code } } }",
+        ("referrals:write",),
+        hq_only=True,
+    ),
+    "referralInviteCreate": Case(
+        "mutation($campaign: ID!) { referralInviteCreate(input: {campaignId: $campaign}) "
+        "{ invite { code } errors { code } } }",
+        ("referrals:join",),
+        members_only=True,
+    ),
+    "referralAccept": Case(
+        'mutation { referralAccept(input: {code: "NOSUCHCODE", deviceId: "d-1"}) '
+        "{ referral { registeredAt } errors { code } } }",
+        ("referrals:join",),
+        members_only=True,
+        business_refusals=("UNKNOWN_CODE",),
+    ),
+    "segmentCreate": Case(
+        'mutation { segmentCreate(input: {name: "n", query: "orders_count >= 2"}) '
+        "{ segment { id } errors { code } } }",
+        ("segments:write",),
+    ),
+    "segmentUpdate": Case(
+        'mutation($segment: ID!) { segmentUpdate(input: {id: $segment, name: "renamed"}) '
+        "{ segment { id } errors { code } } }",
+        ("segments:write",),
+    ),
+    "segmentDelete": Case(
+        "mutation($segment: ID!) { segmentDelete(input: {id: $segment}) "
+        "{ deletedSegmentId errors { code } } }",
+        ("segments:write",),
+    ),
+    "segmentGrantStart": Case(
+        "mutation($segment: ID!) { segmentGrantStart(input: {segmentId: $segment, "
+        'campaignKey: "matrix", action: POINTS, points: 5, reason: "m"}) '
+        "{ job { id } errors { code } } }",
+        ("segments:write",),
+        also_needs=("points:write",),
+    ),
 }
 
 CALLERS = {
@@ -705,8 +875,8 @@ async def test_authorization_matrix(app, db, gql, issue_token, mutation, caller)
             held = {case.scopes[0]}
     # A caller without the scope is turned away before any data is read: it needs no world,
     # only well-formed ids (building the world is most of this matrix's time).
-    passes_the_check = bool(held & set(case.scopes))
-    two_partners = await build_two_partners(gql) if passes_the_check else _UNREACHED_WORLD
+    passes_the_check = bool(held & set(case.scopes)) and held >= set(case.also_needs)
+    two_partners = await build_two_partners(gql, db) if passes_the_check else _UNREACHED_WORLD
     token = None
     if spec is not None:
         token = issue_token(
@@ -728,6 +898,9 @@ async def test_authorization_matrix(app, db, gql, issue_token, mutation, caller)
         "sku": two_partners["SKU"]["id"],
         "sold": two_partners["ORDER_A"]["id"],
         "pickup": two_partners["PICKUP_A"]["id"],
+        "segment": two_partners["SEGMENT_A"]["id"],
+        "campaign": two_partners["CAMPAIGN"]["id"],
+        "now": datetime.now(UTC).isoformat(),
         "pickupCode": await _pickup_code(db, pk(two_partners["PICKUP_A"]["id"]))
         if passes_the_check
         else "000000",
@@ -744,12 +917,17 @@ async def test_authorization_matrix(app, db, gql, issue_token, mutation, caller)
     (payload,) = body["data"].values()
     role = spec[0]
     member = role is Role.MEMBER
-    succeeds = (
-        role in HQ_ROLES
-        or (member and case.members)
-        or (not case.hq_only and not (member and case.staff_only))
-    )
-    if succeeds:
+    if case.members_only:
+        succeeds = member
+    else:
+        succeeds = (
+            role in HQ_ROLES
+            or (member and case.members)
+            or (not case.hq_only and not (member and case.staff_only))
+        )
+    if succeeds and case.business_refusals:
+        assert {e["code"] for e in payload["errors"]} <= set(case.business_refusals), payload
+    elif succeeds:
         assert payload["errors"] == [], payload
     else:
         codes = [e["code"] for e in payload["errors"]]

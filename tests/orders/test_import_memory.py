@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from api.db import utcnow
+from api.domains import load_services
 from api.orders import importer
 from bench.imports import bench_skus, create_catalog, write_orders_file
 
@@ -54,6 +55,9 @@ async def test_importing_a_large_file_takes_flat_memory(db, tmp_path):
     # As `qudao import orders` starts: a pool without connections (each pooled connection
     # keeps its own prepared statements, left here by earlier tests), no garbage pending.
     await db.engine.dispose()
+    # Every domain's order hooks, imported once per process (the first batch would otherwise
+    # count the modules and the segment grammar as the import's memory).
+    load_services()
     gc.collect()
 
     tracemalloc.start()
@@ -72,4 +76,6 @@ async def test_importing_a_large_file_takes_flat_memory(db, tmp_path):
 
     assert (summary.rows_read, summary.orders_imported, summary.rows_rejected) == (ROWS, orders, 0)
     assert peak < BOUND, f"peak {peak / 2**20:.1f} MiB"
-    assert peak * 4 < holding, f"peak {peak / 2**20:.1f} MiB, holding {holding / 2**20:.1f} MiB"
+    # A third: the order hooks (metrics, attribution, touchpoints) add a fixed ~2.5 MiB of
+    # compiled statements to the ~5.5 MiB of the import's own batch; none of it grows.
+    assert peak * 3 < holding, f"peak {peak / 2**20:.1f} MiB, holding {holding / 2**20:.1f} MiB"
