@@ -43,7 +43,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
@@ -89,6 +88,7 @@ from api.referrals.models import (
     ReferralReward,
     RewardKind,
 )
+from api.text import forbidden_character
 
 
 class ReferralErrorCode(enum.Enum):
@@ -268,13 +268,6 @@ async def campaigns_by_id(
     return {c.id: c for c in rows}
 
 
-def has_control_characters(text: str) -> bool:
-    """Control characters (NUL, tabs, line breaks: category Cc) or lone surrogates (Cs):
-    never part of a name, code or device id. PostgreSQL refuses NUL in text, and a lone
-    surrogate cannot be encoded (to store it, or to digest a device id)."""
-    return any(unicodedata.category(char) in ("Cc", "Cs") for char in text)
-
-
 def is_running(campaign: ReferralCampaign, now: datetime) -> bool:
     return campaign.starts_at <= now and (campaign.ends_at is None or now < campaign.ends_at)
 
@@ -349,7 +342,7 @@ async def create_campaign(
         raise DomainError.one(ReferralErrorCode.FORBIDDEN, "Only HQ staff create campaigns.")
     problems: list[Problem] = []
     name = (draft.name or "").strip()
-    if has_control_characters(draft.name or ""):
+    if forbidden_character(draft.name or "") is not None:
         problems.append(
             Problem(
                 ReferralErrorCode.INVALID,
@@ -571,13 +564,13 @@ async def accept(
     device = (device_id or "").strip()
     if not device:
         raise DomainError.one(ReferralErrorCode.REQUIRED, "Which device is this?", "deviceId")
-    if len(device) > MAX_DEVICE_ID or has_control_characters(device_id):
+    if len(device) > MAX_DEVICE_ID or forbidden_character(device_id) is not None:
         raise DomainError.one(
             ReferralErrorCode.INVALID,
             f"A device id is at most {MAX_DEVICE_ID} characters, none of them control characters.",
             "deviceId",
         )
-    if has_control_characters(code or ""):
+    if forbidden_character(code or "") is not None:
         raise DomainError.one(
             ReferralErrorCode.INVALID, "An invite code has no control characters.", "code"
         )
@@ -1352,7 +1345,6 @@ __all__ = [
     "coupon_cost",
     "create_campaign",
     "create_invite",
-    "has_control_characters",
     "is_running",
     "mask_name",
     "may_see_campaigns",

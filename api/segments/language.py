@@ -68,6 +68,7 @@ from lark import Lark, Token, Tree, UnexpectedCharacters, UnexpectedInput, Unexp
 from api.analytics.service import RFM_SEGMENTS
 from api.catalog.models import SalesChannel
 from api.customers.service import Gender
+from api.text import describe_character, forbidden_character
 
 MAX_QUERY_CHARS = 2000
 MAX_CONDITIONS = 50
@@ -84,8 +85,6 @@ MIN_YEAR, MAX_YEAR = 1900, 2999
 _ATTRIBUTE_KEY = re.compile(r"[a-z0-9_]{1,64}")
 # Control characters (Unicode Cc) and lone surrogates: PostgreSQL refuses NUL, and no
 # engine can encode a surrogate. Tab, LF and CR may separate conditions, never in a value.
-_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
-_FORBIDDEN_IN_VALUES = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 _GRAMMAR = r"""
 ?start: expr
@@ -300,24 +299,6 @@ def parse(text: str) -> Expr:
         raise _syntax_error(text, error) from None
     _check_shape(tree)
     return _Builder(text).build(tree)
-
-
-def forbidden_character(text: str, *, breaks: bool = False) -> int | None:
-    """The offset of the first control character or lone surrogate in ``text`` (tab, LF and
-    CR allowed with ``breaks``); None when there is none."""
-    found = (_FORBIDDEN if breaks else _FORBIDDEN_IN_VALUES).search(text)
-    return found.start() if found else None
-
-
-def describe_character(char: str) -> str:
-    """'a control character (U+0000)', 'a tab (U+0009)', 'a lone surrogate (U+D800)'."""
-    if "\ud800" <= char <= "\udfff":
-        kind = "a lone surrogate"
-    else:
-        kind = {"\t": "a tab", "\n": "a line break", "\r": "a line break"}.get(
-            char, "a control character"
-        )
-    return f"{kind} (U+{ord(char):04X})"
 
 
 def _position(text: str, offset: int) -> tuple[int, int]:
@@ -821,7 +802,5 @@ __all__ = [
     "SegmentSemanticError",
     "SegmentSyntaxError",
     "conditions",
-    "describe_character",
-    "forbidden_character",
     "parse",
 ]

@@ -40,8 +40,6 @@ from api.segments.language import (
     SegmentError,
     SegmentSemanticError,
     conditions,
-    describe_character,
-    forbidden_character,
     parse,
 )
 from api.segments.models import (
@@ -51,6 +49,7 @@ from api.segments.models import (
     SegmentGrantJob,
     SegmentGrantMember,
 )
+from api.text import describe_character, forbidden_character
 
 partner_owned(Segment, partner=Segment.owner_partner_id)
 # A job is seen where its segment is.
