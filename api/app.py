@@ -24,7 +24,6 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
-from api.analytics.service import AttributionPolicy, configure_attribution
 from api.auth import member_login
 from api.auth.middleware import AuthenticationMiddleware
 from api.auth.oauth import ROUTES as OAUTH_ROUTES
@@ -35,7 +34,7 @@ from api.cache import Cache, create_cache
 from api.db import Database
 from api.graphql.context import Context
 from api.graphql.errors import coded
-from api.graphql.schema import build_schema
+from api.graphql.schema import NODE_LOADERS, build_schema
 from api.graphql.subscriptions import (
     MAX_SUBSCRIPTIONS_PER_CONNECTION,
     SocketConnection,
@@ -46,6 +45,7 @@ from api.graphql.subscriptions import (
 from api.logs import request_id_var
 from api.segments import jobs as segment_jobs
 from api.settings import Settings
+from api.wiring import Wiring, build
 
 log = logging.getLogger("qudao.http")
 
@@ -99,7 +99,8 @@ class QudaoGraphQL(GraphQL[Context, None]):
     # contract), with the token checked per operation (api/graphql/subscriptions.py).
     graphql_transport_ws_handler_class = SubscriptionSocket
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, wiring: Wiring) -> None:
+        settings = wiring.settings
         super().__init__(
             build_schema(settings),
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
@@ -109,21 +110,22 @@ class QudaoGraphQL(GraphQL[Context, None]):
             # must hold, never with ambient credentials (this API sets no cookies).
             allowed_origins=("*",),
         )
-        self.settings = settings
+        self.wiring = wiring
 
     async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
         state = request.app.state
         fields: dict[str, Any] = {
             "db": state.db,
             "cache": state.cache,
-            "settings": self.settings,
+            "wiring": self.wiring,
+            "nodes": NODE_LOADERS,
             "principal": request.scope.get("state", {}).get("principal", ANONYMOUS),
             "request_id": request.scope.get("state", {}).get("request_id") or uuid.uuid4().hex,
             "request": request,
         }
         if isinstance(request, WebSocket):
             connection = SocketConnection(
-                request, keys=state.keys, cache=state.cache, settings=self.settings
+                request, keys=state.keys, cache=state.cache, settings=self.wiring.settings
             )
             return SocketContext(connection, **fields)
         return Context(**fields, response=response)
@@ -169,7 +171,6 @@ def create_app(
 ) -> Starlette:
     """Build the app. ``db``/``cache`` given by the caller (tests) are theirs to close."""
     settings = settings or Settings.from_env()
-    configure_attribution(AttributionPolicy.from_settings(settings))
     owns_db, owns_cache = db is None, cache is None
 
     @asynccontextmanager
@@ -180,7 +181,7 @@ def create_app(
         gc.collect()
         gc.freeze()
         # Segment grant jobs left unfinished by a stop or a crash carry on here.
-        segment_jobs.resume_in_background(app.state.db)
+        segment_jobs.resume_in_background(app.state.db, settings.points_policy)
         yield
         # Graceful shutdown: uvicorn has drained in-flight requests before this runs. Grant
         # jobs still running get a moment, then are interrupted (back to PENDING, resumed at
@@ -191,7 +192,7 @@ def create_app(
         if owns_db:
             await app.state.db.dispose()
 
-    graphql = QudaoGraphQL(settings)
+    graphql = QudaoGraphQL(build(settings))
     app = Starlette(
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),

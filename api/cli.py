@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from api.analytics.cli import metrics_app
+from api.commands import (
+    console,
+    fail,
+    find_partner_or_store,
+    load_settings,
+    load_wiring,
+    with_db,
+)
 from api.customers.cli import members_app
-from api.errors import DomainError
 from api.loyalty.cli import points_app
 from api.orders.cli import orders_app
 from api.orders.import_cli import import_app
 from api.segments.cli import segments_app
-from api.settings import Settings
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
-
     from api.auth.principal import Role
     from api.db import Database
 
@@ -40,19 +41,8 @@ app.add_typer(orders_app, name="orders")
 app.add_typer(import_app, name="import")
 app.add_typer(segments_app, name="segments")
 app.add_typer(metrics_app, name="metrics")
-# Messages go to stderr; stdout carries only what scripts read (tokens, client credentials).
-console = Console(stderr=True, soft_wrap=True)
 
 STAFF_ROLES = ("hq_admin", "channel_manager", "marketer", "partner_admin", "store_staff")
-# The CLI option behind a service error's field, where their names differ.
-_OPTIONS = {"redirectUris": "--redirect-uri"}
-
-
-def load_settings() -> Settings:
-    """The settings from the environment, with their local directories made (every command)."""
-    settings = Settings.from_env()
-    settings.ensure_local_dirs()
-    return settings
 
 
 @app.command()
@@ -111,8 +101,9 @@ def seed(demo: bool = typer.Option(False, "--demo", help="Seed the demo channel 
         raise typer.Exit(2)
     from api.seed import seed_demo
 
-    settings = load_settings()
-    seeded = with_db(settings, seed_demo, options=False)
+    wiring = load_wiring()
+    settings = wiring.settings
+    seeded = with_db(settings, lambda db: seed_demo(db, wiring), options=False)
     if seeded is None:
         console.print(
             "Demo data already present (seeded when the database has no partners; the client "
@@ -153,67 +144,12 @@ def export_schema(
 # --- identity: staff users, OAuth clients, operator tokens ----------------------------------
 
 
-def _fail(message: str) -> NoReturn:
-    console.print(f"[bold red]error:[/] [red]{escape(message)}[/]")
-    raise typer.Exit(2)
-
-
-def _fail_with(error: DomainError, *, options: bool = True) -> NoReturn:
-    """Each problem on its own line, led by the option to fix (when the caller has options)."""
-    for problem in error.problems:
-        field = problem.field[0] if problem.field and options else None
-        option = _OPTIONS.get(field, f"--{field}") if field else None
-        where = f"{option}: " if option else ""
-        console.print(f"[bold red]error:[/] [red]{escape(where + problem.message)}[/]")
-    raise typer.Exit(2)
-
-
-def with_db(
-    settings: Settings, work: Callable[[Database], Awaitable[T]], *, options: bool = True
-) -> T:
-    """Run ``work`` with a database of its own; service validation errors exit 2."""
-    from api.db import Database
-
-    async def run() -> T:
-        db = Database(settings.database_url)
-        try:
-            return await work(db)
-        finally:
-            await db.dispose()
-
-    try:
-        return asyncio.run(run())
-    except DomainError as error:
-        _fail_with(error, options=options)
-
-
-async def _resolve(session: AsyncSession, kind: str, value: str | None) -> int | None:
-    """A partner's or store's id from its numeric id or its code (e.g. SH-DIST)."""
-    if value is None:
-        return None
-    from sqlalchemy import or_, select
-
-    from api.partners.models import Partner, Store
-
-    model = Partner if kind == "partner" else Store
-    text = value.strip()
-    match = model.code == text
-    if text.isdigit():
-        match = or_(match, model.id == int(text))
-    ids = list(await session.scalars(select(model.id).where(match).limit(2)))
-    if not ids:
-        _fail(f"--{kind}: no {kind} with id or code {text!r}.")
-    if len(ids) > 1:
-        _fail(f"--{kind}: {text!r} is one {kind}'s id and another's code; ambiguous.")
-    return ids[0]
-
-
 def _staff_role(value: str) -> Role:
     from api.auth.principal import Role
 
     name = value.strip().lower().replace("-", "_")
     if name not in STAFF_ROLES:
-        _fail(f"--role: {value!r} is not a staff role; one of: {', '.join(STAFF_ROLES)}.")
+        fail(f"--role: {value!r} is not a staff role; one of: {', '.join(STAFF_ROLES)}.")
     return Role(name)
 
 
@@ -224,9 +160,9 @@ def _scope_set(value: str | None, option: str = "--scopes") -> set[str] | None:
         return None
     wanted = catalog.parse(value)
     if not wanted:
-        _fail(f"{option}: no scopes given.")
+        fail(f"{option}: no scopes given.")
     if bad := catalog.unknown(wanted):
-        _fail(f"{option}: unknown scopes: {' '.join(sorted(bad))}.")
+        fail(f"{option}: unknown scopes: {' '.join(sorted(bad))}.")
     return wanted
 
 
@@ -239,7 +175,7 @@ def _read_password() -> str:
         return typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     line = sys.stdin.readline().rstrip("\r\n")
     if not line:
-        _fail("--password: none given, and no password line on stdin.")
+        fail("--password: none given, and no password line on stdin.")
     return line
 
 
@@ -274,8 +210,8 @@ def user_create(
                 email=email,
                 password=password,
                 role=staff_role,
-                partner_id=await _resolve(session, "partner", partner),
-                store_id=await _resolve(session, "store", store),
+                partner_id=await find_partner_or_store(session, "partner", partner),
+                store_id=await find_partner_or_store(session, "store", store),
             )
             return user.id, user.email, user.partner_id, user.store_id
 
@@ -319,14 +255,14 @@ def client_create(
 
     if first_party:
         if partner is not None:
-            _fail("--partner: first-party apps act for staff users, not for a partner.")
+            fail("--partner: first-party apps act for staff users, not for a partner.")
         if scopes is not None:
-            _fail("--scopes: a first-party app gets its signed-in user's role scopes.")
+            fail("--scopes: a first-party app gets its signed-in user's role scopes.")
         if grants is None:
-            _fail('--grants: give a first-party app\'s grants, e.g. "password refresh_token".')
+            fail('--grants: give a first-party app\'s grants, e.g. "password refresh_token".')
     wanted = _scope_set(scopes)
     if not first_party and not wanted:
-        _fail('--scopes: give the integration\'s scopes, e.g. "orders:write stock:write".')
+        fail('--scopes: give the integration\'s scopes, e.g. "orders:write stock:write".')
     grant_types = catalog.parse(grants) if grants is not None else {"client_credentials"}
 
     async def create(db: Database) -> tuple[str, str | None]:
@@ -338,7 +274,7 @@ def client_create(
                 name=name or ("First-party app" if first_party else f"Integration of {partner}"),
                 grant_types=grant_types,
                 scopes=wanted,
-                partner_id=await _resolve(session, "partner", partner),
+                partner_id=await find_partner_or_store(session, "partner", partner),
                 redirect_uris=redirect_uri,
                 first_party=first_party,
                 public=public,
@@ -377,7 +313,7 @@ def token(
     from api.auth.tokens import TokenSubject, issue_access_token
 
     if sum(x is not None for x in (user, role, client)) != 1:
-        _fail("give exactly one of --user EMAIL, --role ROLE or --client CLIENT_ID.")
+        fail("give exactly one of --user EMAIL, --role ROLE or --client CLIENT_ID.")
     settings = load_settings()
     wanted = _scope_set(scopes)
     if role is not None:
@@ -398,29 +334,29 @@ def token(
                     select(OAuthClient).where(OAuthClient.client_id == client)
                 )
                 if row is None:
-                    _fail(f"--client: no client {client!r}.")
+                    fail(f"--client: no client {client!r}.")
                 if row.revoked_at is not None:
-                    _fail(f"--client: client {client!r} is revoked.")
+                    fail(f"--client: client {client!r} is revoked.")
                 if "client_credentials" not in row.grant_types.split() or row.partner_id is None:
-                    _fail(f"--client: {client!r} is not an integration (client_credentials).")
+                    fail(f"--client: {client!r} is not an integration (client_credentials).")
                 who = TokenSubject(f"client:{row.client_id}", Role.INTEGRATION, row.partner_id)
                 return row.client_id, who, set(row.scopes.split())
             found = await service.user_by_email(session, user or "")
             if found is None:
                 if role is None:
-                    _fail(f"--user: no staff user {user!r}.")
-                _fail(
+                    fail(f"--user: no staff user {user!r}.")
+                fail(
                     f"--role: no demo user {user} (`qudao seed --demo` creates it in an "
                     "empty database); or use --user EMAIL."
                 )
             if not found.is_active:
-                _fail(f"{found.email} is deactivated.")
+                fail(f"{found.email} is deactivated.")
             who = TokenSubject(f"user:{found.id}", found.role, found.partner_id, found.store_id)
             return "qudao-cli", who, set(ROLE_SCOPES[found.role])
 
     client_id, who, allowed = with_db(settings, principal)
     if wanted is not None and (denied := wanted - allowed):
-        _fail(
+        fail(
             f"--scopes: {who.subject} ({who.role.value}) may not have: {' '.join(sorted(denied))}."
         )
     scope = " ".join(sorted(allowed if wanted is None else wanted))

@@ -43,7 +43,7 @@ from api.partners import service
 from api.partners.models import Partner, PartnerStatus, PartnerTier, PartnerType
 from api.referrals import service as referrals
 from api.segments import service as segments
-from api.settings import Settings
+from api.wiring import Wiring
 
 SEEDER = Principal(subject="seed", role=Role.HQ_ADMIN)
 
@@ -129,15 +129,15 @@ class DemoSeed:
     miniprogram_client_id: str = MINIPROGRAM_CLIENT_ID  # public: no secret
 
 
-async def seed_demo(db: Database) -> DemoSeed | None:
+async def seed_demo(db: Database, wiring: Wiring) -> DemoSeed | None:
     """Insert the demo network and its logins unless partners exist already (then None)."""
     async with db.transaction() as session:
         if await session.scalar(select(Partner.id).limit(1)) is not None:
             return None
         partners, stores = await _seed_network(session)
         seeded = await _seed_identities(session, partners, stores)
-        members = await _seed_crm(session, stores)
-        await _seed_commerce(session, stores, members)
+        members = await _seed_crm(session, stores, wiring)
+        await _seed_commerce(session, stores, members, wiring)
         await _seed_growth(session, stores, members)
         return seeded
 
@@ -248,7 +248,9 @@ DEMO_CUSTOMERS = [
 DEMO_MARKETPLACE_BUYER = ("tmall:tb_wangfang_88", "13900000001")
 
 
-async def _seed_crm(session: AsyncSession, stores: dict[str, int]) -> dict[str, int]:
+async def _seed_crm(
+    session: AsyncSession, stores: dict[str, int], wiring: Wiring
+) -> dict[str, int]:
     """Levels, rules, coupon templates and the demo customers; returns their ids by name."""
     now = utcnow()
     ids: dict[str, int] = {}
@@ -337,6 +339,7 @@ async def _seed_crm(session: AsyncSession, stores: dict[str, int]) -> dict[str, 
                 session,
                 SEEDER,
                 levels_service.JoinRequest(draft=draft, store_id=stores[store]),
+                wiring=wiring.customers,
                 now=now,
             )
         ids[name] = customer.id
@@ -358,6 +361,7 @@ async def _seed_crm(session: AsyncSession, stores: dict[str, int]) -> dict[str, 
                 reason="开卡礼 (demo)",
                 actor="seed",
                 now=now,
+                policy=wiring.settings.points_policy,
             )
         if store is not None:
             await coupons.claim(
@@ -442,7 +446,7 @@ DEMO_STOCK = [
 
 
 async def _seed_commerce(
-    session: AsyncSession, stores: dict[str, int], members: dict[str, int]
+    session: AsyncSession, stores: dict[str, int], members: dict[str, int], wiring: Wiring
 ) -> None:
     """Catalog, stock, a pickup order of 王芳's waiting at 陆家嘴旗舰店 and a counter sale to
     张伟 at 张江店."""
@@ -480,7 +484,6 @@ async def _seed_commerce(
             ),
             now=now,
         )
-    policy = Settings()
     for channel, fulfillment, store, customer in (
         (SalesChannel.MINI_PROGRAM, Fulfillment.PICKUP, "S-SH-001", "王芳"),
         (SalesChannel.STORE_POS, Fulfillment.IN_STORE, "S-SH-002", "张伟"),
@@ -496,7 +499,7 @@ async def _seed_commerce(
                 customer_id=members[customer],
                 idempotency_key=f"seed-{store}",
             ),
-            settings=policy,
+            wiring=wiring.orders,
             now=now,
         )
 

@@ -23,8 +23,8 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+import api.models  # noqa: F401  (every table on Base.metadata)
 from api.db import Database
-from api.domains import load_models
 from api.migrate import upgrade
 from api.partners.models import (
     Partner,
@@ -35,8 +35,6 @@ from api.partners.models import (
     Store,
     StoreStatus,
 )
-
-load_models()
 
 ENV_URL = "BENCH_DATABASE_URL"
 DEFAULT_PARTNERS = 100

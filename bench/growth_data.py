@@ -67,13 +67,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+import api.models  # noqa: F401  (every table on Base.metadata)
 from api.analytics.service import rebuild_customer_metrics, score_rfm
 from api.db import Base, Database
-from api.domains import load_models
 from api.migrate import upgrade
 from bench.data import guard_database_name
-
-load_models()
 
 DEFAULT_CUSTOMERS = 1_000_000
 DEFAULT_ORDERS = 5_000_000

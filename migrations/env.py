@@ -8,10 +8,9 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from api.db import Base, Database
-from api.domains import load_models
+import api.models  # noqa: F401  (every table on Base.metadata)
 from api.settings import Settings
 
-load_models()
 target_metadata = Base.metadata
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import api.models  # noqa: F401  (every table on Base.metadata)
 from api.app import create_app
 from api.auth.keys import KeyRing
 from api.auth.principal import Role
@@ -26,11 +27,8 @@ from api.auth.scopes import ROLE_SCOPES
 from api.auth.tokens import TokenSubject, issue_access_token
 from api.cache import InProcessCache
 from api.db import Base, Database, count_statements
-from api.domains import load_models
 from api.migrate import upgrade
 from api.settings import Settings
-
-load_models()
 
 REDIS_URL = os.environ.get("QUDAO_TEST_REDIS_URL")
 

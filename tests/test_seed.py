@@ -29,13 +29,14 @@ from api.seed import (
     seed_demo,
 )
 from tests.conftest import GraphQLClient
+from tests.wiring import WIRING
 
 runner = CliRunner()
 BASE = "http://qudao.test"
 
 
 async def test_seed_demo_creates_logins_and_clients_once(db):
-    seeded = await seed_demo(db)
+    seeded = await seed_demo(db, WIRING)
     assert seeded is not None
     assert seeded.password == DEMO_PASSWORD
     assert {role for _, role in seeded.users} == {
@@ -83,14 +84,14 @@ async def test_seed_demo_creates_logins_and_clients_once(db):
     for client in clients.values():  # secrets are stored hashed, never as given
         assert client.secret_hash not in (seeded.console.secret, seeded.integration.secret)
 
-    assert await seed_demo(db) is None  # skipped when present
+    assert await seed_demo(db, WIRING) is None  # skipped when present
     async with db.read() as session:
         assert await session.scalar(select(func.count()).select_from(StaffUser)) == len(users)
         assert await session.scalar(select(func.count()).select_from(OAuthClient)) == 3
 
 
 async def test_seeded_credentials_work_at_the_token_endpoint(db, settings):
-    seeded = await seed_demo(db)
+    seeded = await seed_demo(db, WIRING)
     assert seeded is not None
     application = create_app(settings, db=db, cache=InProcessCache())
     keys = application.state.keys
@@ -164,7 +165,7 @@ async def test_the_demo_private_domain_is_browsable_as_the_store_clerk_sees_it(
 ):
     """A demo store clerk sees their store's members with levels, points and coupons, and HQ
     sees the marketplace buyer that duplicates one of them."""
-    await seed_demo(db)
+    await seed_demo(db, WIRING)
     async with db.read() as session:
         store = await session.scalar(select(Store).where(Store.code == "S-SH-001"))
     token = issue_token(Role.STORE_STAFF, partner_id=store.partner_id, store_id=store.id)

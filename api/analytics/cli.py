@@ -89,7 +89,7 @@ def rebuild(
     every order change; this repairs it, and --check verifies it)."""
     # Imported here: `qudao --help` should not load the database layer.
     from api.analytics import service
-    from api.cli import load_settings, with_db
+    from api.commands import load_settings, with_db
 
     async def work(db: Database) -> tuple[int, list[MetricsDifference]]:
         written, found = 0, []
@@ -125,7 +125,7 @@ def score_rfm(
 
     from api.analytics import service
     from api.analytics.models import CustomerMetrics
-    from api.cli import load_settings, with_db
+    from api.commands import load_settings, with_db
     from api.db import utcnow
 
     at = parse_now(now) or utcnow()

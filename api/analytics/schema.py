@@ -38,11 +38,9 @@ from api.graphql.money import Money
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
 from api.graphql.relay import (
-    NODE_TYPES,
     Connection,
     Node,
     page_request,
-    register_node,
     root_connection,
 )
 from api.partners import loaders as partner_loaders
@@ -269,7 +267,7 @@ class ReportGroup:
         pk = self._pk_of(Dimension.LEVEL)
         if pk is None:
             return None
-        (found,) = await NODE_TYPES["MemberLevel"].load(info.context, [pk])
+        found = await info.context.load_node("MemberLevel", pk)
         return found  # type: ignore[return-value]
 
 
@@ -582,9 +580,6 @@ async def _load_spends(ctx: Context, pks: Sequence[int]) -> list[ChannelSpend | 
         return [None] * len(pks)
     rows = await ctx.loader(loaders.spends_by_pk).load_many(pks)
     return [ChannelSpend.from_row(r) if r else None for r in rows]
-
-
-register_node("ChannelSpend", _load_spends)
 
 
 @strawberry.input
@@ -957,4 +952,9 @@ class AnalyticsMutation:
 __all__ = ["AnalyticsQuery", "ChannelSpend", "CustomerMetrics", "customer_metrics"]
 
 
-schema_parts = SchemaParts(query=AnalyticsQuery, mutation=AnalyticsMutation, types=[ChannelSpend])
+schema_parts = SchemaParts(
+    query=AnalyticsQuery,
+    mutation=AnalyticsMutation,
+    types=[ChannelSpend],
+    nodes={"ChannelSpend": _load_spends},
+)

@@ -21,7 +21,6 @@ and an import batch and a rebuild claim the metrics rows first (``_claim``).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -52,13 +51,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.analytics.models import CustomerMetrics, OrderAttribution
-from api.customers.merging import MergeConflict, MergeMove, MergePlan, register_merge_step
+from api.customers.merging import MergeConflict, MergeMove, MergePlan
 from api.customers.models import Customer, CustomerStatus
 from api.db import UTCDateTime, utcnow
 from api.growth.models import Touchpoint
 from api.growth.service import attributable_touch
-from api.orders.hooks import OrderChange, OrdersChanged, register_order_hook
 from api.orders.models import COUNTED_STATUSES, Order, OrderLine, OrderStatus
+from api.orders.reactions import OrderChange, OrdersChanged
 from api.partners.models import Store
 
 # The columns an order recomputes; the RFM columns belong to the scoring run.
@@ -374,29 +373,6 @@ class AttributionPolicy:
         return cls(settings.attribution_rule, settings.attribution_window_days)
 
 
-_configured: AttributionPolicy | None = None
-
-
-def configure_attribution(policy: AttributionPolicy | None) -> None:
-    """Set the policy orders are attributed under (the app does at startup, from its
-    Settings); None goes back to the environment's."""
-    global _configured
-    _configured = policy
-
-
-def attribution_policy() -> AttributionPolicy:
-    """The configured policy, else the environment's (the CLI, jobs: their Settings are the
-    environment's anyway)."""
-    return _configured if _configured is not None else _environment_policy()
-
-
-@functools.cache
-def _environment_policy() -> AttributionPolicy:
-    from api.settings import Settings  # reads the environment: once, and only when needed
-
-    return AttributionPolicy.from_settings(Settings.from_env())
-
-
 def _attribution_select(order_ids: Sequence[int], rule: str, window_days: int) -> Select[Any]:
     """One row per attributable order among ``order_ids``, with the columns of
     ``order_attribution``: counted orders of live members who have a recruiter, placed at or
@@ -535,30 +511,38 @@ async def attribute_orders(
 _ONLY_ADDS = frozenset({OrderChange.CREATED, OrderChange.COMPLETED, OrderChange.IMPORTED})
 
 
-async def on_orders_changed(session: AsyncSession, changed: OrdersChanged) -> None:
-    """Keep the changed customers' metrics current and attribute new orders: a fixed number
-    of statements per call, for one order or an import batch (at most five: an import
-    batch under a window)."""
-    if not changed.customer_ids:
-        return
-    customers = changed.customer_ids
-    # Import batches (and the orders an import withdraws) hold no customer lock: claim.
-    imported = changed.change in (OrderChange.IMPORTED, OrderChange.WITHDRAWN)
-    if imported:
-        # The buyers' rows, created empty where missing (``_claim``): what is left empty
-        # (a buyer merged meanwhile) the refresh removes.
-        await _claim(session, _for_ids(customers), changed.now)
-    await refresh_customer_metrics(
-        session,
-        customers,
-        prune=imported or changed.change not in _ONLY_ADDS,
-        now=changed.now,
-    )
-    if changed.change in (OrderChange.CREATED, OrderChange.IMPORTED):
-        policy = attribution_policy()
-        await attribute_orders(
-            session, changed.order_ids, policy.rule, policy.window_days, now=changed.now
+@dataclass(frozen=True, slots=True)
+class MetricsAndAttribution:
+    """The reaction to orders (api/wiring.py): keep the changed customers' metrics current
+    and attribute new orders under ``policy``: a fixed number of statements per call, for
+    one order or an import batch (at most five: an import batch under a window)."""
+
+    policy: AttributionPolicy
+
+    async def __call__(self, session: AsyncSession, changed: OrdersChanged) -> None:
+        if not changed.customer_ids:
+            return
+        customers = changed.customer_ids
+        # Import batches (and the orders an import withdraws) hold no customer lock: claim.
+        imported = changed.change in (OrderChange.IMPORTED, OrderChange.WITHDRAWN)
+        if imported:
+            # The buyers' rows, created empty where missing (``_claim``): what is left empty
+            # (a buyer merged meanwhile) the refresh removes.
+            await _claim(session, _for_ids(customers), changed.now)
+        await refresh_customer_metrics(
+            session,
+            customers,
+            prune=imported or changed.change not in _ONLY_ADDS,
+            now=changed.now,
         )
+        if changed.change in (OrderChange.CREATED, OrderChange.IMPORTED):
+            await attribute_orders(
+                session,
+                changed.order_ids,
+                self.policy.rule,
+                self.policy.window_days,
+                now=changed.now,
+            )
 
 
 class MetricsMergeStep:
@@ -598,10 +582,6 @@ class MetricsMergeStep:
         await refresh_customer_metrics(
             plan.session, [plan.target_id, *plan.source_ids], now=plan.now
         )
-
-
-register_order_hook("analytics", on_orders_changed)
-register_merge_step(MetricsMergeStep())
 
 
 # --- RFM ---------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Select, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.models import AuditEvent
 from api.auth.principal import Principal
@@ -30,10 +31,19 @@ class AuditFilter:
 async def record(
     db: Database, principal: Principal, ip: str | None, entries: Sequence[AuditEntry]
 ) -> None:
-    """Write a request's audit entries in one statement, in their own unit of work: the
-    record of an attempt must survive the attempt's own rollback."""
+    """Write audit entries in one statement, in their own unit of work: the record of an
+    attempt must survive the attempt's own rollback."""
     if not entries:
         return
+    async with db.transaction() as session:
+        await insert_entries(session, principal, ip, entries)
+
+
+async def insert_entries(
+    session: AsyncSession, principal: Principal, ip: str | None, entries: Sequence[AuditEntry]
+) -> None:
+    """Write audit entries in one statement, in the caller's transaction: the record of a
+    change commits with the change (``api/graphql/mutations.py``)."""
     at = utcnow()
     rows = [
         {
@@ -49,8 +59,7 @@ async def record(
         }
         for e in entries
     ]
-    async with db.transaction() as session:
-        await session.execute(insert(AuditEvent), rows)
+    await session.execute(insert(AuditEvent), rows)
 
 
 def events_query(where: AuditFilter | None) -> Select[Any]:

@@ -19,11 +19,9 @@ from api.graphql.ids import encode_id
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
 from api.graphql.relay import (
-    NODE_TYPES,
     Connection,
     Node,
     page_request,
-    register_node,
     root_connection,
 )
 from api.partners import loaders as partner_loaders
@@ -83,7 +81,7 @@ class Viewer:
             return None
         # Through the customers domain's node loader: scoped like `node`, so the token's
         # customer is the only one it can return.
-        (found,) = await NODE_TYPES["Customer"].load(info.context, [self.customer_pk])
+        found = await info.context.load_node("Customer", self.customer_pk)
         return found  # type: ignore[return-value]
 
 
@@ -141,9 +139,6 @@ async def _load_events(ctx: Context, pks: Sequence[int]) -> list[AuditEvent | No
     return [AuditEvent.from_row(rows[pk]) if pk in rows else None for pk in pks]
 
 
-register_node("AuditEvent", _load_events)
-
-
 @strawberry.input
 class AuditEventFilter:
     actor: str | None = None
@@ -195,4 +190,4 @@ class AuthQuery:
         )
 
 
-schema_parts = SchemaParts(query=AuthQuery, types=[AuditEvent])
+schema_parts = SchemaParts(query=AuthQuery, types=[AuditEvent], nodes={"AuditEvent": _load_events})

@@ -24,7 +24,7 @@ from api.graphql.ids import decode_id_of, encode_id, input_pk
 from api.graphql.money import Money
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import Authenticated, requires
-from api.graphql.relay import Connection, Node, page_request, register_node, root_connection
+from api.graphql.relay import Connection, Node, page_request, root_connection
 from api.inventory import loaders as inventory_loaders
 from api.inventory.service import MAX_QUANTITY
 
@@ -190,10 +190,6 @@ async def _load_products(ctx: Context, pks: Sequence[int]) -> list[Product | Non
 async def _load_skus(ctx: Context, pks: Sequence[int]) -> list[Sku | None]:
     rows = await ctx.loader(loaders.skus_by_pk).load_many(pks)
     return [Sku.from_row(r, ctx) if r else None for r in rows]
-
-
-register_node("Product", _load_products)
-register_node("Sku", _load_skus)
 
 
 # --- queries --------------------------------------------------------------------------------
@@ -480,4 +476,9 @@ class CatalogMutation:
 __all__ = ["CatalogMutation", "CatalogQuery", "PriceBand", "Product", "SalesChannel", "Sku"]
 
 
-schema_parts = SchemaParts(query=CatalogQuery, mutation=CatalogMutation, types=[Product, Sku])
+schema_parts = SchemaParts(
+    query=CatalogQuery,
+    mutation=CatalogMutation,
+    types=[Product, Sku],
+    nodes={"Product": _load_products, "Sku": _load_skus},
+)

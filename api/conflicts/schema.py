@@ -21,11 +21,9 @@ from api.graphql.money import Money
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
 from api.graphql.relay import (
-    NODE_TYPES,
     Connection,
     Node,
     page_request,
-    register_node,
     root_connection,
 )
 from api.orders import loaders as order_loaders
@@ -136,7 +134,7 @@ class ChannelViolation(Node):
     ) -> Annotated[Coupon, strawberry.lazy("api.coupons.schema")] | None:
         if self.coupon_pk is None:
             return None
-        (found,) = await NODE_TYPES["Coupon"].load(info.context, [self.coupon_pk])
+        found = await info.context.load_node("Coupon", self.coupon_pk)
         return found  # type: ignore[return-value]
 
     @strawberry.field
@@ -150,9 +148,6 @@ class ChannelViolation(Node):
 async def _load_violations(ctx: Context, pks: Sequence[int]) -> list[ChannelViolation | None]:
     rows = await ctx.loader(_violations_by_pk).load_many(pks)
     return [ChannelViolation.from_row(r) if r else None for r in rows]
-
-
-register_node("ChannelViolation", _load_violations)
 
 
 @strawberry.input
@@ -207,4 +202,6 @@ class ConflictQuery:
 __all__ = ["ChannelViolation", "ConflictQuery"]
 
 
-schema_parts = SchemaParts(query=ConflictQuery, types=[ChannelViolation])
+schema_parts = SchemaParts(
+    query=ConflictQuery, types=[ChannelViolation], nodes={"ChannelViolation": _load_violations}
+)

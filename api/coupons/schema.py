@@ -21,20 +21,13 @@ from api.coupons import loaders, models, service
 from api.db import utcnow
 from api.errors import DomainError, InputError
 from api.graphql.context import Context, Info
-from api.graphql.errors import PermissionDenied, Unauthenticated, UserError, user_errors
+from api.graphql.errors import PermissionDenied, Unauthenticated, UserError
 from api.graphql.ids import decode_id_of, encode_id, input_pk
 from api.graphql.money import Money
+from api.graphql.mutations import UnitOfWork, run_mutation
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
-from api.graphql.relay import (
-    NODE_TYPES,
-    Connection,
-    Node,
-    page_request,
-    register_node,
-    root_connection,
-    to_connection,
-)
+from api.graphql.relay import Children, Connection, Node, Rows, connection
 from api.partners import loaders as partner_loaders
 from api.partners.schema import Partner, Store
 
@@ -282,7 +275,7 @@ class Coupon(Node):
         self, info: Info
     ) -> Annotated[Customer, strawberry.lazy("api.customers.schema")] | None:
         # Through the customers domain's node loader: batched and scoped like `node`.
-        (found,) = await NODE_TYPES["Customer"].load(info.context, [self.customer_pk])
+        found = await info.context.load_node("Customer", self.customer_pk)
         return found  # type: ignore[return-value]
 
 
@@ -296,26 +289,15 @@ async def _load_coupons(ctx: Context, pks: Sequence[int]) -> list[Coupon | None]
     return [Coupon.from_row(r, ctx) if r else None for r in rows]
 
 
-register_node("CouponTemplate", _load_templates)
-register_node("Coupon", _load_coupons)
-
-
-async def customer_coupons(
-    info: Info,
-    customer_pk: int,
-    first: int | None,
-    after: str | None,
-    last: int | None,
-    before: str | None,
-) -> Connection[Coupon]:
+def customer_coupons(info: Info, customer_pk: int) -> Children[Coupon]:
     """``Customer.coupons``, newest first: one statement pages every customer's coupons
     (and one more counts them, only when ``totalCount`` is asked for)."""
     ctx = info.context
-    request = page_request(info, first, after, last, before)
-    page = await ctx.loader(loaders.coupon_pages_by_customer, request).load(customer_pk)
-    counts = ctx.loader(loaders.coupon_counts_by_customer)
-    return to_connection(
-        page, lambda row: Coupon.from_row(row, ctx), lambda: counts.load(customer_pk)
+    return Children(
+        loaders.coupon_pages_by_customer,
+        loaders.coupon_counts_by_customer,
+        customer_pk,
+        lambda row: Coupon.from_row(row, ctx),
     )
 
 
@@ -381,27 +363,19 @@ _pk = partial(input_pk, invalid=service.CouponErrorCode.INVALID)
 
 @strawberry.type
 class CouponQuery:
-    @strawberry.field(
+    @connection(
+        Connection[CouponTemplate],
         description="Coupon templates you may see: HQ all; a partner those usable at its "
         "stores; members all (they are offers).",
         permission_classes=[TEMPLATE_READERS],
     )
     async def coupon_templates(
-        self,
-        info: Info,
-        filter: CouponTemplateFilter | None = None,
-        reverse: bool = False,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-    ) -> Connection[CouponTemplate]:
-        ctx = info.context
-        request = page_request(info, first, after, last, before)
-        stmt = service.templates_query(ctx.principal, filter.to_service() if filter else None)
-        return await root_connection(
-            ctx, stmt, service.TEMPLATE_KEYSET, request, CouponTemplate.from_row, reverse=reverse
+        self, info: Info, filter: CouponTemplateFilter | None = None, reverse: bool = False
+    ) -> Rows[CouponTemplate]:
+        stmt = service.templates_query(
+            info.context.principal, filter.to_service() if filter else None
         )
+        return Rows(stmt, service.TEMPLATE_KEYSET, CouponTemplate.from_row, reverse=reverse)
 
     @strawberry.field(
         description="Look a code up before redeeming it (核销): validity, whether it would "
@@ -558,8 +532,7 @@ class CouponMutation:
     async def coupon_template_create(
         self, info: Info, input: CouponTemplateCreateInput
     ) -> CouponTemplateCreatePayload:
-        ctx = info.context
-        try:
+        async def change(work: UnitOfWork) -> CouponTemplateCreatePayload:
             draft = service.TemplateDraft(
                 name=input.name,
                 kind=input.kind,
@@ -587,32 +560,28 @@ class CouponMutation:
                     _pk(p, "Partner", "partnerIds", str(i)) for i, p in enumerate(input.partner_ids)
                 ],
             )
-            async with ctx.db.transaction() as session:
-                row = await service.create_template(session, ctx.principal, draft)
-        except DomainError as error:
-            return CouponTemplateCreatePayload(errors=user_errors(CouponError, error))
-        ctx.touched(info, "CouponTemplate", row.id)
-        return CouponTemplateCreatePayload(coupon_template=CouponTemplate.from_row(row))
+            row = await service.create_template(work.session, work.principal, draft)
+            work.touched("CouponTemplate", row.id)
+            return CouponTemplateCreatePayload(coupon_template=CouponTemplate.from_row(row))
+
+        return await run_mutation(info, CouponTemplateCreatePayload, change)
 
     @strawberry.mutation(permission_classes=[requires("coupons:write")])
     async def coupon_template_update(
         self, info: Info, input: CouponTemplateUpdateInput
     ) -> CouponTemplateUpdatePayload:
-        ctx = info.context
-        try:
-            template_pk = _pk(input.id, "CouponTemplate", "id")
-            async with ctx.db.transaction() as session:
-                row = await service.update_template(
-                    session,
-                    ctx.principal,
-                    template_pk,
-                    status=input.status,
-                    total_stock=input.total_stock,
-                )
-        except DomainError as error:
-            return CouponTemplateUpdatePayload(errors=user_errors(CouponError, error))
-        ctx.touched(info, "CouponTemplate", row.id)
-        return CouponTemplateUpdatePayload(coupon_template=CouponTemplate.from_row(row))
+        async def change(work: UnitOfWork) -> CouponTemplateUpdatePayload:
+            row = await service.update_template(
+                work.session,
+                work.principal,
+                _pk(input.id, "CouponTemplate", "id"),
+                status=input.status,
+                total_stock=input.total_stock,
+            )
+            work.touched("CouponTemplate", row.id)
+            return CouponTemplateUpdatePayload(coupon_template=CouponTemplate.from_row(row))
+
+        return await run_mutation(info, CouponTemplateUpdatePayload, change)
 
     @strawberry.mutation(
         description="A member (coupons:claim) claims for themself; HQ (coupons:write) grants "
@@ -625,56 +594,51 @@ class CouponMutation:
         origin = models.CouponOrigin.CLAIM if principal.is_member else models.CouponOrigin.GRANT
         if origin is models.CouponOrigin.GRANT and not principal.has_scope("coupons:write"):
             raise PermissionDenied("Granting coupons needs the coupons:write scope.")
-        try:
-            template_pk = _pk(input.template_id, "CouponTemplate", "templateId")
-            customer_pk = (
-                _pk(input.customer_id, "Customer", "customerId") if input.customer_id else None
+
+        async def change(work: UnitOfWork) -> CouponClaimPayload:
+            result = await service.claim(
+                work.session,
+                principal,
+                _pk(input.template_id, "CouponTemplate", "templateId"),
+                _pk(input.customer_id, "Customer", "customerId") if input.customer_id else None,
+                channel=input.channel,
+                store_id=_pk(input.store_id, "Store", "storeId") if input.store_id else None,
+                claim_key=input.claim_key,
+                origin=origin,
             )
-            store_pk = _pk(input.store_id, "Store", "storeId") if input.store_id else None
-            async with ctx.db.transaction() as session:
-                result = await service.claim(
-                    session,
-                    principal,
-                    template_pk,
-                    customer_pk,
-                    channel=input.channel,
-                    store_id=store_pk,
-                    claim_key=input.claim_key,
-                    origin=origin,
-                )
-        except DomainError as error:
-            return CouponClaimPayload(errors=user_errors(CouponError, error))
-        ctx.touched(info, "Coupon", result.coupon.id)
-        return CouponClaimPayload(
-            coupon=Coupon.from_row(result.coupon, ctx), created=result.created
-        )
+            work.touched("Coupon", result.coupon.id)
+            return CouponClaimPayload(
+                coupon=Coupon.from_row(result.coupon, ctx), created=result.created
+            )
+
+        return await run_mutation(info, CouponClaimPayload, change)
 
     @strawberry.mutation(
         description="Redeem (核销) a coupon at a store, exactly once.",
         permission_classes=[requires("coupons:redeem")],
     )
     async def coupon_redeem(self, info: Info, input: CouponRedeemInput) -> CouponRedeemPayload:
-        ctx = info.context
-        try:
-            store_pk = _pk(input.store_id, "Store", "storeId") if input.store_id else None
-            async with ctx.db.transaction() as session:
-                row = await service.redeem(
-                    session,
-                    ctx.principal,
-                    input.code,
-                    store_id=store_pk,
-                    channel=input.channel,
-                    order_ref=input.order_ref,
-                )
-        except DomainError as error:
-            return CouponRedeemPayload(errors=user_errors(CouponError, error))
-        ctx.touched(info, "Coupon", row.id)
-        return CouponRedeemPayload(coupon=Coupon.from_row(row, ctx))
+        async def change(work: UnitOfWork) -> CouponRedeemPayload:
+            row = await service.redeem(
+                work.session,
+                work.principal,
+                input.code,
+                store_id=_pk(input.store_id, "Store", "storeId") if input.store_id else None,
+                channel=input.channel,
+                order_ref=input.order_ref,
+            )
+            work.touched("Coupon", row.id)
+            return CouponRedeemPayload(coupon=Coupon.from_row(row, work.context))
+
+        return await run_mutation(info, CouponRedeemPayload, change)
 
 
 __all__ = ["Coupon", "CouponMutation", "CouponQuery", "CouponTemplate", "customer_coupons"]
 
 
 schema_parts = SchemaParts(
-    query=CouponQuery, mutation=CouponMutation, types=[Coupon, CouponTemplate]
+    query=CouponQuery,
+    mutation=CouponMutation,
+    types=[Coupon, CouponTemplate],
+    nodes={"CouponTemplate": _load_templates, "Coupon": _load_coupons},
 )

@@ -51,7 +51,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.pii import mask_phone
 from api.auth.principal import Principal, Role
-from api.auth.scope import partner_owned, restrict
+from api.auth.scope import restrict
 from api.conflicts.models import ViolationKind
 from api.conflicts.service import outside_territory, record_violation
 from api.coupons.models import (
@@ -68,7 +68,7 @@ from api.coupons.models import (
     Stacking,
     TemplateStatus,
 )
-from api.customers.merging import MergeConflict, MergeMove, MergePlan, register_merge_step
+from api.customers.merging import MergeConflict, MergeMove, MergePlan
 from api.customers.models import Customer, CustomerIdentity, IdentityKind
 from api.customers.service import lock_customer, resolve_customer_id
 from api.db import UTCDateTime, advisory_lock, update_returning, utcnow
@@ -78,16 +78,6 @@ from api.partners.service import stores_query
 
 # A coupon is seen by its holder (member token), by HQ, and by the partner (or store) that
 # recruited its holder: the same people who see the customer.
-partner_owned(
-    Coupon,
-    partner=select(Customer.recruited_partner_id)
-    .where(Customer.id == Coupon.customer_id)
-    .scalar_subquery(),
-    store=select(Customer.recruited_store_id)
-    .where(Customer.id == Coupon.customer_id)
-    .scalar_subquery(),
-    customer=Coupon.customer_id,
-)
 
 
 class CouponErrorCode(enum.Enum):
@@ -1712,9 +1702,6 @@ class CouponMergeStep:
         await session.execute(
             delete(CouponClaimCount).where(CouponClaimCount.customer_id.in_(sources))
         )
-
-
-register_merge_step(CouponMergeStep())
 
 
 __all__ = [

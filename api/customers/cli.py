@@ -24,7 +24,7 @@ def review_levels(
 ) -> None:
     """Period-end level review: renew, start grace, or downgrade after grace (run daily)."""
     # Imported here: `qudao --help` should not load the database layer.
-    from api.cli import load_settings, with_db
+    from api.commands import load_settings, with_db
     from api.customers import levels
     from api.db import utcnow
 

@@ -28,7 +28,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.models import StaffUser
 from api.auth.principal import Principal, Role
-from api.customers.hooks import MemberJoined, run_member_hooks
 from api.customers.models import (
     Customer,
     CustomerStatus,
@@ -38,6 +37,7 @@ from api.customers.models import (
     MemberLevelChange,
     QualifyingSpend,
 )
+from api.customers.reactions import CustomersWiring, MemberJoined
 from api.customers.service import (
     CustomerDraft,
     CustomerErrorCode,
@@ -636,6 +636,7 @@ async def join(
     principal: Principal,
     request: JoinRequest,
     *,
+    wiring: CustomersWiring,
     now: datetime | None = None,
 ) -> Customer:
     """``memberJoin``: make a customer a member, recruited by a store (and guide).
@@ -721,7 +722,7 @@ async def join(
         session.add(_change(customer, levels[0], ChangeReason.JOIN, principal.subject, now, levels))
     await session.flush()
     await evaluate_level(session, customer.id, now, actor=principal.subject)
-    await run_member_hooks(
+    await wiring.member_joined(
         session, MemberJoined(customer.id, store.id, store.partner_id, guide_id, now)
     )
     return customer

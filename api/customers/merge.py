@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.auth.principal import Principal
 from api.auth.scope import restrict
 from api.customers import levels as level_rules
-from api.customers.merging import MERGE_STEPS, MergeConflict, MergeMove, MergePlan
+from api.customers.merging import MergeConflict, MergeMove, MergePlan
 from api.customers.models import (
     ConsentPurpose,
     Customer,
@@ -37,6 +37,7 @@ from api.customers.models import (
     MemberLevelChange,
     QualifyingSpend,
 )
+from api.customers.reactions import CustomersWiring
 from api.customers.service import CustomerErrorCode, get_customer, require_hq
 from api.db import utcnow
 from api.errors import DomainError, Problem
@@ -458,20 +459,18 @@ async def merge_customers(
     source_ids: Sequence[int],
     *,
     dry_run: bool,
+    wiring: CustomersWiring,
     now: datetime | None = None,
 ) -> MergeOutcome:
     """``customersMerge``: preview (``dry_run``) or merge ``source_ids`` into ``target_id``.
 
     Everything happens in the caller's one transaction; any failure rolls it all back.
     """
-    from api.domains import load_services
-
     require_hq(principal, "merge customers")
     now = now or utcnow()
     _check_ids(target_id, source_ids)
     target, sources = await _lock(session, principal, target_id, source_ids)
     own = await _resolve(session, target, sources)
-    load_services()
     plan = MergePlan(
         session=session,
         target_id=target.id,
@@ -480,7 +479,7 @@ async def merge_customers(
         now=now,
     )
     moves, conflicts = list(own.moves), list(own.conflicts)
-    steps = [MERGE_STEPS[name] for name in sorted(MERGE_STEPS)]
+    steps = wiring.merge_steps
     for step in steps:
         step_moves, step_conflicts = await step.preview(plan)
         moves += step_moves

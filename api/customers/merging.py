@@ -1,8 +1,9 @@
-"""The merge hook: each domain that holds customer data moves it in its own step.
+"""The merge step: each domain that holds customer data moves it in its own step.
 
-The customers domain owns the merge (locks, redirects, identities, tags, membership); loyalty,
-coupons and, later, orders register a step when their service module is imported. All steps
-run inside the merge's one transaction, so a merge is complete or not at all.
+The customers domain owns the merge (locks, redirects, identities, tags, membership); the
+other domains' steps are listed, in the order they run, by the composition root
+(``api/wiring.py``). All steps run inside the merge's one transaction, so a merge is complete
+or not at all.
 """
 
 from __future__ import annotations
@@ -46,11 +47,3 @@ class MergeStep(Protocol):
     async def preview(self, plan: MergePlan) -> tuple[list[MergeMove], list[MergeConflict]]: ...
 
     async def apply(self, plan: MergePlan) -> None: ...
-
-
-MERGE_STEPS: dict[str, MergeStep] = {}
-
-
-def register_merge_step(step: MergeStep) -> None:
-    # Keyed by name: re-importing a module (tests, reloads) replaces rather than duplicates.
-    MERGE_STEPS[step.name] = step

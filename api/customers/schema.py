@@ -28,7 +28,7 @@ from api.graphql.errors import UserError, user_errors
 from api.graphql.ids import decode_id_of, encode_id, input_pk
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
-from api.graphql.relay import Connection, Node, page_request, register_node, to_connection
+from api.graphql.relay import Children, Connection, Node, connection, page_request, to_connection
 from api.loyalty.schema import (
     PointsBalance,
     PointsEntry,
@@ -336,16 +336,9 @@ class Customer(Node):
     ) -> Connection[PointsEntry]:
         return await customer_points_ledger(info, self.pk, first, after, last, before)
 
-    @strawberry.field(description="The customer's coupons, newest first.")
-    async def coupons(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-    ) -> Connection[Coupon]:
-        return await customer_coupons(info, self.pk, first, after, last, before)
+    @connection(Connection[Coupon], description="The customer's coupons, newest first.")
+    async def coupons(self, info: Info) -> Children[Coupon]:
+        return customer_coupons(info, self.pk)
 
     @strawberry.field(
         description="Orders, spend, margin and RFM scores (null before a first counted order). "
@@ -375,10 +368,6 @@ async def _load_customers(ctx: Context, pks: Sequence[int]) -> list[Customer | N
 async def _load_levels(ctx: Context, pks: Sequence[int]) -> list[MemberLevel | None]:
     rows = await ctx.loader(loaders.levels_by_pk).load_many(pks)
     return [MemberLevel.from_row(r) if r else None for r in rows]
-
-
-register_node("Customer", _load_customers)
-register_node("MemberLevel", _load_levels)
 
 
 @strawberry.type(description="A customer that is probably the same person, and why.")
@@ -856,7 +845,12 @@ class CustomerMutation:
             try:
                 async with ctx.db.transaction() as session:
                     outcome = await merge.merge_customers(
-                        session, ctx.principal, target, sources, dry_run=input.dry_run
+                        session,
+                        ctx.principal,
+                        target,
+                        sources,
+                        dry_run=input.dry_run,
+                        wiring=ctx.wiring.customers,
                     )
                     customer = Customer.from_row(outcome.target)
                     if input.dry_run:
@@ -927,7 +921,9 @@ class CustomerMutation:
                 guide_id=_pk(input.guide_id, "StaffUser", "guideId") if input.guide_id else None,
             )
             async with ctx.db.transaction() as session:
-                row = await levels.join(session, ctx.principal, request)
+                row = await levels.join(
+                    session, ctx.principal, request, wiring=ctx.wiring.customers
+                )
         except DomainError as error:
             return MemberJoinPayload(errors=user_errors(CustomerError, error))
         ctx.touched(info, "Customer", row.id)
@@ -998,5 +994,8 @@ __all__ = ["CustomerMutation", "CustomerQuery"]
 
 
 schema_parts = SchemaParts(
-    query=CustomerQuery, mutation=CustomerMutation, types=[Customer, MemberLevel]
+    query=CustomerQuery,
+    mutation=CustomerMutation,
+    types=[Customer, MemberLevel],
+    nodes={"Customer": _load_customers, "MemberLevel": _load_levels},
 )

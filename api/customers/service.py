@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from api.auth.principal import Principal
-from api.auth.scope import partner_owned, restrict
+from api.auth.scope import restrict
 from api.customers.models import (
     ConsentPurpose,
     Customer,
@@ -36,12 +36,6 @@ from api.db import advisory_lock, insert_or_get, utcnow
 from api.errors import DomainError, Problem
 
 # A partner sees the customers it recruited, a store principal its store's, a member itself.
-partner_owned(
-    Customer,
-    partner=Customer.recruited_partner_id,
-    store=Customer.recruited_store_id,
-    customer=Customer.id,
-)
 
 
 class CustomerErrorCode(enum.Enum):

@@ -1,6 +1,9 @@
 """Every mutation leaves an audit entry, whatever its outcome, with no resolver having to
-remember: this extension reads the operation's root fields and their results. Entries a
-request collected on the way (unmasked PII reads) are written in the same single INSERT."""
+remember. A change's own entry is written in its transaction (``api/graphql/mutations.py``);
+this extension writes the rest after the operation: the entries of mutations that changed
+nothing (refused before or by the domain), and those a request collected on the way
+(unmasked PII reads), in one INSERT. An entry carries an outcome, an error code and the
+request id, never an exception's text (which may hold SQL, parameters or personal data)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from strawberry.types.graphql import OperationType
 
 from api.audit.service import AuditEntry, record
 from api.graphql.context import Context
+from api.graphql.errors import classify
 
 
 class AuditTrail(SchemaExtension):
@@ -50,20 +54,23 @@ def _mutation_entries(
     )
     if operation is None:
         return []
-    failed = {str(e.path[0]): e.message for e in result.errors or () if e.path}
+    failed = {str(e.path[0]): classify(e).value for e in result.errors or () if e.path}
     entries = []
     for selection in operation.selection_set.selections:
         if not isinstance(selection, FieldNode) or selection.name.value.startswith("__"):
             continue
         key = selection.alias.value if selection.alias else selection.name.value
+        if key in context.audited:
+            continue
         object_type, object_id = context.mutation_objects.get(key, (None, None))
         # A resolver that changed something names it (context.touched); one that refused the
         # input changed nothing. The outcome never depends on what the client selected.
         if key in failed:
-            detail: dict[str, Any] = {"outcome": "refused", "reason": failed[key]}
+            detail: dict[str, Any] = {"outcome": "refused", "code": failed[key]}
         elif object_id is not None:
             detail = {"outcome": "ok"}
         else:
             detail = {"outcome": "rejected"}
+        detail["request_id"] = context.request_id
         entries.append(AuditEntry(selection.name.value, object_type, object_id, detail))
     return entries

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from strawberry.dataloader import DataLoader
@@ -11,10 +11,13 @@ from api.auth.principal import Principal
 from api.cache import Cache
 from api.db import Database
 from api.settings import Settings
+from api.wiring import Wiring
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 BatchFn = Callable[..., Awaitable[Sequence[Any]]]
+# How `node`/`nodes` load one node type by primary keys (``SchemaParts.nodes``).
+NodeLoader = Callable[["Context", Sequence[int]], Awaitable[Sequence[Any]]]
 
 
 class Context:
@@ -29,7 +32,8 @@ class Context:
         *,
         db: Database,
         cache: Cache,
-        settings: Settings,
+        wiring: Wiring,
+        nodes: Mapping[str, NodeLoader],
         principal: Principal,
         request_id: str,
         request: Any = None,
@@ -37,7 +41,8 @@ class Context:
     ) -> None:
         self.db = db
         self.cache = cache
-        self.settings = settings
+        self.wiring = wiring
+        self.nodes = nodes
         self.principal = principal
         self.request_id = request_id
         self.request = request
@@ -46,6 +51,19 @@ class Context:
         # Written once at the end of the request (see api/graphql/audit.py).
         self.audit_entries: list[AuditEntry] = []
         self.mutation_objects: dict[str, tuple[str, str]] = {}
+        # Mutations (by response key) whose audit entry was written with their change.
+        self.audited: set[str] = set()
+
+    @property
+    def settings(self) -> Settings:
+        return self.wiring.settings
+
+    async def load_node(self, type_name: str, pk: int) -> Any:
+        """One object of another domain's node type by primary key, scoped like ``node``
+        (None when missing or not the caller's): how a domain's type links to another's
+        without importing its schema module."""
+        (found,) = await self.nodes[type_name](self, [pk])
+        return found
 
     @property
     def ip(self) -> str | None:
@@ -57,7 +75,7 @@ class Context:
 
     def touched(self, info: StrawberryInfo[Any, Any], type_name: str, pk: int) -> None:
         """Name the object a mutation changed, for its audit entry."""
-        self.mutation_objects[info.path.key] = (type_name, str(pk))
+        self.mutation_objects[str(info.path.key)] = (type_name, str(pk))
 
     def reset_loaders(self) -> None:
         """Forget every loader's cache (a subscription's next message reads afresh)."""

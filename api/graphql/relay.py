@@ -1,21 +1,33 @@
-"""Relay: the Node interface, `node`/`nodes`, and keyset-cursor connections."""
+"""Relay: the Node interface, `node`/`nodes`, and keyset-cursor connections.
+
+A list field is declared with ``connection(Connection[X], ...)``: the paging arguments
+(``first``/``after``/``last``/``before``) are added to it and checked once here, and its
+resolver returns only what to page — ``Rows`` (a root list: a select scoped to the caller,
+its keyset, how to wrap a row) or ``Children`` (a nested list, batched across its parents by
+a DataLoader). A list field is then its filter and its query, nothing else.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import strawberry
 from sqlalchemy import Select
+from strawberry.annotation import StrawberryAnnotation
+from strawberry.extensions import FieldExtension
+from strawberry.types.arguments import StrawberryArgument
+from strawberry.types.field import StrawberryField
 
 from api.errors import InputError
-from api.graphql.context import Context, Info
+from api.graphql.context import BatchFn, Context, Info
 from api.graphql.ids import decode_id
 from api.graphql.permissions import Authenticated
-from api.pagination import CountFn, Page, PageRequest, count, fetch_page
+from api.pagination import CountFn, Keyset, Page, PageRequest, count, fetch_page
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
 @strawberry.interface(description="An object with a globally unique, opaque ID.")
@@ -23,29 +35,12 @@ class Node:
     id: strawberry.ID
 
 
-# How to load each node type by primary keys, for `node`/`nodes`. The loader must apply the
-# principal's scope: an object the caller may not see then answers exactly like a missing one.
-NodeLoader = Callable[[Context, Sequence[int]], Awaitable[Sequence[Node | None]]]
-
-
-@dataclass(frozen=True, slots=True)
-class NodeType:
-    name: str
-    load: NodeLoader
-
-
-NODE_TYPES: dict[str, NodeType] = {}
-
-
-def register_node(name: str, load: NodeLoader) -> None:
-    NODE_TYPES[name] = NodeType(name, load)
-
-
 async def resolve_nodes(info: Info, ids: Sequence[strawberry.ID]) -> list[Node | None]:
+    loaders = info.context.nodes
     decoded = []
     for global_id in ids:
         type_name, pk = decode_id(global_id)
-        if type_name not in NODE_TYPES:
+        if type_name not in loaders:
             raise InputError(f"Invalid ID: {global_id!r}.")
         decoded.append((type_name, pk))
     by_type: dict[str, list[int]] = {}
@@ -53,7 +48,7 @@ async def resolve_nodes(info: Info, ids: Sequence[strawberry.ID]) -> list[Node |
         by_type.setdefault(type_name, []).append(pk)
     found: dict[tuple[str, int], Node | None] = {}
     for type_name, pks in by_type.items():
-        nodes = await NODE_TYPES[type_name].load(info.context, pks)
+        nodes = await loaders[type_name](info.context, pks)
         found.update(zip(((type_name, pk) for pk in pks), nodes, strict=True))
     return [found[key] for key in decoded]
 
@@ -136,6 +131,96 @@ async def root_connection(
             return await count(session, stmt)
 
     return to_connection(page, wrap, total)
+
+
+class Listing(Protocol[T_co]):
+    """What a connection field's resolver returns: how to fetch one page of it."""
+
+    def page(self, context: Context, request: PageRequest) -> Awaitable[Connection[Any]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Rows(Generic[T]):
+    """A root list: ``stmt`` (already scoped to the caller) in ``keyset`` order, each row
+    wrapped by ``wrap``: one page query, and a COUNT only when ``totalCount`` is asked."""
+
+    stmt: Select[Any]
+    keyset: Keyset
+    wrap: Callable[[Any], T]
+    reverse: bool = False
+
+    async def page(self, context: Context, request: PageRequest) -> Connection[T]:
+        return await root_connection(
+            context, self.stmt, self.keyset, request, self.wrap, reverse=self.reverse
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Children(Generic[T]):
+    """A nested list: ``parent``'s page, loaded for every parent in the response at once by
+    ``pages(context, request, parent keys)`` (one statement whatever their number), counted
+    by ``counts(context, parent keys)`` only when ``totalCount`` is asked."""
+
+    pages: BatchFn
+    counts: BatchFn
+    parent: Hashable
+    wrap: Callable[[Any], T]
+
+    async def page(self, context: Context, request: PageRequest) -> Connection[T]:
+        found = await context.loader(self.pages, request).load(self.parent)
+        counts = context.loader(self.counts)
+        parent = self.parent
+        return to_connection(found, self.wrap, lambda: counts.load(parent))
+
+
+class Paged(FieldExtension):
+    """Gives a field the paging arguments and pages what its resolver returns."""
+
+    def apply(self, field: StrawberryField) -> None:
+        field.arguments = [
+            *field.arguments,
+            *(
+                StrawberryArgument(
+                    python_name=name,
+                    graphql_name=None,
+                    type_annotation=StrawberryAnnotation(kind | None),
+                    default=None,
+                )
+                for name, kind in (("first", int), ("after", str), ("last", int), ("before", str))
+            ),
+        ]
+
+    async def resolve_async(
+        self,
+        next_: Callable[..., Awaitable[Any]],
+        source: Any,
+        info: Info,
+        *,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        **kwargs: Any,
+    ) -> Connection[Any]:
+        request = page_request(info, first, after, last, before)
+        listing: Listing[Any] = await next_(source, info, **kwargs)
+        return await listing.page(info.context, request)
+
+
+def connection(
+    graphql_type: Any,
+    *,
+    description: str | None = None,
+    permission_classes: Sequence[type[Any]] = (),
+) -> Any:
+    """A connection field: ``@connection(Connection[Store], description=...)`` on an async
+    resolver that returns a ``Listing`` (``Rows`` or ``Children``)."""
+    return strawberry.field(
+        graphql_type=graphql_type,
+        description=description,
+        permission_classes=list(permission_classes),
+        extensions=[Paged()],
+    )
 
 
 @strawberry.type

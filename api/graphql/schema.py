@@ -1,10 +1,13 @@
-"""Assemble the schema from the domain modules, with the request limits as extensions."""
+"""Assemble the schema from the domain modules, with the request limits as extensions.
+
+``PARTS`` is the GraphQL side of the composition root (``api/wiring.py``): every domain's
+queries, mutations, subscriptions and node types, in this order (which fixes the SDL's field
+order). A new domain adds its ``schema_parts`` here.
+"""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import strawberry
@@ -24,33 +27,52 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
 
-from api.domains import DOMAINS
+from api.analytics import schema as analytics
+from api.auth import schema as auth
+from api.catalog import schema as catalog
+from api.conflicts import schema as conflicts
+from api.coupons import schema as coupons
+from api.customers import schema as customers
 from api.graphql.audit import AuditTrail
+from api.graphql.context import NodeLoader
 from api.graphql.errors import log_unexpected
 from api.graphql.limits import CostLimit
 from api.graphql.parts import SchemaParts
 from api.graphql.relay import NodeQuery
 from api.graphql.scalars import SCALAR_MAP
 from api.graphql.subscriptions import SocketContext, coded_results
+from api.growth import schema as growth
+from api.inventory import schema as inventory
+from api.loyalty import schema as loyalty
+from api.orders import schema as orders
+from api.partners import schema as partners
+from api.referrals import schema as referrals
+from api.segments import schema as segments
 from api.settings import Settings
 
-
-def _domain_parts() -> list[SchemaParts]:
-    """Each domain with a schema.py, in DOMAINS order (which fixes the SDL's field order)."""
-    parts = []
-    for domain in DOMAINS:
-        module_name = f"api.{domain}.schema"
-        if importlib.util.find_spec(module_name) is not None:
-            parts.append(importlib.import_module(module_name).schema_parts)
-    return parts
-
-
-_PARTS = _domain_parts()
-Query = merge_types("Query", (NodeQuery, *(p.query for p in _PARTS if p.query)))
-Mutation = merge_types("Mutation", tuple(p.mutation for p in _PARTS if p.mutation))
-_SUBSCRIPTIONS = tuple(p.subscription for p in _PARTS if p.subscription)
+PARTS: tuple[SchemaParts, ...] = (
+    partners.schema_parts,
+    auth.schema_parts,
+    customers.schema_parts,
+    loyalty.schema_parts,
+    coupons.schema_parts,
+    catalog.schema_parts,
+    inventory.schema_parts,
+    orders.schema_parts,
+    conflicts.schema_parts,
+    growth.schema_parts,
+    referrals.schema_parts,
+    analytics.schema_parts,
+    segments.schema_parts,
+)
+Query = merge_types("Query", (NodeQuery, *(p.query for p in PARTS if p.query)))
+Mutation = merge_types("Mutation", tuple(p.mutation for p in PARTS if p.mutation))
+_SUBSCRIPTIONS = tuple(p.subscription for p in PARTS if p.subscription)
 Subscription = merge_types("Subscription", _SUBSCRIPTIONS) if _SUBSCRIPTIONS else None
-NODE_TYPES = [t for p in _PARTS for t in p.types]
+NODE_TYPES = [t for p in PARTS for t in p.types]
+NODE_LOADERS: Mapping[str, NodeLoader] = {
+    name: load for p in PARTS for name, load in p.nodes.items()
+}
 
 
 def _is_introspection(context: IgnoreContext) -> bool:

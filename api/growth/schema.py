@@ -28,11 +28,9 @@ from api.graphql.ids import decode_id_of, encode_id, input_pk
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
 from api.graphql.relay import (
-    NODE_TYPES,
     Connection,
     Node,
     page_request,
-    register_node,
     root_connection,
 )
 from api.growth import funnel, loaders, models, service
@@ -113,7 +111,7 @@ class Touchpoint(Node):
 
     @strawberry.field(description="Null when you may not see the customer.")
     async def customer(self, info: Info) -> Customer | None:
-        (found,) = await NODE_TYPES["Customer"].load(info.context, [self.customer_pk])
+        found = await info.context.load_node("Customer", self.customer_pk)
         return found  # type: ignore[return-value]
 
     @strawberry.field
@@ -134,7 +132,7 @@ class Touchpoint(Node):
     async def order(self, info: Info) -> Order | None:
         if self.order_pk is None:
             return None
-        (found,) = await NODE_TYPES["Order"].load(info.context, [self.order_pk])
+        found = await info.context.load_node("Order", self.order_pk)
         return found  # type: ignore[return-value]
 
 
@@ -145,9 +143,6 @@ async def _load_touchpoints(ctx: Context, pks: Sequence[int]) -> list[Touchpoint
         return [None] * len(pks)
     rows = await ctx.loader(loaders.touchpoints_by_pk).load_many(pks)
     return [Touchpoint.from_row(r) if r else None for r in rows]
-
-
-register_node("Touchpoint", _load_touchpoints)
 
 
 # --- errors and inputs ---------------------------------------------------------------------
@@ -547,4 +542,9 @@ class GrowthQuery:
 __all__ = ["GrowthMutation", "GrowthQuery", "Touchpoint", "TouchpointStep"]
 
 
-schema_parts = SchemaParts(query=GrowthQuery, mutation=GrowthMutation, types=[Touchpoint])
+schema_parts = SchemaParts(
+    query=GrowthQuery,
+    mutation=GrowthMutation,
+    types=[Touchpoint],
+    nodes={"Touchpoint": _load_touchpoints},
+)

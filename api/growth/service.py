@@ -76,22 +76,20 @@ from sqlalchemy.orm import aliased
 
 from api.auth.models import StaffUser
 from api.auth.principal import Principal
-from api.auth.scope import partner_owned
 from api.catalog.models import MARKETPLACES
 from api.customers import service as customers
-from api.customers.hooks import MemberJoined, register_member_hook
-from api.customers.merging import MergeConflict, MergeMove, MergePlan, register_merge_step
+from api.customers.merging import MergeConflict, MergeMove, MergePlan
 from api.customers.models import Customer, CustomerIdentity, CustomerStatus, IdentityKind
+from api.customers.reactions import MemberJoined
 from api.customers.service import CustomerDraft
 from api.errors import DomainError, Problem
 from api.growth.models import Touchpoint, TouchpointStep
-from api.orders.hooks import OrderChange, OrdersChanged, register_order_hook
 from api.orders.models import COUNTED_STATUSES, Order
+from api.orders.reactions import OrderChange, OrdersChanged
 from api.partners.service import partners_by_id, stores_by_id
 
 # Declared for generic readers (``node`` loaders elsewhere); this module scopes its own reads
 # with ``touch_scope``, which also works on aliases (the funnel reads the table many times).
-partner_owned(Touchpoint, partner=Touchpoint.partner_id, store=Touchpoint.store_id)
 
 
 class GrowthErrorCode(enum.Enum):
@@ -745,10 +743,6 @@ async def record_member_registered(session: AsyncSession, joined: MemberJoined) 
     )
 
 
-register_order_hook("growth", record_order_touchpoints)
-register_member_hook("growth", record_member_registered)
-
-
 class TouchpointMergeStep:
     """Moves the sources' touchpoints to the target: the funnel counts one person once."""
 
@@ -772,9 +766,6 @@ class TouchpointMergeStep:
             .values(customer_id=plan.target_id),
             execution_options={"synchronize_session": False},
         )
-
-
-register_merge_step(TouchpointMergeStep())
 
 
 # --- reads ---------------------------------------------------------------------------------

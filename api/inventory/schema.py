@@ -23,7 +23,7 @@ from api.graphql.errors import PermissionDenied, Unauthenticated, UserError, use
 from api.graphql.ids import decode_id_of, encode_id, input_pk
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
-from api.graphql.relay import Connection, Node, page_request, register_node, root_connection
+from api.graphql.relay import Connection, Node, page_request, root_connection
 from api.inventory import loaders, models, service
 from api.partners import loaders as partner_loaders
 from api.partners.schema import Store
@@ -201,11 +201,6 @@ async def _load_movements(ctx: Context, pks: Sequence[int]) -> list[StockMovemen
 async def _load_alerts(ctx: Context, pks: Sequence[int]) -> list[StockAlert | None]:
     rows = await ctx.loader(loaders.alerts_by_pk).load_many(pks)
     return [StockAlert.from_row(r) if r else None for r in rows]
-
-
-register_node("StockLevel", _load_levels)
-register_node("StockMovement", _load_movements)
-register_node("StockAlert", _load_alerts)
 
 
 # --- queries --------------------------------------------------------------------------------
@@ -412,4 +407,9 @@ schema_parts = SchemaParts(
     mutation=InventoryMutation,
     subscription=InventorySubscription,
     types=[StockLevel, StockMovement, StockAlert],
+    nodes={
+        "StockLevel": _load_levels,
+        "StockMovement": _load_movements,
+        "StockAlert": _load_alerts,
+    },
 )

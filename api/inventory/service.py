@@ -35,26 +35,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import events
 from api.auth.principal import Principal
-from api.auth.scope import partner_owned, restrict
+from api.auth.scope import restrict
 from api.catalog.models import Sku
 from api.db import advisory_lock, update_returning
 from api.errors import DomainError, Problem
 from api.inventory.models import MovementKind, StockAlert, StockLevel, StockMovement
 from api.partners.models import Store, StoreKind, StoreStatus
 from api.partners.service import stores_query
-
-
-def _partner_of_store(store_id: Any) -> Any:
-    return select(Store.partner_id).where(Store.id == store_id).scalar_subquery()
-
-
-# Stock belongs to its location's partner; a location without one (HQ-run) is HQ's alone.
-# Members see none of it.
-partner_owned(StockLevel, partner=_partner_of_store(StockLevel.store_id), store=StockLevel.store_id)
-partner_owned(
-    StockMovement, partner=_partner_of_store(StockMovement.store_id), store=StockMovement.store_id
-)
-partner_owned(StockAlert, partner=_partner_of_store(StockAlert.store_id), store=StockAlert.store_id)
 
 
 class StockErrorCode(enum.Enum):

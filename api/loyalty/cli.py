@@ -52,7 +52,7 @@ def expire(
 ) -> None:
     """Expire points past their expiry, then release matured pending points (run daily)."""
     # Imported here: `qudao --help` should not load the database layer.
-    from api.cli import load_settings, with_db
+    from api.commands import load_settings, with_db
     from api.db import utcnow
 
     at = parse_now(now) or utcnow()
@@ -78,7 +78,7 @@ def expire(
 @points_app.command("check")
 def check() -> None:
     """Verify every points account against its ledger and lots; exit 1 on any mismatch."""
-    from api.cli import load_settings, with_db
+    from api.commands import load_settings, with_db
     from api.loyalty import service
 
     async def work(db: Database) -> list[Mismatch]:

@@ -26,7 +26,6 @@ from api.graphql.relay import (
     Connection,
     Node,
     page_request,
-    register_node,
     root_connection,
     to_connection,
 )
@@ -186,10 +185,6 @@ async def _load_rules(ctx: Context, pks: Sequence[int]) -> list[PointsEarningRul
         return [None] * len(pks)
     rows = await ctx.loader(loaders.earning_rules_by_pk).load_many(pks)
     return [PointsEarningRule.from_row(r) if r else None for r in rows]
-
-
-register_node("PointsEntry", _load_entries)
-register_node("PointsEarningRule", _load_rules)
 
 
 # --- queries ----------------------------------------------------------------------------------
@@ -446,5 +441,8 @@ __all__ = [
 
 
 schema_parts = SchemaParts(
-    query=LoyaltyQuery, mutation=LoyaltyMutation, types=[PointsEntry, PointsEarningRule]
+    query=LoyaltyQuery,
+    mutation=LoyaltyMutation,
+    types=[PointsEntry, PointsEarningRule],
+    nodes={"PointsEntry": _load_entries, "PointsEarningRule": _load_rules},
 )

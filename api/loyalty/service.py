@@ -29,7 +29,6 @@ How it stays right under retries and concurrency:
 from __future__ import annotations
 
 import enum
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -53,12 +52,11 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.principal import Principal
-from api.auth.scope import partner_owned, restrict
+from api.auth.scope import restrict
 from api.customers.merging import (
     MergeConflict,
     MergeMove,
     MergePlan,
-    register_merge_step,
 )
 from api.customers.models import Customer, MemberLevel
 from api.customers.service import evaluate_level, lock_customer, resolve_customer_id
@@ -75,22 +73,6 @@ from api.loyalty.models import (
 from api.loyalty.rules import PointsPolicy, Purchase, Quote
 from api.partners.models import Store
 from api.partners.service import stores_query
-
-# An entry is visible where its customer is: to the recruiting partner (and store), and to
-# the member themself. Correlated subqueries, so the entry table needs no copy of either.
-_ENTRY_PARTNER = (
-    select(Customer.recruited_partner_id)
-    .where(Customer.id == PointsEntry.customer_id)
-    .scalar_subquery()
-)
-_ENTRY_STORE = (
-    select(Customer.recruited_store_id)
-    .where(Customer.id == PointsEntry.customer_id)
-    .scalar_subquery()
-)
-partner_owned(
-    PointsEntry, partner=_ENTRY_PARTNER, store=_ENTRY_STORE, customer=PointsEntry.customer_id
-)
 
 
 class PointsErrorCode(enum.Enum):
@@ -119,19 +101,6 @@ _SOURCE_TYPE_MAX = 32
 _SOURCE_ID_MAX = 100
 _REASON_MAX = 200
 _ACTOR_MAX = 100
-
-
-def _policy(policy: PointsPolicy | None) -> PointsPolicy:
-    """The given policy, else the configured one (for callers without settings at hand:
-    the orders domain, jobs)."""
-    return policy if policy is not None else _configured_policy()
-
-
-@functools.cache
-def _configured_policy() -> PointsPolicy:
-    from api.settings import Settings  # reads the environment: once, and only when needed
-
-    return Settings.from_env().points_policy
 
 
 # --- reads ------------------------------------------------------------------------------------
@@ -625,7 +594,7 @@ async def earn(
     actor: str | None,
     now: datetime,
     pending: bool = True,
-    policy: PointsPolicy | None = None,
+    policy: PointsPolicy,
 ) -> PointsEntry:
     """Credit ``points`` earned by ``(source_type, source_id)`` (an order, a campaign).
 
@@ -635,7 +604,6 @@ async def earn(
     """
     _check_points(points)
     _check_source(source_type, source_id, reason, actor)
-    policy = _policy(policy)
     account = await _lock(session, customer_id, now)
     existing = await _existing_entry(
         session, EntryKind.EARN, source_type, source_id, account.customer_id
@@ -735,7 +703,7 @@ async def earn_for_purchase(
     now: datetime,
     *,
     actor: str | None = None,
-    policy: PointsPolicy | None = None,
+    policy: PointsPolicy,
 ) -> PointsEntry | None:
     """Earn what the earning rules give ``purchase`` (pending for the return window).
 
@@ -1088,7 +1056,7 @@ async def return_spent(
     actor: str | None,
     now: datetime,
     customer_id: int | None = None,
-    policy: PointsPolicy | None = None,
+    policy: PointsPolicy,
 ) -> PointsEntry | None:
     """Give back ``points`` of the redemption of ``(redemption_source_type,
     redemption_source_id)`` under a source of its own (the order that spent them was
@@ -1110,7 +1078,6 @@ async def return_spent(
     _check_source(source_type, source_id, reason, actor)
     _check_text(redemption_source_type, "redemptionSourceType", _SOURCE_TYPE_MAX)
     _check_text(redemption_source_id, "redemptionSourceId", _SOURCE_ID_MAX)
-    policy = _policy(policy)
     stmt = select(PointsEntry).where(
         PointsEntry.source_type == redemption_source_type,
         PointsEntry.source_id == redemption_source_id,
@@ -1204,7 +1171,7 @@ async def adjust(
     actor: str | None,
     now: datetime,
     principal: Principal | None = None,
-    policy: PointsPolicy | None = None,
+    policy: PointsPolicy,
 ) -> PointsEntry:
     """A manual grant (``delta`` > 0: a lot, available at once) or deduction (< 0: spent like
     a redemption; never below zero).
@@ -1221,7 +1188,6 @@ async def adjust(
     _check_text(idempotency_key, "idempotencyKey", _SOURCE_ID_MAX)
     _check_text(reason, "reason", _REASON_MAX)
     _check_text(actor, "actor", _ACTOR_MAX, required=False)
-    policy = _policy(policy)
     # The key, not the customer, is what must be unique: serialize its users first (then the
     # customer, like every writer), so two customers cannot both claim one key.
     await advisory_lock(session, f"points-adjust:{idempotency_key}")
@@ -1670,6 +1636,3 @@ class PointsMergeStep:
                 actor=plan.actor,
                 now=now,
             )
-
-
-register_merge_step(PointsMergeStep())

@@ -29,19 +29,17 @@ def expire_pickups(
     """Expire pickup orders past their window: release their stock, give back their points
     and coupons, tell the members (run every few minutes; safe alongside pickups)."""
     # Imported here: `qudao --help` should not load the database layer.
-    from api.cli import load_settings, with_db
+    from api.commands import load_wiring, with_db
     from api.db import utcnow
     from api.orders import lifecycle
 
     at = parse_now(now) or utcnow()
-    settings = load_settings()
+    wiring = load_wiring()
 
     async def work(db: Database) -> ExpiryRun:
-        return await lifecycle.expire_pickups(
-            db, now=at, limit=limit, policy=settings.points_policy
-        )
+        return await lifecycle.expire_pickups(db, now=at, limit=limit, wiring=wiring.orders)
 
-    run = with_db(settings, work)
+    run = with_db(wiring.settings, work)
     console = Console(soft_wrap=True)
     summary = f"Expired {run.expired} pickup orders as of {at.isoformat()}"
     if run.skipped:

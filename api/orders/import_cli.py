@@ -58,20 +58,20 @@ def import_orders(
     # Imported here: `qudao --help` should not load the database layer.
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from api.cli import _fail, _resolve, console, load_settings, with_db
+    from api.commands import console, fail, find_partner_or_store, load_wiring, with_db
     from api.db import utcnow
     from api.orders import importer
 
     try:
         given = importer.ImportFormat(format.strip().lower()) if format else None
     except ValueError:
-        _fail(f"--format: {format!r} is not csv or jsonl.")
+        fail(f"--format: {format!r} is not csv or jsonl.")
     try:
         fmt = importer.detect_format(file, given)
     except importer.OrderImportError as error:
-        _fail(str(error))
+        fail(str(error))
     now = utcnow()
-    settings = load_settings()
+    wiring = load_wiring()
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -90,7 +90,7 @@ def import_orders(
         partner_id = None
         if partner is not None:
             async with db.read() as session:
-                partner_id = await _resolve(session, "partner", partner)
+                partner_id = await find_partner_or_store(session, "partner", partner)
         options = importer.ImportOptions(
             partner_id=partner_id,
             batch_size=batch_size,
@@ -119,7 +119,14 @@ def import_orders(
 
         with progress:
             return await importer.import_orders(
-                db, source, fmt, options=options, now=now, rejects=sink, on_batch=on_batch
+                db,
+                source,
+                fmt,
+                options=options,
+                now=now,
+                wiring=wiring.orders,
+                rejects=sink,
+                on_batch=on_batch,
             )
 
     with ExitStack() as files:
@@ -130,9 +137,9 @@ def import_orders(
             else None
         )
         try:
-            summary = with_db(settings, work)
+            summary = with_db(wiring.settings, work)
         except importer.OrderImportError as error:
-            _fail(str(error))
+            fail(str(error))
     _print_summary(summary, file, rejects)
     if summary.rows_rejected:
         raise typer.Exit(1)
@@ -142,7 +149,7 @@ def _print_summary(summary: ImportSummary, file: Path, rejects: Path | None) -> 
     from rich.markup import escape
     from rich.table import Table
 
-    from api.cli import console
+    from api.commands import console
 
     dry = " (dry run: nothing was committed)" if summary.dry_run else ""
     table = Table(title=f"Import of {escape(file.name)}{dry}", title_justify="left")

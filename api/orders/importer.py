@@ -101,8 +101,8 @@ from api.conflicts.models import ChannelViolation, ViolationKind
 from api.conflicts.service import record_violation
 from api.customers.models import Customer, CustomerIdentity, CustomerStatus, IdentityKind
 from api.customers.service import IdentityError, normalize_identity, normalize_phone
-from api.orders.hooks import OrderChange, run_order_hooks
 from api.orders.models import Fulfillment, Order, OrderEvent, OrderLine, OrderStatus
+from api.orders.reactions import OrderChange, OrdersWiring
 from api.partners.models import Partner, PartnerType
 
 if TYPE_CHECKING:
@@ -827,6 +827,7 @@ async def import_orders(
     *,
     options: ImportOptions,
     now: datetime,
+    wiring: OrdersWiring,
     rejects: TextIO | None = None,
     on_batch: Callable[[ImportSummary], None] | None = None,
 ) -> ImportSummary:
@@ -855,7 +856,7 @@ async def import_orders(
             orders = _jsonl_orders(lines, fields)
         with _SeenOrders() as seen:
             writer = _RejectsFile(rejects, fmt, header) if rejects is not None else None
-            importer = _Importer(db, fmt, options, now, summary, seen, writer)
+            importer = _Importer(db, wiring, fmt, options, now, summary, seen, writer)
             for batch in _batches(orders, options.batch_size):
                 await importer.run(batch)
                 summary.bytes_read = source.tell() if source.seekable() else 0
@@ -870,6 +871,7 @@ class _Importer:
     def __init__(
         self,
         db: Database,
+        wiring: OrdersWiring,
         fmt: ImportFormat,
         options: ImportOptions,
         now: datetime,
@@ -878,6 +880,7 @@ class _Importer:
         rejects: _RejectsFile | None,
     ) -> None:
         self.db = db
+        self.wiring = wiring
         self.fmt = fmt
         self.options = options
         self.now = now
@@ -967,7 +970,7 @@ class _Importer:
         outcome.skipped |= {o.ident for o in fresh} - outcome.imported
         await self._insert_lines(session, stored, order_ids)
         outcome.violations = await self._violations(session, stored, order_ids)
-        await run_order_hooks(
+        await self.wiring.changed(
             session,
             OrderChange.IMPORTED,
             [order_ids[o.ident] for o in stored],
@@ -1013,7 +1016,7 @@ class _Importer:
             )
         ).all()
         # Their buyers' metrics counted them: the hooks recompute those customers.
-        await run_order_hooks(
+        await self.wiring.changed(
             session,
             OrderChange.WITHDRAWN,
             [order_id for order_id, _ in gone],

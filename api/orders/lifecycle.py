@@ -43,7 +43,6 @@ from api.errors import DomainError, Problem
 from api.inventory import service as inventory
 from api.loyalty import service as loyalty
 from api.loyalty.rules import PointsPolicy
-from api.orders.hooks import OrderChange, run_order_hooks
 from api.orders.models import (
     OPEN_PICKUP,
     Fulfillment,
@@ -56,6 +55,7 @@ from api.orders.models import (
     OrderStatus,
 )
 from api.orders.pickup import is_pickup_code, parse_qr_payload
+from api.orders.reactions import OrderChange, OrdersWiring
 from api.orders.service import ORDER_SOURCE, OrderErrorCode, complete_sale, publish
 from api.outbox.service import enqueue
 from api.partners.models import Store
@@ -335,7 +335,7 @@ async def pickup(
     store_id: int | None,
     secret: bytes,
     now: datetime,
-    policy: PointsPolicy | None = None,
+    wiring: OrdersWiring,
 ) -> Order:
     """Hand a pickup order over: verify the code at the pickup store, sell the reserved
     units, complete the order and earn its points (pending for the return window).
@@ -388,9 +388,16 @@ async def pickup(
         actor=principal.subject,
         now=now,
     )
-    await complete_sale(session, order, lines, actor=principal.subject, now=now, policy=policy)
+    await complete_sale(
+        session,
+        order,
+        lines,
+        actor=principal.subject,
+        now=now,
+        policy=wiring.settings.points_policy,
+    )
     _history(session, order, "picked up", principal.subject, now)
-    await run_order_hooks(session, OrderChange.COMPLETED, [order.id], [order.customer_id], now)
+    await wiring.changed(session, OrderChange.COMPLETED, [order.id], [order.customer_id], now)
     publish(session, order, "picked_up")
     return order
 
@@ -460,7 +467,7 @@ async def cancel(
     *,
     reason: str,
     now: datetime,
-    policy: PointsPolicy | None = None,
+    wiring: OrdersWiring,
 ) -> Order:
     """Cancel an order that is not completed (a PLACED or READY pickup order: orders of the
     other fulfilments complete when they are placed) and undo what it did: release the
@@ -488,8 +495,8 @@ async def cancel(
                 found.status, "The store has your order ready: ask the store to cancel it."
             )
         raise _invalid_status(found.status)
-    await _unwind(session, order, note, principal.subject, now, policy)
-    await run_order_hooks(session, OrderChange.CANCELLED, [order.id], [order.customer_id], now)
+    await _unwind(session, order, note, principal.subject, now, wiring.settings.points_policy)
+    await wiring.changed(session, OrderChange.CANCELLED, [order.id], [order.customer_id], now)
     publish(session, order, "cancelled")
     await enqueue(
         session,
@@ -502,7 +509,7 @@ async def cancel(
 
 
 async def expire_pickup(
-    session: AsyncSession, order_id: int, *, now: datetime, policy: PointsPolicy | None = None
+    session: AsyncSession, order_id: int, *, now: datetime, wiring: OrdersWiring
 ) -> Order | None:
     """Expire one pickup order past its window (undoing it like a cancel); None when it is
     not due (picked up, cancelled or expired meanwhile: a racing pickup wins or loses on
@@ -519,8 +526,10 @@ async def expire_pickup(
     )
     if order is None:
         return None
-    await _unwind(session, order, "not picked up in time", SYSTEM_ACTOR, now, policy)
-    await run_order_hooks(session, OrderChange.EXPIRED, [order.id], [order.customer_id], now)
+    await _unwind(
+        session, order, "not picked up in time", SYSTEM_ACTOR, now, wiring.settings.points_policy
+    )
+    await wiring.changed(session, OrderChange.EXPIRED, [order.id], [order.customer_id], now)
     publish(session, order, "expired")
     store = await _store(session, order.store_id)
     await enqueue(
@@ -546,7 +555,7 @@ async def _unwind(
     note: str,
     actor: str,
     now: datetime,
-    policy: PointsPolicy | None,
+    policy: PointsPolicy,
 ) -> None:
     """Undo an open order: its reservation, the points it paid with, its coupons. (An open
     order has earned nothing yet: points are earned when it completes.)"""
@@ -621,7 +630,7 @@ async def expire_pickups(
     now: datetime,
     limit: int | None = None,
     batch: int = 100,
-    policy: PointsPolicy | None = None,
+    wiring: OrdersWiring,
 ) -> ExpiryRun:
     """Expire every pickup order past its window (at most ``limit``), each in its own
     transaction: an order's locks (its customer, its row, its stock) are held only while it
@@ -640,7 +649,7 @@ async def expire_pickups(
         for order_id in ids:
             try:
                 async with database.transaction() as session:
-                    order = await expire_pickup(session, order_id, now=now, policy=policy)
+                    order = await expire_pickup(session, order_id, now=now, wiring=wiring)
                     store_id = None if order is None else order.store_id
             except Exception:
                 log.exception("expiring pickup order %d failed; it stays open", order_id)
@@ -774,7 +783,7 @@ async def refund(
     draft: RefundDraft,
     *,
     now: datetime,
-    policy: PointsPolicy | None = None,
+    wiring: OrdersWiring,
 ) -> RefundResult:
     """Refund some lines of a completed order (or all that is left).
 
@@ -897,7 +906,9 @@ async def refund(
             actor=principal.subject,
             now=now,
         )
-    await _refund_points(session, order, record, lines, units, whole, now, policy)
+    await _refund_points(
+        session, order, record, lines, units, whole, now, wiring.settings.points_policy
+    )
     if whole:
         await _release_coupons(session, order, now)
     # Imported marketplace orders never counted toward levels, so their refunds do not either.
@@ -913,7 +924,7 @@ async def refund(
             now=now,
         )
     _history(session, order, note, principal.subject, now)
-    await run_order_hooks(session, OrderChange.REFUNDED, [order.id], [order.customer_id], now)
+    await wiring.changed(session, OrderChange.REFUNDED, [order.id], [order.customer_id], now)
     publish(session, order, "refunded")
     await enqueue(
         session,
@@ -977,7 +988,7 @@ async def _refund_points(
     units: dict[int, int],
     whole: bool,
     now: datetime,
-    policy: PointsPolicy | None,
+    policy: PointsPolicy,
 ) -> None:
     """Take back the refund's share of the points the order earned and give back its share
     of the points it paid with. The share is cumulative (refunded so far ÷ paid, or units

@@ -226,7 +226,7 @@ class LifecycleMutation:
                     store_id=store_pk,
                     secret=secret,
                     now=utcnow(),
-                    policy=ctx.settings.points_policy,
+                    wiring=ctx.wiring.orders,
                 )
         except DomainError as error:
             return OrderPickupPayload(errors=_errors(error))
@@ -249,7 +249,7 @@ class LifecycleMutation:
                     order_pk,
                     reason=input.reason,
                     now=utcnow(),
-                    policy=ctx.settings.points_policy,
+                    wiring=ctx.wiring.orders,
                 )
         except DomainError as error:
             return OrderCancelPayload(errors=_errors(error))
@@ -287,7 +287,7 @@ class LifecycleMutation:
                     order_pk,
                     draft,
                     now=utcnow(),
-                    policy=ctx.settings.points_policy,
+                    wiring=ctx.wiring.orders,
                 )
         except DomainError as error:
             return OrderRefundPayload(errors=_errors(error))

@@ -36,11 +36,9 @@ from api.graphql.money import Money
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
 from api.graphql.relay import (
-    NODE_TYPES,
     Connection,
     Node,
     page_request,
-    register_node,
     root_connection,
     to_connection,
 )
@@ -135,7 +133,7 @@ class OrderCouponUse:
     async def coupon(
         self, info: Info
     ) -> Annotated[Coupon, strawberry.lazy("api.coupons.schema")] | None:
-        (found,) = await NODE_TYPES["Coupon"].load(info.context, [self.coupon_pk])
+        found = await info.context.load_node("Coupon", self.coupon_pk)
         return found  # type: ignore[return-value]
 
 
@@ -234,7 +232,7 @@ class Order(Node):
     ) -> Annotated[Customer, strawberry.lazy("api.customers.schema")] | None:
         if self.customer_pk is None:
             return None
-        (found,) = await NODE_TYPES["Customer"].load(info.context, [self.customer_pk])
+        found = await info.context.load_node("Customer", self.customer_pk)
         return found  # type: ignore[return-value]
 
     @strawberry.field(description="Where it is picked up, sold or shipped from.")
@@ -291,9 +289,6 @@ class Order(Node):
 async def _load_orders(ctx: Context, pks: Sequence[int]) -> list[Order | None]:
     rows = await ctx.loader(loaders.orders_by_pk).load_many(pks)
     return [Order.from_row(r, ctx) if r else None for r in rows]
-
-
-register_node("Order", _load_orders)
 
 
 async def customer_orders(
@@ -510,7 +505,7 @@ class OrderMutation:
             draft = _draft(input)
             async with ctx.db.transaction() as session:
                 result = await service.create_order(
-                    session, ctx.principal, draft, settings=ctx.settings, now=utcnow()
+                    session, ctx.principal, draft, wiring=ctx.wiring.orders, now=utcnow()
                 )
         except DomainError as error:
             return OrderCreatePayload(errors=user_errors(OrderError, error))
@@ -538,4 +533,5 @@ schema_parts = SchemaParts(
     mutation=merge_types("OrderMutation", (OrderMutation, LifecycleMutation)),
     subscription=OrderSubscription,
     types=[Order],
+    nodes={"Order": _load_orders},
 )

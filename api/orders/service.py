@@ -38,7 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -46,7 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import events
 from api.auth.principal import Principal
-from api.auth.scope import partner_owned, restrict
+from api.auth.scope import restrict
 from api.catalog import service as catalog
 from api.catalog.models import SalesChannel
 from api.conflicts.models import ViolationKind
@@ -54,7 +54,7 @@ from api.conflicts.service import outside_territory, record_violation
 from api.coupons import service as coupons
 from api.coupons.models import CouponChannel, CouponKind
 from api.customers import service as customers
-from api.customers.merging import MergeConflict, MergeMove, MergePlan, register_merge_step
+from api.customers.merging import MergeConflict, MergeMove, MergePlan
 from api.customers.models import Customer
 from api.customers.service import CustomerDraft
 from api.db import advisory_lock
@@ -62,7 +62,6 @@ from api.errors import DomainError, Problem
 from api.inventory import service as inventory
 from api.loyalty import service as loyalty
 from api.loyalty.rules import PointsPolicy, Purchase, PurchaseLine
-from api.orders.hooks import OrderChange, run_order_hooks
 from api.orders.models import (
     OPEN_PICKUP,
     Fulfillment,
@@ -73,11 +72,11 @@ from api.orders.models import (
     OrderStatus,
 )
 from api.orders.pickup import new_pickup_code
+from api.orders.reactions import OrderChange, OrderSettings, OrdersWiring
 from api.partners.models import Store, StoreKind, StoreStatus
 from api.partners.service import is_valid_region_code
 
 # The seller sees its orders (a store principal its store's), the customer their own.
-partner_owned(Order, partner=Order.partner_id, store=Order.store_id, customer=Order.customer_id)
 
 
 class OrderErrorCode(enum.Enum):
@@ -126,17 +125,6 @@ MAX_SKU_CODE = 64
 CLOCK_SKEW = timedelta(minutes=5)
 _CENT = Decimal("0.01")
 _PICKUP_CODE_TRIES = 8
-
-
-class OrderSettings(Protocol):
-    """What placing an order reads of the settings (``api.settings.Settings`` is one)."""
-
-    pickup_window_hours: int
-    points_per_yuan: int
-    points_max_share_percent: int
-
-    @property
-    def points_policy(self) -> PointsPolicy: ...
 
 
 # --- drafts and results --------------------------------------------------------------------
@@ -1084,11 +1072,12 @@ async def create_order(
     principal: Principal,
     draft: OrderDraft,
     *,
-    settings: OrderSettings,
+    wiring: OrdersWiring,
     now: datetime,
 ) -> OrderResult:
     """Place an order (``orderCreate``); see the module docstring for the steps. The caller
     owns the transaction: run it in its own ``Database.transaction()``."""
+    settings = wiring.settings
     store_id = draft.store_id
     if store_id is None and _store_bound(principal):
         store_id = principal.store_id
@@ -1243,7 +1232,7 @@ async def create_order(
         await complete_sale(
             session, order, lines, actor=actor, now=now, policy=settings.points_policy
         )
-    await run_order_hooks(session, OrderChange.CREATED, [order.id], [order.customer_id], now)
+    await wiring.changed(session, OrderChange.CREATED, [order.id], [order.customer_id], now)
     publish(session, order, "created")
     return OrderResult(order, created=True)
 
@@ -1264,7 +1253,7 @@ async def complete_sale(
     *,
     actor: str | None,
     now: datetime,
-    policy: PointsPolicy | None = None,
+    policy: PointsPolicy,
 ) -> None:
     """A sale is done (handed over, shipped, picked up): the customer earns points for what
     they paid on each line, by the earning rules (pending for the return window), and the
@@ -1395,9 +1384,6 @@ class OrderMergeStep:
             .values(customer_id=plan.target_id, updated_at=plan.now),
             execution_options={"synchronize_session": False},
         )
-
-
-register_merge_step(OrderMergeStep())
 
 
 __all__ = [

@@ -22,7 +22,6 @@ from api.graphql.relay import (
     Connection,
     Node,
     page_request,
-    register_node,
     root_connection,
     to_connection,
 )
@@ -186,10 +185,6 @@ async def _load_partners(ctx: Context, pks: Sequence[int]) -> list[Partner | Non
 async def _load_stores(ctx: Context, pks: Sequence[int]) -> list[Store | None]:
     rows = await ctx.loader(loaders.stores_by_pk).load_many(pks)
     return [Store.from_row(r) if r else None for r in rows]
-
-
-register_node("Partner", _load_partners)
-register_node("Store", _load_stores)
 
 
 # --- queries -------------------------------------------------------------------------------
@@ -460,4 +455,9 @@ class PartnerMutation:
 __all__ = ["PartnerMutation", "PartnerQuery"]
 
 
-schema_parts = SchemaParts(query=PartnerQuery, mutation=PartnerMutation, types=[Partner, Store])
+schema_parts = SchemaParts(
+    query=PartnerQuery,
+    mutation=PartnerMutation,
+    types=[Partner, Store],
+    nodes={"Partner": _load_partners, "Store": _load_stores},
+)

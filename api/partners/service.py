@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.principal import Principal
-from api.auth.scope import partner_owned, restrict
+from api.auth.scope import restrict
 from api.db import advisory_lock
 from api.errors import DomainError, Problem
 from api.partners.models import (
@@ -27,9 +27,6 @@ from api.partners.models import (
     StoreKind,
     StoreStatus,
 )
-
-partner_owned(Partner, partner=Partner.id)
-partner_owned(Store, partner=Store.partner_id, store=Store.id)
 
 
 class PartnerErrorCode(enum.Enum):

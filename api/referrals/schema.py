@@ -33,11 +33,9 @@ from api.graphql.money import Money
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
 from api.graphql.relay import (
-    NODE_TYPES,
     Connection,
     Node,
     page_request,
-    register_node,
     root_connection,
 )
 from api.referrals import loaders, models, service
@@ -63,7 +61,7 @@ async def _customer(info: Info, pk: int | None) -> Customer | None:
     like ``node`` (null when the caller may not see them)."""
     if pk is None:
         return None
-    (found,) = await NODE_TYPES["Customer"].load(info.context, [pk])
+    found = await info.context.load_node("Customer", pk)
     return found  # type: ignore[return-value]
 
 
@@ -142,9 +140,6 @@ class ReferralCampaign(Node):
 async def _load_campaigns(ctx: Context, pks: Sequence[int]) -> list[ReferralCampaign | None]:
     rows = await ctx.loader(loaders.campaigns_by_pk).load_many(pks)
     return [ReferralCampaign.from_row(r) if r else None for r in rows]
-
-
-register_node("ReferralCampaign", _load_campaigns)
 
 
 @strawberry.type(description="A member's invite in a campaign: the code and the link to share.")
@@ -525,4 +520,9 @@ class ReferralMutation:
 __all__ = ["ReferralCampaign", "ReferralMutation", "ReferralQuery"]
 
 
-schema_parts = SchemaParts(query=ReferralQuery, mutation=ReferralMutation, types=[ReferralCampaign])
+schema_parts = SchemaParts(
+    query=ReferralQuery,
+    mutation=ReferralMutation,
+    types=[ReferralCampaign],
+    nodes={"ReferralCampaign": _load_campaigns},
+)

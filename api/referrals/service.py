@@ -38,7 +38,6 @@ lost race is answered with the refusal the winner caused.
 from __future__ import annotations
 
 import enum
-import functools
 import hashlib
 import hmac
 import re
@@ -71,15 +70,15 @@ from api.catalog.models import MARKETPLACES
 from api.coupons import service as coupons
 from api.coupons.models import CouponChannel, CouponKind, CouponOrigin, CouponTemplate
 from api.coupons.models import TemplateStatus as CouponTemplateStatus
-from api.customers.merging import MergeConflict, MergeMove, MergePlan, register_merge_step
+from api.customers.merging import MergeConflict, MergeMove, MergePlan
 from api.customers.models import Customer, CustomerIdentity, IdentityKind
 from api.customers.service import customers_by_id, lock_customer, resolve_customer_id
 from api.db import update_returning
 from api.errors import DomainError, Problem
 from api.loyalty import service as loyalty
 from api.loyalty.rules import PointsPolicy
-from api.orders.hooks import OrderChange, OrdersChanged, register_order_hook
 from api.orders.models import COUNTED_STATUSES, Order, OrderStatus
+from api.orders.reactions import OrderChange, OrdersChanged
 from api.referrals.models import (
     InviteCode,
     Referral,
@@ -147,26 +146,11 @@ _GRANTER = Principal(ACTOR, Role.HQ_ADMIN)
 class RewardSettings(Protocol):
     """What paying a reward reads of the settings (``api.settings.Settings`` is one)."""
 
-    points_per_yuan: int
+    @property
+    def points_per_yuan(self) -> int: ...
 
     @property
     def points_policy(self) -> PointsPolicy: ...
-
-
-@dataclass(frozen=True, slots=True)
-class _Configured:
-    points_per_yuan: int
-    points_policy: PointsPolicy
-
-
-@functools.cache
-def _configured() -> _Configured:
-    """The settings for rewards paid from an order hook (which has none at hand), read from
-    the environment once, as the loyalty domain does for its policy."""
-    from api.settings import Settings
-
-    settings = Settings.from_env()
-    return _Configured(settings.points_per_yuan, settings.points_policy)
 
 
 # --- drafts and results -------------------------------------------------------------------
@@ -818,18 +802,27 @@ _COMPLETING = (OrderChange.CREATED, OrderChange.COMPLETED)
 _UNDOING = (OrderChange.CANCELLED, OrderChange.EXPIRED, OrderChange.REFUNDED)
 
 
-async def _orders_changed(session: AsyncSession, changed: OrdersChanged) -> None:
-    """The order hook. Imports (marketplace history) never make or undo a first order and
-    cost no statement, nor does an order without a customer."""
-    if not changed.customer_ids:
-        return
-    if changed.change in _COMPLETING:
-        await _first_orders(session, changed)
-    elif changed.change in _UNDOING:
-        await _undone_first_orders(session, changed)
+@dataclass(frozen=True, slots=True)
+class FirstOrderRewards:
+    """The reaction to orders (api/wiring.py): an invitee's first completed private-domain
+    order rewards the inviter, and undoing it takes the reward back. Imports (marketplace
+    history) never make or undo a first order and cost no statement, nor does an order
+    without a customer."""
+
+    settings: RewardSettings
+
+    async def __call__(self, session: AsyncSession, changed: OrdersChanged) -> None:
+        if not changed.customer_ids:
+            return
+        if changed.change in _COMPLETING:
+            await _first_orders(session, changed, self.settings)
+        elif changed.change in _UNDOING:
+            await _undone_first_orders(session, changed)
 
 
-async def _first_orders(session: AsyncSession, changed: OrdersChanged) -> None:
+async def _first_orders(
+    session: AsyncSession, changed: OrdersChanged, settings: RewardSettings
+) -> None:
     """Record an invitee's first completed private-domain order and reward the inviter.
 
     Only orderCreate (a delivery or in-store order completes at creation) and a pickup
@@ -855,11 +848,17 @@ async def _first_orders(session: AsyncSession, changed: OrdersChanged) -> None:
         if referral_id in seen:
             continue
         seen.add(referral_id)
-        await _record_first_order(session, referral_id, order_id, completed_at or changed.now)
+        await _record_first_order(
+            session, referral_id, order_id, completed_at or changed.now, settings
+        )
 
 
 async def _record_first_order(
-    session: AsyncSession, referral_id: int, order_id: int, at: datetime
+    session: AsyncSession,
+    referral_id: int,
+    order_id: int,
+    at: datetime,
+    settings: RewardSettings,
 ) -> None:
     claimed = await update_returning(
         session,
@@ -906,7 +905,7 @@ async def _record_first_order(
         campaign,
         ReferralMilestone.FIRST_ORDER,
         withheld=withheld,
-        settings=_configured(),
+        settings=settings,
         now=at,
     )
 
@@ -985,9 +984,6 @@ async def _undo_first_order(
         now=now,
         customer_id=cleared.inviter_id,
     )
-
-
-register_order_hook("referrals", _orders_changed)
 
 
 # --- the referral tree --------------------------------------------------------------------
@@ -1314,9 +1310,6 @@ async def _withhold_self_referrals(
             .values(values)
             .on_conflict_do_nothing(index_elements=["referral_id", "milestone"])
         )
-
-
-register_merge_step(ReferralMergeStep())
 
 
 __all__ = [

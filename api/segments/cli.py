@@ -23,16 +23,18 @@ def run_grant(
     Safe to run while the job runs elsewhere: no member is granted twice.
     """
     # Imported here: `qudao --help` should not load the database layer.
-    from api.cli import _fail, load_settings, with_db
+    from api.commands import fail, load_settings, with_db
     from api.segments import jobs
 
+    settings = load_settings()
+
     async def work(db: Database) -> SegmentGrantJob:
-        return await jobs.run_grant_job(db, job_id, batch_size=batch)
+        return await jobs.run_grant_job(db, job_id, policy=settings.points_policy, batch_size=batch)
 
     try:
-        job = with_db(load_settings(), work)
+        job = with_db(settings, work)
     except jobs.JobNotFound as error:
-        _fail(str(error))
+        fail(str(error))
     typer.echo(
         f"Job {job.id} {job.status.value}: {job.processed} of {job.total} members processed, "
         f"{job.granted} granted, {job.skipped} skipped."

@@ -42,6 +42,7 @@ from api.db import Database, update_returning, utcnow
 from api.errors import DomainError
 from api.loyalty import service as loyalty
 from api.loyalty.models import EntryKind, PointsEntry
+from api.loyalty.rules import PointsPolicy
 from api.loyalty.service import PointsErrorCode
 from api.segments.models import GrantAction, JobStatus, SegmentGrantJob, SegmentGrantMember
 
@@ -86,7 +87,11 @@ async def _consents(session: AsyncSession, customer_id: int) -> bool:
 
 
 async def _grant(
-    session: AsyncSession, job: SegmentGrantJob, customer_id: int, now: datetime
+    session: AsyncSession,
+    job: SegmentGrantJob,
+    customer_id: int,
+    now: datetime,
+    policy: PointsPolicy,
 ) -> str:
     """Grant one member (in the caller's savepoint); the outcome to record."""
     # The live person: a member merged since the snapshot is granted as the survivor, once.
@@ -126,6 +131,7 @@ async def _grant(
             actor=ACTOR,
             now=now,
             pending=False,
+            policy=policy,
         )
         return GRANTED
     assert job.template_id is not None
@@ -143,11 +149,15 @@ async def _grant(
 
 
 async def _grant_member(
-    session: AsyncSession, job: SegmentGrantJob, customer_id: int, now: datetime
+    session: AsyncSession,
+    job: SegmentGrantJob,
+    customer_id: int,
+    now: datetime,
+    policy: PointsPolicy,
 ) -> str:
     try:
         async with session.begin_nested():
-            return await _grant(session, job, customer_id, now)
+            return await _grant(session, job, customer_id, now, policy)
     except DomainError as error:
         code = error.problems[0].code
         if code in _SKIPPED:
@@ -177,7 +187,9 @@ async def _start(db: Database, job_id: int, now: datetime) -> bool:
         return False
 
 
-async def _batch(db: Database, job_id: int, batch_size: int, now: datetime | None) -> int:
+async def _batch(
+    db: Database, job_id: int, batch_size: int, now: datetime | None, policy: PointsPolicy
+) -> int:
     """Grant the next batch in one transaction; how many members it took (0: none left)."""
     async with db.transaction() as session:
         job = await session.get(SegmentGrantJob, job_id)
@@ -196,7 +208,8 @@ async def _batch(db: Database, job_id: int, batch_size: int, now: datetime | Non
         at = now or utcnow()
         by_outcome: dict[str, list[int]] = defaultdict(list)
         for customer_id in todo:
-            by_outcome[await _grant_member(session, job, customer_id, at)].append(customer_id)
+            outcome = await _grant_member(session, job, customer_id, at, policy)
+            by_outcome[outcome].append(customer_id)
         granted = skipped = 0
         for outcome, ids in by_outcome.items():
             marked = await session.execute(
@@ -287,17 +300,19 @@ async def run_grant_job(
     db: Database,
     job_id: int,
     *,
+    policy: PointsPolicy,
     batch_size: int = BATCH_SIZE,
     now: datetime | None = None,
 ) -> SegmentGrantJob:
     """Run (or resume) a job to the end and return it. A completed job is left as it is.
     On an error the job is marked FAILED with it, and the error propagates; cancelled (a
     shutdown), it goes back to PENDING and the cancellation propagates. Running the job
-    again resumes where it stopped. ``now``: the grants' time (default: the clock)."""
+    again resumes where it stopped. ``now``: the grants' time (default: the clock);
+    ``policy``: how granted points expire (the settings')."""
     if not await _start(db, job_id, now or utcnow()):
         return await _load(db, job_id)
     try:
-        while await _batch(db, job_id, batch_size, now):
+        while await _batch(db, job_id, batch_size, now, policy):
             pass
         await _finish(db, job_id, now or utcnow())
     except Exception as error:
@@ -328,18 +343,18 @@ async def _load(db: Database, job_id: int) -> SegmentGrantJob:
 _TASKS: set[asyncio.Task[None]] = set()
 
 
-async def _run_logged(db: Database, job_id: int) -> None:
+async def _run_logged(db: Database, job_id: int, policy: PointsPolicy) -> None:
     try:
-        await run_grant_job(db, job_id)
+        await run_grant_job(db, job_id, policy=policy)
     except Exception:
         # Already recorded on the job (FAILED, with the error); resumable from the CLI.
         log.exception("segment grant job %s failed", job_id)
 
 
-def launch(db: Database, job_id: int) -> asyncio.Task[None]:
+def launch(db: Database, job_id: int, policy: PointsPolicy) -> asyncio.Task[None]:
     """Run the job in the background of this process (call after its start committed)."""
     task = asyncio.get_running_loop().create_task(
-        _run_logged(db, job_id), name=f"segment-grant-{job_id}"
+        _run_logged(db, job_id, policy), name=f"segment-grant-{job_id}"
     )
     _TASKS.add(task)
     task.add_done_callback(_TASKS.discard)
@@ -365,7 +380,7 @@ async def stop(grace: float | None = None) -> None:
         await asyncio.gather(*running, return_exceptions=True)
 
 
-async def resume(db: Database, *, now: datetime | None = None) -> list[int]:
+async def resume(db: Database, *, policy: PointsPolicy, now: datetime | None = None) -> list[int]:
     """Launch the jobs nobody runs and return their ids: PENDING ones (interrupted, or
     never launched: a crash between the start's commit and its launch) and RUNNING ones
     not advanced for STALE (their process died)."""
@@ -387,13 +402,13 @@ async def resume(db: Database, *, now: datetime | None = None) -> list[int]:
             )
         )
     for job_id in ids:
-        launch(db, job_id)
+        launch(db, job_id, policy)
     return ids
 
 
-async def _resume_logged(db: Database) -> None:
+async def _resume_logged(db: Database, policy: PointsPolicy) -> None:
     try:
-        resumed = await resume(db)
+        resumed = await resume(db, policy=policy)
     except Exception:
         # The database may not answer yet; the jobs wait for the next start (or the CLI).
         log.exception("could not look for segment grant jobs to resume")
@@ -402,9 +417,9 @@ async def _resume_logged(db: Database) -> None:
         log.info("resumed segment grant jobs %s", resumed)
 
 
-def resume_in_background(db: Database) -> asyncio.Task[None]:
+def resume_in_background(db: Database, policy: PointsPolicy) -> asyncio.Task[None]:
     """``resume`` without holding up the caller (the API's startup), stopped by ``stop``."""
-    task = asyncio.get_running_loop().create_task(_resume_logged(db), name="segment-resume")
+    task = asyncio.get_running_loop().create_task(_resume_logged(db, policy), name="segment-resume")
     _TASKS.add(task)
     task.add_done_callback(_TASKS.discard)
     return task

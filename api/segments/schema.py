@@ -28,11 +28,9 @@ from api.graphql.ids import decode_id_of, encode_id, input_pk
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
 from api.graphql.relay import (
-    NODE_TYPES,
     Connection,
     Node,
     page_request,
-    register_node,
     root_connection,
 )
 from api.partners import loaders as partner_loaders
@@ -110,7 +108,7 @@ class SegmentExplanation:
 
     @strawberry.field(description="The customer explained (a merged customer's survivor).")
     async def customer(self, info: Info) -> Customer | None:
-        (found,) = await NODE_TYPES["Customer"].load(info.context, [self.customer_pk])
+        found = await info.context.load_node("Customer", self.customer_pk)
         return found  # type: ignore[return-value]
 
 
@@ -269,7 +267,7 @@ class SegmentGrantJob(Node):
     async def coupon_template(self, info: Info) -> CouponTemplate | None:
         if self.template_pk is None:
             return None
-        (found,) = await NODE_TYPES["CouponTemplate"].load(info.context, [self.template_pk])
+        found = await info.context.load_node("CouponTemplate", self.template_pk)
         return found  # type: ignore[return-value]
 
 
@@ -293,10 +291,6 @@ async def _load_segments(ctx: Context, pks: Sequence[int]) -> list[Segment | Non
 async def _load_jobs(ctx: Context, pks: Sequence[int]) -> list[SegmentGrantJob | None]:
     rows = await ctx.loader(_jobs_by_pk).load_many(pks)
     return [SegmentGrantJob.from_row(r) if r else None for r in rows]
-
-
-register_node("Segment", _load_segments)
-register_node("SegmentGrantJob", _load_jobs)
 
 
 @strawberry.type(description="What a query selects now: how many, and the first few.")
@@ -532,7 +526,7 @@ class SegmentMutation:
         if job.status is not models.JobStatus.COMPLETED:
             # After the commit; a retry of an unfinished job resumes it (runners are safe
             # to overlap: see jobs.py).
-            jobs.launch(ctx.db, job.id)
+            jobs.launch(ctx.db, job.id, ctx.settings.points_policy)
         ctx.touched(info, "SegmentGrantJob", job.id)
         return SegmentGrantStartPayload(job=SegmentGrantJob.from_row(job), created=created)
 
@@ -541,5 +535,8 @@ __all__ = ["Segment", "SegmentGrantJob", "SegmentMutation", "SegmentQuery"]
 
 
 schema_parts = SchemaParts(
-    query=SegmentQuery, mutation=SegmentMutation, types=[Segment, SegmentGrantJob]
+    query=SegmentQuery,
+    mutation=SegmentMutation,
+    types=[Segment, SegmentGrantJob],
+    nodes={"Segment": _load_segments, "SegmentGrantJob": _load_jobs},
 )

@@ -27,7 +27,7 @@ from sqlalchemy import Select, delete, false, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.principal import Principal
-from api.auth.scope import partner_owned, restrict
+from api.auth.scope import restrict
 from api.coupons import service as coupons
 from api.coupons.models import CouponChannel
 from api.customers.models import Customer
@@ -51,14 +51,7 @@ from api.segments.models import (
 )
 from api.text import describe_character, forbidden_character
 
-partner_owned(Segment, partner=Segment.owner_partner_id)
 # A job is seen where its segment is.
-partner_owned(
-    SegmentGrantJob,
-    partner=select(Segment.owner_partner_id)
-    .where(Segment.id == SegmentGrantJob.segment_id)
-    .scalar_subquery(),
-)
 
 READ_SCOPES = ("analytics:read", "segments:write")
 SAMPLE_MAX = 20

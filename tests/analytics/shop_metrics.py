@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -25,8 +26,9 @@ from api.customers.models import Customer
 from api.db import Database
 from api.orders import lifecycle
 from api.orders.models import Fulfillment, Order
-from tests.orders.conftest import DAY, HQ, NOW, Shop, line, place, shop
-from tests.orders.test_lifecycle import POLICY
+from api.orders.reactions import OrderReaction, OrdersWiring
+from tests.orders.conftest import DAY, HQ, NOW, Policy, Shop, line, place, shop
+from tests.wiring import orders_wiring
 
 __all__ = [
     "DAY",
@@ -40,16 +42,24 @@ __all__ = [
     "guide",
     "line",
     "metrics",
+    "metrics_reaction",
     "new_customer",
     "order",
+    "reacting_with",
     "rebuild_agrees",
     "refund",
     "shop",
     "table",
+    "wiring_in_force",
 ]
 
 # Well before NOW, so that a pickup's window (72 hours) can pass and still lie in the past.
 T0 = NOW - 90 * DAY
+# What the helpers below hand the orders domain: every reaction, attributing by first touch
+# for life unless a test says otherwise (``configured``).
+_DEFAULT = orders_wiring(Policy())
+_DEFAULT_POLICY = analytics.AttributionPolicy()
+_wiring, _policy = _DEFAULT, _DEFAULT_POLICY
 
 
 async def new_customer(
@@ -106,6 +116,7 @@ async def order(
         db,
         HQ,
         now=at,
+        wiring=_wiring,
         customer_id=customer_id,
         channel=channel,
         fulfillment=fulfillment,
@@ -132,20 +143,20 @@ async def refund(
         else tuple(lifecycle.RefundLineDraft(line_id, n) for line_id, n in lines),
     )
     async with db.transaction() as session:
-        result = await lifecycle.refund(session, HQ, order_id, draft, now=at, policy=POLICY)
+        result = await lifecycle.refund(session, HQ, order_id, draft, now=at, wiring=_wiring)
     return result.order
 
 
 async def cancel(db: Database, order_id: int, *, at: datetime = NOW) -> Order:
     async with db.transaction() as session:
         return await lifecycle.cancel(
-            session, HQ, order_id, reason="changed my mind", now=at, policy=POLICY
+            session, HQ, order_id, reason="changed my mind", now=at, wiring=_wiring
         )
 
 
 async def expire(db: Database, at: datetime) -> lifecycle.ExpiryRun:
     """The pickup expiry job as of ``at``."""
-    return await lifecycle.expire_pickups(db, now=at, policy=POLICY)
+    return await lifecycle.expire_pickups(db, now=at, wiring=_wiring)
 
 
 def _row(row: CustomerMetrics) -> dict[str, Any]:
@@ -205,9 +216,32 @@ async def attribution(db: Database) -> dict[int, tuple[Any, ...]]:
 @contextmanager
 def configured(rule: str, window_days: int = 0) -> Iterator[analytics.AttributionPolicy]:
     """Orders placed inside are attributed under this rule and window."""
+    global _wiring, _policy
     policy = analytics.AttributionPolicy(rule, window_days)
-    analytics.configure_attribution(policy)
+    _wiring, _policy = orders_wiring(Policy(), attribution=policy), policy
     try:
         yield policy
     finally:
-        analytics.configure_attribution(None)
+        _wiring, _policy = _DEFAULT, _DEFAULT_POLICY
+
+
+def wiring_in_force() -> OrdersWiring:
+    """What the helpers hand the orders domain now (see ``configured``)."""
+    return _wiring
+
+
+def metrics_reaction() -> analytics.MetricsAndAttribution:
+    """The analytics reaction to orders, under the attribution policy in force."""
+    return analytics.MetricsAndAttribution(_policy)
+
+
+@contextmanager
+def reacting_with(*reactions: OrderReaction) -> Iterator[None]:
+    """Orders changed inside run only these reactions (to count one reaction's statements)."""
+    global _wiring
+    saved = _wiring
+    _wiring = replace(saved, reactions=reactions)
+    try:
+        yield
+    finally:
+        _wiring = saved

@@ -27,10 +27,10 @@ from api.analytics import service as analytics
 from api.catalog.models import SalesChannel
 from api.customers.merge import merge_customers
 from api.growth.models import Touchpoint, TouchpointStep
-from api.orders import hooks, importer
+from api.orders import importer
 from api.orders.importer import ImportFormat, ImportOptions
 from api.orders.models import Fulfillment
-from api.settings import Settings
+from api.wiring import build
 from tests.analytics.shop_metrics import (
     DAY,
     HQ,
@@ -43,11 +43,13 @@ from tests.analytics.shop_metrics import (
     metrics,
     new_customer,
     order,
+    reacting_with,
     rebuild_agrees,
     shop,
 )
 from tests.orders.conftest import NOW
 from tests.orders.test_import import csv_text, row
+from tests.wiring import CUSTOMERS, orders_wiring
 
 __all__ = ["shop"]  # a fixture: pytest finds it here
 
@@ -185,20 +187,20 @@ async def test_an_order_is_attributed_once_and_keeps_its_rule(db, shop):
     assert cancelled.id in await attribution(db)
 
 
-async def test_the_order_itself_is_not_its_own_last_touch(db, shop, monkeypatch):
+async def test_the_order_itself_is_not_its_own_last_touch(db, shop):
     mia, (_, g2, _), _ = await mia_and_her_orders(db, shop, "last_touch", 0)
-    # An order taken with no hooks, then the touchpoint it recorded (a first order at hq,
-    # at the same time): the touch before it is still WeCom at b1.
-    monkeypatch.setattr(hooks, "ORDER_HOOKS", {})
-    pos = await order(
-        db,
-        mia,
-        line("TEA-1"),
-        at=T0 + 20 * DAY,
-        channel=SalesChannel.STORE_POS,
-        fulfillment=Fulfillment.IN_STORE,
-        store_id=shop.hq,
-    )
+    # An order taken with no reactions, then the touchpoint it recorded (a first order at
+    # hq, at the same time): the touch before it is still WeCom at b1.
+    with reacting_with():
+        pos = await order(
+            db,
+            mia,
+            line("TEA-1"),
+            at=T0 + 20 * DAY,
+            channel=SalesChannel.STORE_POS,
+            fulfillment=Fulfillment.IN_STORE,
+            store_id=shop.hq,
+        )
     await touch(
         db, mia, TouchpointStep.FIRST_ORDER, T0 + 20 * DAY, store_id=shop.hq, order_id=pos.id
     )
@@ -234,9 +236,14 @@ async def test_an_import_batch_attributes_the_orders_after_recruitment(db, shop)
         ),
         row("T1", buyer="tb_1", paid_at=(NOW - 10 * DAY).isoformat()),  # a new customer
     )
-    with configured("first_touch", 30):
+    with configured("first_touch", 30) as policy:
         summary = await importer.import_orders(
-            db, io.BytesIO(data.encode()), ImportFormat.CSV, options=ImportOptions(), now=NOW
+            db,
+            io.BytesIO(data.encode()),
+            ImportFormat.CSV,
+            options=ImportOptions(),
+            now=NOW,
+            wiring=orders_wiring(attribution=policy),
         )
     assert summary.orders_imported == 3
     rows = await attribution(db)
@@ -254,7 +261,15 @@ async def test_a_merge_keeps_whom_the_orders_count_for(db, shop):
     with configured("last_touch"):
         theirs = await order(db, mia2, at=T0 + 4 * DAY)
     async with db.transaction() as session:
-        await merge_customers(session, HQ, mia, [mia2], dry_run=False, now=T0 + 90 * DAY)
+        await merge_customers(
+            session,
+            HQ,
+            mia,
+            [mia2],
+            dry_run=False,
+            wiring=CUSTOMERS,
+            now=T0 + 90 * DAY,
+        )
     rows = await attribution(db)
     assert rows[theirs.id] == (mia, shop.partner_a, shop.a2, g3, "last_touch", None)
     assert rows[ids["day1"]] == (mia, shop.partner_a, shop.a1, g1, "last_touch", None)
@@ -262,25 +277,18 @@ async def test_a_merge_keeps_whom_the_orders_count_for(db, shop):
     await rebuild_agrees(db)
 
 
-async def test_the_policy_comes_from_the_settings_and_is_checked(db, settings):
+def test_the_policy_comes_from_the_settings_and_is_checked(settings):
     from dataclasses import replace
 
-    from api.app import create_app
-    from api.cache import InProcessCache
-
-    try:
-        create_app(
-            replace(settings, attribution_rule="last_touch", attribution_window_days=7),
-            db=db,
-            cache=InProcessCache(),
-        )
-        assert analytics.attribution_policy() == analytics.AttributionPolicy("last_touch", 7)
-    finally:
-        analytics.configure_attribution(None)
-    # Without an app (the CLI, jobs): the environment's settings.
-    assert analytics.attribution_policy() == analytics.AttributionPolicy.from_settings(
-        Settings.from_env()
-    )
+    # The composition root binds the settings' policy into the reaction to orders: the API
+    # and every CLI job build it from their own settings, never from the environment.
+    wiring = build(replace(settings, attribution_rule="last_touch", attribution_window_days=7))
+    bound = [
+        reaction.policy
+        for reaction in wiring.orders.reactions
+        if isinstance(reaction, analytics.MetricsAndAttribution)
+    ]
+    assert bound == [analytics.AttributionPolicy("last_touch", 7)]
     with pytest.raises(ValueError, match="first_touch, last_touch"):
         analytics.AttributionPolicy("middle_touch")
     with pytest.raises(ValueError, match="0 \\(for life\\)"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -22,10 +23,10 @@ from api.analytics.models import CustomerMetrics
 from api.catalog.models import SalesChannel
 from api.customers.merge import merge_customers
 from api.customers.models import CustomerIdentity, IdentityKind
-from api.orders import hooks, importer
-from api.orders.hooks import OrderChange, OrdersChanged
+from api.orders import importer
 from api.orders.importer import ImportFormat, ImportOptions
 from api.orders.models import Fulfillment, Order, OrderStatus
+from api.orders.reactions import OrderChange, OrdersChanged
 from tests.analytics.shop_metrics import (
     DAY,
     HQ,
@@ -36,8 +37,10 @@ from tests.analytics.shop_metrics import (
     expire,
     line,
     metrics,
+    metrics_reaction,
     new_customer,
     order,
+    reacting_with,
     rebuild_agrees,
     refund,
     shop,
@@ -45,6 +48,7 @@ from tests.analytics.shop_metrics import (
 )
 from tests.orders.conftest import lines_of
 from tests.orders.test_import import csv_text, row
+from tests.wiring import CUSTOMERS, orders_wiring
 
 __all__ = ["shop"]  # a fixture: pytest finds it here
 
@@ -207,7 +211,12 @@ async def test_an_import_batch_fills_the_rows_of_its_buyers(db, shop):
         row("J1", market="jd", buyer="jd_1", phone="13812341234", paid_at=paid[2]),
     )
     summary = await importer.import_orders(
-        db, io.BytesIO(data.encode()), ImportFormat.CSV, options=ImportOptions(), now=T0 + 9 * DAY
+        db,
+        io.BytesIO(data.encode()),
+        ImportFormat.CSV,
+        options=ImportOptions(),
+        now=T0 + 9 * DAY,
+        wiring=orders_wiring(),
     )
     assert summary.orders_imported == 3
     async with db.read() as session:
@@ -243,12 +252,16 @@ async def test_a_merge_moves_the_orders_metrics_and_attributions_to_the_survivor
         2, "160", "95", "80", T0 + 3 * DAY, T0 + 4 * DAY, T0 + 4 * DAY, "mini_program"
     )
     async with db.transaction() as session:
-        preview = await merge_customers(session, HQ, ann, [ann2], dry_run=True, now=NOW_MERGE)
+        preview = await merge_customers(
+            session, HQ, ann, [ann2], dry_run=True, wiring=CUSTOMERS, now=NOW_MERGE
+        )
     assert [(m.kind, m.count) for m in preview.moves if m.kind == "attributions"] == [
         ("attributions", 2)
     ]
     async with db.transaction() as session:
-        await merge_customers(session, HQ, ann, [ann2], dry_run=False, now=NOW_MERGE)
+        await merge_customers(
+            session, HQ, ann, [ann2], dry_run=False, wiring=CUSTOMERS, now=NOW_MERGE
+        )
     # Ann now: 3 orders, 99 + 100 + 60 = 259, margin 59 + 60 + 35 = 154, average 86.33.
     assert await metrics(db, ann) == expected(
         3, "259", "154", "86.33", T0 + 2 * DAY, T0 + 3 * DAY, T0 + 4 * DAY, "mini_program"
@@ -334,7 +347,12 @@ async def test_imports_racing_each_other_and_orders_of_the_same_member_count_the
             row(key, market="jd", buyer=f"jd_{key}", phone="13812341234", paid_at=T0.isoformat())
         )
         await importer.import_orders(
-            db, io.BytesIO(data.encode()), ImportFormat.CSV, options=ImportOptions(), now=T0
+            db,
+            io.BytesIO(data.encode()),
+            ImportFormat.CSV,
+            options=ImportOptions(),
+            now=T0,
+            wiring=orders_wiring(),
         )
 
     for n in range(3):
@@ -370,7 +388,7 @@ async def test_a_batch_or_rebuild_after_an_uncommitted_batch_waits_and_sees_it(d
         )
         session.add(placed)
         await session.flush()
-        await analytics.on_orders_changed(
+        await metrics_reaction()(
             session, OrdersChanged(OrderChange.IMPORTED, (placed.id,), (cat,), T0)
         )
 
@@ -401,7 +419,7 @@ async def hook_statements(db, count_queries, change: OrderChange, order_ids, cus
     """Statements the analytics hook alone runs for one change."""
     async with db.transaction() as session:
         with count_queries() as counter:
-            await analytics.on_orders_changed(
+            await metrics_reaction()(
                 session, OrdersChanged(change, tuple(order_ids), tuple(customer_ids), T0)
             )
     return counter.count
@@ -444,9 +462,7 @@ async def test_an_import_batch_costs_the_hook_the_same_for_3_and_30_orders(
         )
 
     async def cost(prefix: str, n: int, with_hook: bool) -> int:
-        monkeypatch.setattr(
-            hooks, "ORDER_HOOKS", {"analytics": analytics.on_orders_changed} if with_hook else {}
-        )
+        reactions = (metrics_reaction(),) if with_hook else ()
         with count_queries() as counter:
             summary = await importer.import_orders(
                 db,
@@ -454,6 +470,7 @@ async def test_an_import_batch_costs_the_hook_the_same_for_3_and_30_orders(
                 ImportFormat.CSV,
                 options=ImportOptions(),
                 now=T0 + DAY,
+                wiring=replace(orders_wiring(), reactions=reactions),
             )
         assert summary.orders_imported == n
         return counter.count
@@ -479,12 +496,9 @@ async def test_order_create_pays_two_or_three_statements_for_the_hook(
     await order(db, ann, at=T0)  # her first order creates her points account and level rows
 
     async def cost(with_hook: bool) -> int:
-        monkeypatch.setattr(
-            hooks, "ORDER_HOOKS", {"analytics": analytics.on_orders_changed} if with_hook else {}
-        )
-        with count_queries() as counter:
+        with reacting_with(*((metrics_reaction(),) if with_hook else ())), count_queries() as c:
             await order(db, ann, at=T0 + DAY)
-        return counter.count
+        return c.count
 
     with configured(rule):
         assert await cost(True) - await cost(False) == 2

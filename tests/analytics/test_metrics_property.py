@@ -54,10 +54,11 @@ from tests.analytics.shop_metrics import (
     rebuild_agrees,
     refund,
     shop,
+    wiring_in_force,
 )
 from tests.orders.conftest import lines_of, store_staff
 from tests.orders.test_import import csv_text, row
-from tests.orders.test_lifecycle import POLICY
+from tests.wiring import CUSTOMERS
 
 __all__ = ["shop"]  # a fixture: pytest finds it here
 
@@ -186,7 +187,7 @@ async def step(world: World, op: tuple) -> None:
         if order_id is not None:
             async with db.transaction() as session:
                 await lifecycle.cancel(
-                    session, HQ, order_id, reason="no", now=world.now, policy=POLICY
+                    session, HQ, order_id, reason="no", now=world.now, wiring=wiring_in_force()
                 )
     elif kind == "pickup":
         order_id = world.pick(op[1])
@@ -204,7 +205,7 @@ async def step(world: World, op: tuple) -> None:
                 store_id=shop.a1,
                 secret=world.secret,
                 now=world.now,
-                policy=POLICY,
+                wiring=wiring_in_force(),
             )
     elif kind == "expire":
         await expire(db, world.now)
@@ -215,7 +216,9 @@ async def step(world: World, op: tuple) -> None:
         if source == target:
             return
         async with db.transaction() as session:
-            await merge_customers(session, HQ, target, [source], dry_run=False, now=world.now)
+            await merge_customers(
+                session, HQ, target, [source], dry_run=False, wiring=CUSTOMERS, now=world.now
+            )
         world.merged[source] = target
     elif kind == "import":
         _, who, n = op
@@ -236,6 +239,7 @@ async def step(world: World, op: tuple) -> None:
             ImportFormat.CSV,
             options=ImportOptions(),
             now=world.now,
+            wiring=wiring_in_force(),
         )
     else:  # pragma: no cover - the strategy draws only the kinds above
         raise AssertionError(kind)

@@ -43,6 +43,7 @@ from api.seed import SEEDER
 from api.settings import Settings
 from tests.auth.fake_wechat import Answer, FakeWeChat
 from tests.conftest import REDIS_URL, GraphQLClient
+from tests.wiring import CUSTOMERS, WIRING
 
 BASE = "http://qudao.test"
 PHONE = "13800138000"
@@ -781,7 +782,9 @@ async def test_member_refresh_follows_a_merge(db, settings, wechat):
         survivor = shop.others["other"]
         async with db.transaction() as session:
             hq = Principal(subject="user:1", role=Role.HQ_ADMIN)
-            await merge_customers(session, hq, survivor, [merged_away], dry_run=False)
+            await merge_customers(
+                session, hq, survivor, [merged_away], dry_run=False, wiring=CUSTOMERS
+            )
         refreshed = await shop.refresh(token["refresh_token"])
         assert refreshed.status_code == 200, refreshed.text
         assert shop.claims(refreshed.json())["customer_id"] == survivor
@@ -962,7 +965,7 @@ async def test_neither_the_app_secret_nor_the_session_key_is_logged(shop, wechat
 async def test_the_seeded_mini_program_logs_members_in(db, settings, wechat):
     from api.seed import MINIPROGRAM_CLIENT_ID, seed_demo
 
-    seeded = await seed_demo(db)
+    seeded = await seed_demo(db, WIRING)
     assert seeded is not None and seeded.miniprogram_client_id == MINIPROGRAM_CLIENT_ID
     app = create_app(shop_settings(settings, wechat), db=db, cache=InProcessCache())
     sms = RecordingSender()

@@ -30,6 +30,7 @@ from tests.coupons.conftest import (
     problem_fields,
     template_row,
 )
+from tests.wiring import CUSTOMERS
 
 
 async def claim_counts(db, template_id):
@@ -194,7 +195,9 @@ async def test_a_claim_retried_after_the_holder_was_merged_returns_the_first_cou
     first = await service_claim(db, member(dup), template.id, claim_key="tap-1")
     assert first.created
     async with db.transaction() as session:
-        await merge_customers(session, HQ, world.ann, [dup], dry_run=False, now=T0)
+        await merge_customers(
+            session, HQ, world.ann, [dup], dry_run=False, wiring=CUSTOMERS, now=T0
+        )
     # The app retries with the token it had (the old id), or the survivor's new token, or HQ
     # retries a grant naming either id: each time the first coupon, never a second.
     for principal, named in (
@@ -222,7 +225,9 @@ async def test_a_grant_key_used_before_a_merge_is_found_after_it(db, world):
     (dup,) = await new_customers(db)
     first = await service_claim(db, HQ, template.id, dup, claim_key="crm-42")
     async with db.transaction() as session:
-        await merge_customers(session, HQ, world.ann, [dup], dry_run=False, now=T0)
+        await merge_customers(
+            session, HQ, world.ann, [dup], dry_run=False, wiring=CUSTOMERS, now=T0
+        )
     again = await service_claim(db, HQ, template.id, world.ann, claim_key="crm-42")
     assert (again.created, again.coupon.id) == (False, first.coupon.id)
     assert (await template_row(db, template.id)).issued == 1

@@ -18,6 +18,7 @@ from tests.coupons.conftest import (
     redeem,
     store_staff,
 )
+from tests.wiring import CUSTOMERS
 
 
 async def test_stats_count_every_coupon_by_origin_state_channel_and_store(db, world):
@@ -103,14 +104,18 @@ async def test_a_merge_moves_coupons_and_the_limit_then_counts_the_merged_person
     o1 = await claim(db, limit_two.id, other)
 
     async with db.transaction() as session:
-        preview = await merge_customers(session, HQ, world.ann, [dup], dry_run=True, now=T0)
+        preview = await merge_customers(
+            session, HQ, world.ann, [dup], dry_run=True, wiring=CUSTOMERS, now=T0
+        )
         await session.rollback()
     moves = {m.kind: m for m in preview.moves}
     assert (moves["coupons"].count, moves["coupons"].description) == (2, "2 coupons of 1 template")
     assert any("限领2张" in c.message and "limit 2" in c.message for c in preview.conflicts)
 
     async with db.transaction() as session:
-        await merge_customers(session, HQ, world.ann, [dup], dry_run=False, now=T0)
+        await merge_customers(
+            session, HQ, world.ann, [dup], dry_run=False, wiring=CUSTOMERS, now=T0
+        )
     assert await held_by(db, world.ann) == sorted([a1.id, d1.id, d2.id, a2.id])
     assert await held_by(db, dup) == []
     assert await counts_of(db, world.ann) == {limit_two.id: 3, only_ann.id: 1}
@@ -127,6 +132,8 @@ async def test_a_merge_moves_coupons_and_the_limit_then_counts_the_merged_person
 async def test_a_merge_of_customers_without_coupons_moves_none(db, world):
     (dup,) = await new_customers(db)
     async with db.transaction() as session:
-        outcome = await merge_customers(session, HQ, world.ann, [dup], dry_run=True, now=T0)
+        outcome = await merge_customers(
+            session, HQ, world.ann, [dup], dry_run=True, wiring=CUSTOMERS, now=T0
+        )
         await session.rollback()
     assert [m for m in outcome.moves if m.kind == "coupons"] == []

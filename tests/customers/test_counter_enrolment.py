@@ -24,6 +24,7 @@ from api.customers.models import Customer, CustomerIdentity, IdentityKind
 from api.errors import DomainError
 from tests.customers.conftest import MEMBER_JOIN, add_staff, create_level, gid, join, pk
 from tests.factories import create_customer
+from tests.wiring import CUSTOMERS
 
 VICTIM_PHONE = "13912340001"
 CLERK_PHONE = "13912349999"
@@ -259,7 +260,7 @@ async def test_concurrent_counter_enrolments_of_one_phone_across_partners_make_o
         )
         try:
             async with db.transaction() as session:
-                await levels.join(session, clerks[i % 3], request)
+                await levels.join(session, clerks[i % 3], request, wiring=CUSTOMERS)
             return "joined"
         except DomainError as error:
             return error.problems[0].code.name
@@ -283,7 +284,7 @@ async def test_the_service_refuses_a_counter_draft_carrying_more_than_a_phone(db
     )
     with pytest.raises(DomainError) as refused:
         async with db.transaction() as session:
-            await levels.join(session, clerk, levels.JoinRequest(draft=draft))
+            await levels.join(session, clerk, levels.JoinRequest(draft=draft), wiring=CUSTOMERS)
     assert [p.code for p in refused.value.problems] == [service.CustomerErrorCode.FORBIDDEN]
 
 

@@ -19,6 +19,7 @@ from api.errors import DomainError
 from api.loyalty import service as loyalty
 from tests.customers.conftest import MEMBER_JOIN, add_staff, create_level, gid, join, pk
 from tests.factories import create_customer
+from tests.wiring import CUSTOMERS, POINTS_POLICY
 
 HQ = Principal(subject="user:1", role=Role.HQ_ADMIN)
 HISTORY = """query($id: ID!) { customer(id: $id) {
@@ -169,6 +170,7 @@ async def _member(db, phone: str, store_pk: int, now) -> int:
             levels.JoinRequest(
                 draft=service.CustomerDraft([(IdentityKind.PHONE, phone)]), store_id=store_pk
             ),
+            wiring=CUSTOMERS,
             now=now,
         )
         return customer.id
@@ -331,6 +333,7 @@ async def test_points_levels_count_points_earned_in_the_window(gql, db, network)
             reason="order",
             actor=None,
             now=t0,
+            policy=POINTS_POLICY,
         )
         await levels.evaluate_level(session, member, t0)
     assert (await _state(db, member))[0] == "fan"
@@ -345,6 +348,7 @@ async def test_points_levels_count_points_earned_in_the_window(gql, db, network)
             actor=None,
             now=t0,
             pending=True,  # pending points count as earned
+            policy=POINTS_POLICY,
         )
         await levels.evaluate_level(session, member, t0)
     assert (await _state(db, member))[0] == "star"
@@ -358,7 +362,7 @@ async def test_points_levels_count_earnings_in_full_and_refunds_against_them(gql
     await create_level(gql, "star", 1, "500", metric="POINTS", windowDays=90)
     t0 = utcnow()
     member = await _member(db, "13900000009", pk(network["SA"]["id"]), t0)
-    earning = dict(reason="order", actor=None, now=t0, pending=False)
+    earning = dict(reason="order", actor=None, now=t0, pending=False, policy=POINTS_POLICY)
     async with db.transaction() as session:
         await loyalty.earn(session, member, 100, source_type="order", source_id="d1", **earning)
         await loyalty.redeem(
@@ -474,7 +478,7 @@ async def test_concurrent_enrolments_of_one_walk_in_make_one_member(db, network)
         )
         try:
             async with db.transaction() as session:
-                await levels.join(session, HQ, request)
+                await levels.join(session, HQ, request, wiring=CUSTOMERS)
             return "joined"
         except DomainError as error:
             return error.problems[0].code.name

@@ -25,6 +25,7 @@ from api.errors import DomainError
 from api.loyalty import service as loyalty
 from tests.customers.conftest import create_level, gid, join, pk
 from tests.factories import create_customer
+from tests.wiring import CUSTOMERS, POINTS_POLICY
 
 MERGE = """
 mutation($input: CustomersMergeInput!) {
@@ -156,6 +157,7 @@ async def duplicates(gql, db, network):
                     actor=None,
                     now=now,
                     pending=False,
+                    policy=POINTS_POLICY,
                 )
     return {"target": target, "early": early, "buyer": buyer, **network}
 
@@ -310,7 +312,7 @@ async def test_a_merge_racing_upserts_loses_no_identity(db):
 
     async def do_merge():
         async with db.transaction() as session:
-            await merge_customers(session, hq, target, [source], dry_run=False)
+            await merge_customers(session, hq, target, [source], dry_run=False, wiring=CUSTOMERS)
 
     async def attach(i: int) -> int:
         draft = service.CustomerDraft(
@@ -355,7 +357,9 @@ async def test_a_merged_customer_cannot_be_merged_again_concurrently(db):
     async def attempt(target: int, source: int):
         try:
             async with db.transaction() as session:
-                await merge_customers(session, hq, target, [source], dry_run=False)
+                await merge_customers(
+                    session, hq, target, [source], dry_run=False, wiring=CUSTOMERS
+                )
             return "ok"
         except DomainError as error:
             return error.problems[0].code.name
@@ -392,7 +396,7 @@ async def test_spend_recorded_during_a_merge_lands_on_the_survivor(db):
 
     async def do_merge() -> None:
         async with db.transaction() as session:
-            await merge_customers(session, hq, target, [source], dry_run=False)
+            await merge_customers(session, hq, target, [source], dry_run=False, wiring=CUSTOMERS)
 
     await asyncio.gather(
         *(spend(i) for i in range(8)), do_merge(), *(spend(i) for i in range(8, 16))

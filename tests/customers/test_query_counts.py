@@ -31,6 +31,7 @@ from api.customers.models import (
 from api.db import utcnow
 from api.loyalty import service as loyalty
 from api.partners.models import Partner, PartnerStatus, PartnerType, Store
+from tests.wiring import POINTS_POLICY
 
 
 async def seed(db, customers: int) -> None:
@@ -191,6 +192,7 @@ async def seed(db, customers: int) -> None:
                 actor=None,
                 now=now,
                 pending=False,
+                policy=POINTS_POLICY,
             )
 
 

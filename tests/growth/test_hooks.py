@@ -16,11 +16,12 @@ from api.growth.funnel import FunnelQuery, conversion_funnel
 from api.growth.models import Touchpoint, TouchpointStep
 from api.growth.service import record_order_touchpoints
 from api.orders import lifecycle
-from api.orders.hooks import OrderChange, OrdersChanged
 from api.orders.models import Fulfillment, Order, OrderStatus
+from api.orders.reactions import OrderChange, OrdersChanged
 from tests.growth.conftest import add_touches, all_touches
 from tests.orders.conftest import HQ, NOW, line, lines_of, member, place, store_staff
 from tests.orders.test_import import csv_text, row, run, split_file
+from tests.wiring import CUSTOMERS, orders_wiring
 
 DAY = timedelta(days=1)
 
@@ -92,7 +93,12 @@ async def test_a_pickup_order_counts_when_placed_and_a_cancelled_one_does_not(db
     assert steps(await all_touches(db)) == [(pickup.order.id, TouchpointStep.FIRST_ORDER)]
     async with db.transaction() as session:
         await lifecycle.cancel(
-            session, member(shop.ann), pickup.order.id, reason="changed my mind", now=NOW - DAY
+            session,
+            member(shop.ann),
+            pickup.order.id,
+            reason="changed my mind",
+            now=NOW - DAY,
+            wiring=orders_wiring(),
         )
     assert await all_touches(db) == []
     assert (await funnel_of_orders(db)) == [0, 0]
@@ -128,7 +134,10 @@ async def test_an_expired_pickup_hands_first_order_to_the_next(db, shop):
         (other.order.id, TouchpointStep.FIRST_ORDER),
     ]
     async with db.transaction() as session:
-        assert await lifecycle.expire_pickup(session, pickup.order.id, now=NOW) is not None
+        assert (
+            await lifecycle.expire_pickup(session, pickup.order.id, now=NOW, wiring=orders_wiring())
+            is not None
+        )
     assert steps(await all_touches(db)) == [
         (delivery.order.id, TouchpointStep.FIRST_ORDER),
         (other.order.id, TouchpointStep.FIRST_ORDER),
@@ -139,7 +148,7 @@ async def test_an_expired_pickup_hands_first_order_to_the_next(db, shop):
 async def refund_of(db, order_id: int, key: str, lines=None) -> None:
     draft = lifecycle.RefundDraft(idempotency_key=key, reason="returned", lines=lines)
     async with db.transaction() as session:
-        await lifecycle.refund(session, HQ, order_id, draft, now=NOW)
+        await lifecycle.refund(session, HQ, order_id, draft, now=NOW, wiring=orders_wiring())
 
 
 async def test_a_partial_refund_keeps_the_touch_and_a_full_one_takes_it(db, shop):
@@ -164,7 +173,9 @@ async def test_touches_recorded_by_hand_are_left_alone(db, shop):
         db, [{"customer_id": shop.ann, "step": TouchpointStep.FIRST_ORDER, "at": NOW - 9 * DAY}]
     )
     async with db.transaction() as session:
-        await lifecycle.cancel(session, HQ, pickup.order.id, reason="out of stock", now=NOW)
+        await lifecycle.cancel(
+            session, HQ, pickup.order.id, reason="out of stock", now=NOW, wiring=orders_wiring()
+        )
     assert [(t.recorded_scope, t.step) for t in await all_touches(db)] == [
         ("hq", TouchpointStep.FIRST_ORDER)
     ]
@@ -295,6 +306,7 @@ async def test_joining_records_member_registered_at_the_recruiting_store(db, sho
             session,
             HQ,
             JoinRequest(customer_id=shop.cat, store_id=shop.a1, guide_id=guides.a1),
+            wiring=CUSTOMERS,
             now=NOW,
         )
     (touch,) = await all_touches(db)
@@ -316,8 +328,10 @@ async def test_a_merge_moves_touchpoints_to_the_survivor(db, shop):
     await place(db, HQ, customer_id=shop.cat, now=NOW - DAY)
     await place(db, HQ, customer_id=shop.bob)
     async with db.transaction() as session:
-        preview = await merge_customers(session, HQ, shop.bob, [shop.cat], dry_run=True)
+        preview = await merge_customers(
+            session, HQ, shop.bob, [shop.cat], dry_run=True, wiring=CUSTOMERS
+        )
     assert any(m.kind == "touchpoints" and m.count == 1 for m in preview.moves)
     async with db.transaction() as session:
-        await merge_customers(session, HQ, shop.bob, [shop.cat], dry_run=False)
+        await merge_customers(session, HQ, shop.bob, [shop.cat], dry_run=False, wiring=CUSTOMERS)
     assert {t.customer_id for t in await all_touches(db)} == {shop.bob}

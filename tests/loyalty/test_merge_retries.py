@@ -22,6 +22,7 @@ from api.loyalty.models import EntryKind, PointsEarningRule, PointsEntry
 from api.loyalty.rules import Purchase, PurchaseLine
 from api.loyalty.service import PointsErrorCode
 from tests.loyalty.conftest import DAY, POLICY, T0, account, new_customers, no_mismatches
+from tests.wiring import CUSTOMERS
 
 HQ = Principal(subject="user:1", role=Role.HQ_ADMIN, scopes=ROLE_SCOPES[Role.HQ_ADMIN])
 
@@ -30,7 +31,9 @@ async def merge(db: Database, target: int, *sources: int) -> None:
     from api.customers.merge import merge_customers
 
     async with db.transaction() as session:
-        await merge_customers(session, HQ, target, list(sources), dry_run=False, now=T0)
+        await merge_customers(
+            session, HQ, target, list(sources), dry_run=False, now=T0, wiring=CUSTOMERS
+        )
 
 
 async def written(db: Database, kind: EntryKind, source_id: str) -> list[PointsEntry]:
@@ -262,7 +265,7 @@ async def test_writers_naming_an_old_id_wait_out_a_merge_of_the_survivor_without
             asyncio.create_task(points.adjust(s, 7, "ticket-1", now=T0 + DAY)),
         ]
         await wait_until_waiting(db, 1 if db.engine.dialect.name != "postgresql" else 2)
-        await merge_customers(session, HQ, u, [t], dry_run=False, now=T0 + DAY)
+        await merge_customers(session, HQ, u, [t], dry_run=False, wiring=CUSTOMERS, now=T0 + DAY)
     earned, granted = await asyncio.wait_for(asyncio.gather(*writers), timeout=30)
 
     assert (earned.customer_id, granted.customer_id) == (u, u)

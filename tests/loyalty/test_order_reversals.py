@@ -30,6 +30,7 @@ from tests.loyalty.conftest import (
     new_customers,
     no_mismatches,
 )
+from tests.wiring import CUSTOMERS
 
 E = EntryKind
 HQ = Principal(subject="user:1", role=Role.HQ_ADMIN, scopes=ROLE_SCOPES[Role.HQ_ADMIN])
@@ -165,7 +166,9 @@ async def test_a_partial_reversal_follows_the_lot_into_a_merge(db, points):
     await points.earn(ann, 100, "o-1")
     assert await reverse_part(db, "o-1", 10, "r-1") is not None
     async with db.transaction() as session:
-        await merge_customers(session, HQ, bob, [ann], dry_run=False, now=T0 + DAY)
+        await merge_customers(
+            session, HQ, bob, [ann], dry_run=False, wiring=CUSTOMERS, now=T0 + DAY
+        )
     entry = await reverse_part(db, "o-1", 100, "r-2", now=T0 + 2 * DAY, customer_id=ann)
     assert entry is not None and (entry.customer_id, taken(entry)) == (bob, 90)
     assert (await account(db, bob)).balance == 0
@@ -243,7 +246,9 @@ async def test_a_return_follows_the_person_through_a_merge(db, points):
     await points.redeem(ann, 60, "o-1", now=T0 + DAY)
     assert await return_spent(db, "o-1", 10, "r-1", now=T0 + DAY) is not None
     async with db.transaction() as session:
-        await merge_customers(session, HQ, bob, [ann], dry_run=False, now=T0 + 2 * DAY)
+        await merge_customers(
+            session, HQ, bob, [ann], dry_run=False, wiring=CUSTOMERS, now=T0 + 2 * DAY
+        )
     entry = await return_spent(db, "o-1", 100, "r-2", now=T0 + 3 * DAY)
     assert entry is not None and (entry.customer_id, entry.amount) == (bob, 50)
     assert (await account(db, bob)).balance == 100

@@ -40,6 +40,7 @@ from api.loyalty import service
 from api.loyalty.models import EntryKind, PointsAccount, PointsEntry, PointsLot
 from api.loyalty.service import PointsErrorCode
 from tests.loyalty.conftest import DAY, POLICY, T0, Points, balance_at, new_customers
+from tests.wiring import CUSTOMERS
 
 HQ = Principal(subject="user:1", role=Role.HQ_ADMIN, scopes=ROLE_SCOPES[Role.HQ_ADMIN])
 WHO = st.sampled_from([0, 1])  # which of the example's two customers
@@ -182,7 +183,9 @@ async def step(world: World, op: tuple) -> None:
         target, source = world.customers[op[1]], world.customers[1 - op[1]]
         if await live(world, 0) != await live(world, 1):
             async with world.db.transaction() as session:
-                await merge_customers(session, HQ, target, [source], dry_run=False, now=world.now)
+                await merge_customers(
+                    session, HQ, target, [source], dry_run=False, wiring=CUSTOMERS, now=world.now
+                )
 
 
 async def partial_reversal(

@@ -11,6 +11,7 @@ from api.errors import DomainError
 from api.graphql.ids import encode_id
 from api.loyalty.models import EntryKind
 from tests.loyalty.conftest import DAY, T0, account, entries, new_customers, no_mismatches
+from tests.wiring import CUSTOMERS
 
 ADJUST = """
 mutation($input: PointsAdjustInput!) {
@@ -145,7 +146,9 @@ async def test_earnings_racing_a_merge_all_land_on_the_survivor(db, points):
 
     async def merge() -> None:
         async with db.transaction() as session:
-            await merge_customers(session, hq, survivor, [duplicate], dry_run=False, now=T0)
+            await merge_customers(
+                session, hq, survivor, [duplicate], dry_run=False, wiring=CUSTOMERS, now=T0
+            )
 
     earnings = [points.earn(duplicate, 10, f"o-{i}", now=T0) for i in range(20)]
     await asyncio.gather(*earnings[:10], merge(), *earnings[10:])

@@ -50,8 +50,10 @@ from api.loyalty.models import PointsEarningRule
 from api.loyalty.rules import PointsPolicy
 from api.orders import service
 from api.orders.models import Fulfillment, Order, OrderLine
+from api.orders.reactions import OrdersWiring
 from api.partners import service as partners
 from api.partners.models import PartnerType, StoreKind
+from tests.wiring import POINTS_POLICY, orders_wiring
 
 NOW = utcnow()
 DAY = timedelta(days=1)
@@ -257,6 +259,7 @@ async def shop(db: Database) -> Shop:
             actor=None,
             now=NOW - DAY,
             pending=False,
+            policy=POINTS_POLICY,
         )
         template = await coupons.create_template(
             session, HQ, coupon_draft(name="立减10元", per_person_limit=5), now=NOW - 2 * DAY
@@ -349,12 +352,18 @@ async def place(
     principal: Principal,
     policy: Policy | None = None,
     now: Any = NOW,
+    wiring: OrdersWiring | None = None,
     **overrides: Any,
 ) -> service.OrderResult:
-    """Place ``draft(**overrides)`` as ``principal`` in its own transaction."""
+    """Place ``draft(**overrides)`` as ``principal`` in its own transaction (with every
+    reaction of ``api/wiring.py``, under ``policy``, unless a test hands its own ``wiring``)."""
     async with db.transaction() as session:
         return await service.create_order(
-            session, principal, draft(**overrides), settings=policy or Policy(), now=now
+            session,
+            principal,
+            draft(**overrides),
+            wiring=wiring or orders_wiring(policy or Policy()),
+            now=now,
         )
 
 

@@ -13,6 +13,7 @@ from api.customers.merge import merge_customers
 from api.orders.models import Order
 from api.orders.service import allocate
 from tests.orders.conftest import HQ, NOW, line, lines_of, member, place
+from tests.wiring import CUSTOMERS
 
 weights = st.lists(st.integers(min_value=0, max_value=10**9), min_size=1, max_size=30)
 
@@ -71,10 +72,14 @@ async def test_a_merge_moves_the_orders_to_the_survivor(db, shop):
     bobs = (await place(db, HQ, customer_id=shop.bob)).order
     anns = (await place(db, HQ, customer_id=shop.ann)).order
     async with db.transaction() as session:
-        preview = await merge_customers(session, HQ, shop.ann, [shop.bob], dry_run=True, now=NOW)
+        preview = await merge_customers(
+            session, HQ, shop.ann, [shop.bob], dry_run=True, wiring=CUSTOMERS, now=NOW
+        )
     assert [m.description for m in preview.moves if m.kind == "orders"] == ["1 order"]
     async with db.transaction() as session:
-        await merge_customers(session, HQ, shop.ann, [shop.bob], dry_run=False, now=NOW)
+        await merge_customers(
+            session, HQ, shop.ann, [shop.bob], dry_run=False, wiring=CUSTOMERS, now=NOW
+        )
     async with db.read() as session:
         owners = dict((await session.execute(select(Order.id, Order.customer_id))).all())
     assert owners == {bobs.id: shop.ann, anns.id: shop.ann}

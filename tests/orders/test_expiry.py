@@ -40,6 +40,7 @@ from tests.orders.test_lifecycle import (
     outbox,
     pickup_order,
 )
+from tests.wiring import orders_wiring
 
 runner = CliRunner()
 WINDOW = 72  # hours, the default pickup window
@@ -118,7 +119,7 @@ async def test_the_job_works_in_batches_up_to_a_limit(db, shop, life):
     later = NOW + 4 * DAY
     first = await life.expire(now=later, limit=2)
     assert (first.expired, dict(first.by_store)) == (2, {shop.a1: 2})
-    rest = await lifecycle.expire_pickups(db, now=later, batch=2)
+    rest = await lifecycle.expire_pickups(db, now=later, batch=2, wiring=orders_wiring())
     assert rest.expired == 3
     assert {(await order_row(db, o.id)).status for o in orders} == {OrderStatus.EXPIRED}
 

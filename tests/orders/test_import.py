@@ -37,6 +37,7 @@ from api.orders.models import Fulfillment, Order, OrderEvent, OrderLine, OrderSt
 from api.partners import service as partners
 from api.partners.models import PartnerType
 from tests.orders.conftest import HQ, NOW, POINTS, STOCK, balance, lines_of, stock
+from tests.wiring import orders_wiring
 
 HEADER = "marketplace,order_id,buyer_id,phone,paid_at,paid,sku,quantity,line_paid"
 PAID_AT = "2026-06-18T10:00:00+08:00"
@@ -97,6 +98,7 @@ async def run(
         fmt,
         options=ImportOptions(encoding=encoding, **options),
         now=now,
+        wiring=orders_wiring(),
         rejects=rejects,
     )
 
@@ -855,7 +857,12 @@ async def test_refunding_an_imported_order_leaves_level_spend_alone(db, shop):
         order = await session.scalar(select(Order).where(Order.external_id == "R1"))
     async with db.transaction() as session:
         refunded = await lifecycle.refund(
-            session, HQ, order.id, lifecycle.RefundDraft("r-1", "退货"), now=NOW
+            session,
+            HQ,
+            order.id,
+            lifecycle.RefundDraft("r-1", "退货"),
+            now=NOW,
+            wiring=orders_wiring(),
         )
     assert refunded.order.status is OrderStatus.REFUNDED
     async with db.read() as session:

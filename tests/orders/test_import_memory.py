@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from api.db import utcnow
-from api.domains import load_services
 from api.orders import importer
 from bench.imports import bench_skus, create_catalog, write_orders_file
+from tests.wiring import orders_wiring
 
 ROWS = 50_000
 # A batch of 500 orders with their rows, the statements' compiled cache, rich objects of the
@@ -55,9 +55,9 @@ async def test_importing_a_large_file_takes_flat_memory(db, tmp_path):
     # As `qudao import orders` starts: a pool without connections (each pooled connection
     # keeps its own prepared statements, left here by earlier tests), no garbage pending.
     await db.engine.dispose()
-    # Every domain's order hooks, imported once per process (the first batch would otherwise
-    # count the modules and the segment grammar as the import's memory).
-    load_services()
+    # The composition root built as the CLI builds it, before measuring: every reaction's
+    # modules are imported (the first batch would otherwise count them as its memory).
+    wiring = orders_wiring()
     gc.collect()
 
     tracemalloc.start()
@@ -69,6 +69,7 @@ async def test_importing_a_large_file_takes_flat_memory(db, tmp_path):
                 importer.ImportFormat.CSV,
                 options=importer.ImportOptions(),
                 now=utcnow(),
+                wiring=wiring,
             )
         peak = tracemalloc.get_traced_memory()[1]
     finally:

@@ -49,8 +49,10 @@ from tests.orders.conftest import (
     stock,
     store_staff,
 )
+from tests.wiring import orders_wiring
 
 POLICY = Policy().points_policy  # earned points are pending for 7 days
+WIRING = orders_wiring(Policy())
 
 
 class Life:
@@ -85,7 +87,7 @@ class Life:
                 store_id=store_id,
                 secret=self.secret,
                 now=now,
-                policy=POLICY,
+                wiring=WIRING,
             )
 
     async def cancel(
@@ -93,7 +95,7 @@ class Life:
     ) -> Order:
         async with self.db.transaction() as session:
             return await lifecycle.cancel(
-                session, principal, order_id, reason=reason, now=now, policy=POLICY
+                session, principal, order_id, reason=reason, now=now, wiring=WIRING
             )
 
     async def refund(
@@ -117,11 +119,11 @@ class Life:
         )
         async with self.db.transaction() as session:
             return await lifecycle.refund(
-                session, principal, order_id, draft, now=now, policy=POLICY
+                session, principal, order_id, draft, now=now, wiring=WIRING
             )
 
     async def expire(self, now: datetime, limit: int | None = None) -> lifecycle.ExpiryRun:
-        return await lifecycle.expire_pickups(self.db, now=now, limit=limit, policy=POLICY)
+        return await lifecycle.expire_pickups(self.db, now=now, limit=limit, wiring=WIRING)
 
 
 def new_life(db: Database, settings: Settings) -> Life:

@@ -35,6 +35,7 @@ from tests.orders.conftest import (
     store_staff,
 )
 from tests.orders.test_lifecycle import books_balance, new_life, order_row, pickup_order
+from tests.wiring import CUSTOMERS
 
 HOLD = 0.5  # seconds the first side stays in its transaction once the second has started
 
@@ -76,7 +77,9 @@ async def race(
 def merge_ann_into_cat(db: Any, shop: Any) -> Callable[[], Awaitable[Any]]:
     async def run() -> Any:
         async with db.transaction() as session:
-            return await merge_customers(session, HQ, shop.cat, [shop.ann], dry_run=False, now=NOW)
+            return await merge_customers(
+                session, HQ, shop.cat, [shop.ann], dry_run=False, wiring=CUSTOMERS, now=NOW
+            )
 
     return run
 

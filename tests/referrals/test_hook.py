@@ -13,10 +13,11 @@ from sqlalchemy import insert, select, update
 from api.customers.merge import merge_customers
 from api.db import Database
 from api.loyalty.models import PointsEntry
-from api.orders.hooks import ORDER_HOOKS, OrderChange, OrdersChanged
 from api.orders.models import Fulfillment, Order, OrderStatus
+from api.orders.reactions import OrderChange, OrdersChanged
 from api.referrals import service
 from api.referrals.models import InviteCode, Referral
+from api.referrals.service import FirstOrderRewards
 from tests.orders.conftest import HQ, NOW, member, place, refusal
 from tests.referrals.conftest import (
     accept,
@@ -27,8 +28,10 @@ from tests.referrals.conftest import (
     referrals,
     rewards,
 )
+from tests.wiring import CUSTOMERS, WIRING
 
-hook = ORDER_HOOKS["referrals"]
+# The referrals reaction as the composition root builds it (api/wiring.py).
+hook = next(r for r in WIRING.orders.reactions if isinstance(r, FirstOrderRewards))
 
 
 async def hook_statements(
@@ -195,7 +198,9 @@ async def test_an_order_that_is_not_completed_or_on_a_marketplace_is_no_first_or
 
 async def merge(db: Database, target: int, source: int) -> None:
     async with db.transaction() as session:
-        await merge_customers(session, HQ, target, [source], dry_run=False, now=NOW)
+        await merge_customers(
+            session, HQ, target, [source], dry_run=False, wiring=CUSTOMERS, now=NOW
+        )
 
 
 async def test_a_merged_invitee_takes_the_referral_to_the_survivor(db, shop):

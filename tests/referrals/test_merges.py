@@ -20,6 +20,7 @@ from tests.orders.test_lifecycle import new_life
 from tests.referrals.conftest import accept, invite, make_campaign, newcomer, referrals, rewards
 from tests.referrals.test_hook import delivered, merge
 from tests.referrals.test_rules import stats
+from tests.wiring import CUSTOMERS
 
 
 @pytest_asyncio.fixture
@@ -96,7 +97,9 @@ async def test_the_earliest_referral_counts_whichever_id_survives(db, shop):
     # dan survives, though his own referral is the later one: kim's (cat's) is his now, and
     # ann's stays with kim's merged id.
     async with db.transaction() as session:
-        preview = await merge_customers(session, HQ, dan, [kim], dry_run=True, now=NOW)
+        preview = await merge_customers(
+            session, HQ, dan, [kim], dry_run=True, wiring=CUSTOMERS, now=NOW
+        )
     assert [c.message for c in preview.conflicts if c.field == "referrals"] == [
         "2 of them accepted invites: the earliest counts for the merged customer."
     ]

@@ -19,8 +19,8 @@ from api.coupons import service as coupons
 from api.coupons.models import Coupon, CouponChannel, CouponOrigin, CouponStatus, CouponTemplate
 from api.db import Database
 from api.loyalty import service as loyalty
-from api.orders.hooks import OrderChange, OrdersChanged
 from api.orders.models import Order, OrderStatus
+from api.orders.reactions import OrderChange, OrdersChanged
 from api.referrals import service
 from tests.orders.conftest import DAY, HQ, NOW, balance, line, lines_of, member, place
 from tests.orders.test_lifecycle import new_life

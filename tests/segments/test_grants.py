@@ -34,6 +34,7 @@ from tests.conftest import GraphQLClient
 from tests.loyalty.test_merge_retries import wait_until_waiting
 from tests.orders.conftest import HQ, coupon_draft
 from tests.segments.conftest import NOW, People
+from tests.wiring import CUSTOMERS, POINTS_POLICY
 
 POINTS = service.GrantRequest(
     segment_id=0, campaign_key="spring", action=GrantAction.POINTS, reason="Spring", points=100
@@ -104,7 +105,7 @@ async def test_points_reach_each_consenting_member_once(db: Database, people: Pe
     assert created
     assert progress(job) == (JobStatus.PENDING, 3, 0, 0, 0)
 
-    done = await jobs.run_grant_job(db, job.id, now=NOW)
+    done = await jobs.run_grant_job(db, job.id, policy=POINTS_POLICY, now=NOW)
     assert progress(done) == (JobStatus.COMPLETED, 3, 3, 3, 0)
     assert done.started_at is not None and done.finished_at is not None
     assert await outcomes(db, people, job.id) == {
@@ -116,7 +117,7 @@ async def test_points_reach_each_consenting_member_once(db: Database, people: Pe
     assert await balances(db, people) == {"ann": 1300, "bob": 100, "dan": 150, "fay": 10}
 
     # Running a completed job again changes nothing.
-    again = await jobs.run_grant_job(db, job.id, now=NOW)
+    again = await jobs.run_grant_job(db, job.id, policy=POINTS_POLICY, now=NOW)
     assert progress(again) == (JobStatus.COMPLETED, 3, 3, 3, 0)
     assert await grants_per_person(db, people) == {"ann": 1, "bob": 1, "dan": 1}
 
@@ -134,7 +135,7 @@ async def test_a_job_that_fails_midway_resumes_without_granting_twice(
 
     monkeypatch.setattr(jobs.loyalty, "earn", earn_failing_for_bob)
     with pytest.raises(RuntimeError):
-        await jobs.run_grant_job(db, job.id, batch_size=1, now=NOW)
+        await jobs.run_grant_job(db, job.id, policy=POINTS_POLICY, batch_size=1, now=NOW)
     async with db.read() as session:
         failed = await session.get(SegmentGrantJob, job.id)
     assert failed is not None
@@ -143,7 +144,7 @@ async def test_a_job_that_fails_midway_resumes_without_granting_twice(
     assert failed.error == "ledger unavailable"
 
     monkeypatch.setattr(jobs.loyalty, "earn", real_earn)
-    resumed = await jobs.run_grant_job(db, job.id, batch_size=1, now=NOW)
+    resumed = await jobs.run_grant_job(db, job.id, policy=POINTS_POLICY, batch_size=1, now=NOW)
     assert progress(resumed) == (JobStatus.COMPLETED, 3, 3, 3, 0)
     assert resumed.error is None
     assert await grants_per_person(db, people) == {"ann": 1, "bob": 1, "dan": 1}
@@ -160,7 +161,7 @@ async def test_a_job_that_fails_midway_resumes_without_granting_twice(
             .where(SegmentGrantJob.id == job.id)
             .values(status=JobStatus.RUNNING)
         )
-    await jobs.run_grant_job(db, job.id, now=NOW)
+    await jobs.run_grant_job(db, job.id, policy=POINTS_POLICY, now=NOW)
     assert set((await outcomes(db, people, job.id)).values()) == {"skipped:already_granted"}
     assert await grants_per_person(db, people) == {"ann": 1, "bob": 1, "dan": 1}
     assert await balances(db, people) == {"ann": 1300, "bob": 100, "dan": 150, "fay": 10}
@@ -180,12 +181,14 @@ async def test_a_person_merged_between_batches_is_paid_once(db: Database, people
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(jobs.loyalty, "earn", earn_failing_for_bob)
         with pytest.raises(RuntimeError):
-            await jobs.run_grant_job(db, job.id, batch_size=1, now=NOW)
+            await jobs.run_grant_job(db, job.id, policy=POINTS_POLICY, batch_size=1, now=NOW)
     assert await outcomes(db, people, job.id) == {"ann": "granted", "bob": None, "dan": None}
 
     async with db.transaction() as session:
-        await merge_customers(session, HQ, people.ids["dan"], [people.ids["ann"]], dry_run=False)
-    done = await jobs.run_grant_job(db, job.id, batch_size=1, now=NOW)
+        await merge_customers(
+            session, HQ, people.ids["dan"], [people.ids["ann"]], dry_run=False, wiring=CUSTOMERS
+        )
+    done = await jobs.run_grant_job(db, job.id, policy=POINTS_POLICY, batch_size=1, now=NOW)
     assert progress(done) == (JobStatus.COMPLETED, 3, 3, 2, 1)
     assert (await outcomes(db, people, job.id))["dan"] == "skipped:already_granted"
     assert await grants_per_person(db, people) == {"ann": 1, "bob": 1}
@@ -195,8 +198,8 @@ async def test_two_runners_on_one_job_grant_each_member_once(db: Database, peopl
     """A resume started while the background task still runs: both work, nobody gets two."""
     job, _ = await start(db, replace(POINTS, segment_id=await segment(db, "member = true")))
     await asyncio.gather(
-        jobs.run_grant_job(db, job.id, batch_size=1, now=NOW),
-        jobs.run_grant_job(db, job.id, batch_size=1, now=NOW),
+        jobs.run_grant_job(db, job.id, policy=POINTS_POLICY, batch_size=1, now=NOW),
+        jobs.run_grant_job(db, job.id, policy=POINTS_POLICY, batch_size=1, now=NOW),
     )
     async with db.read() as session:
         done = await session.get(SegmentGrantJob, job.id)
@@ -216,7 +219,7 @@ async def test_consent_withdrawn_after_the_start_is_respected(db: Database, peop
             )
             .values(granted=False)
         )
-    done = await jobs.run_grant_job(db, job.id, now=NOW)
+    done = await jobs.run_grant_job(db, job.id, policy=POINTS_POLICY, now=NOW)
     assert progress(done) == (JobStatus.COMPLETED, 3, 3, 2, 1)
     assert (await outcomes(db, people, job.id))["dan"] == "skipped:no_consent"
     assert (await balances(db, people))["dan"] == 50
@@ -232,7 +235,7 @@ async def test_a_member_merged_after_the_start_is_granted_once_as_the_survivor(
             .where(Customer.id == people.ids["dan"])
             .values(status=CustomerStatus.MERGED, merged_into_id=people.ids["ann"])
         )
-    done = await jobs.run_grant_job(db, job.id, now=NOW)
+    done = await jobs.run_grant_job(db, job.id, policy=POINTS_POLICY, now=NOW)
     assert progress(done) == (JobStatus.COMPLETED, 3, 3, 2, 1)
     assert await outcomes(db, people, job.id) == {
         "ann": "granted",
@@ -250,7 +253,7 @@ async def test_a_partners_grant_reaches_only_its_recruits(db: Database, people: 
     job, _ = await start(db, replace(POINTS, segment_id=owned), client)
     # ann and dan: A's recruits who consent (fay has not; bob is B's).
     assert job.total == 2
-    await jobs.run_grant_job(db, job.id, now=NOW)
+    await jobs.run_grant_job(db, job.id, policy=POINTS_POLICY, now=NOW)
     assert set(await outcomes(db, people, job.id)) == {"ann", "dan"}
 
 
@@ -280,7 +283,7 @@ async def test_coupons_skip_a_person_over_the_limit_and_stop_at_the_stock(
         template_id=template,
     )
     job, _ = await start(db, request)
-    done = await jobs.run_grant_job(db, job.id, now=NOW)
+    done = await jobs.run_grant_job(db, job.id, policy=POINTS_POLICY, now=NOW)
     assert progress(done) == (JobStatus.COMPLETED, 3, 3, 1, 2)
     assert await outcomes(db, people, job.id) == {
         "ann": "granted",
@@ -316,7 +319,7 @@ async def test_a_paused_template_fails_the_job_until_it_runs_again(
     async with db.transaction() as session:
         await session.execute(paused.values(status=TemplateStatus.PAUSED))
     with pytest.raises(DomainError, match="This coupon is paused"):
-        await jobs.run_grant_job(db, job.id, now=NOW)
+        await jobs.run_grant_job(db, job.id, policy=POINTS_POLICY, now=NOW)
     async with db.read() as session:
         failed = await session.get(SegmentGrantJob, job.id)
     assert failed is not None
@@ -326,7 +329,7 @@ async def test_a_paused_template_fails_the_job_until_it_runs_again(
     )
     async with db.transaction() as session:
         await session.execute(paused.values(status=TemplateStatus.ACTIVE))
-    done = await jobs.run_grant_job(db, job.id, now=NOW)
+    done = await jobs.run_grant_job(db, job.id, policy=POINTS_POLICY, now=NOW)
     assert progress(done) == (JobStatus.COMPLETED, 3, 3, 3, 0)
 
 
@@ -576,7 +579,9 @@ async def test_a_cancelled_job_goes_back_to_pending_and_resumes_without_granting
 ) -> None:
     job, _ = await start(db, replace(POINTS, segment_id=await segment(db, "member = true")))
     reached = earn_stuck_at(monkeypatch, people.ids["bob"])
-    running = asyncio.create_task(jobs.run_grant_job(db, job.id, batch_size=1, now=NOW))
+    running = asyncio.create_task(
+        jobs.run_grant_job(db, job.id, policy=POINTS_POLICY, batch_size=1, now=NOW)
+    )
     await asyncio.wait_for(reached.wait(), 10)
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -589,7 +594,7 @@ async def test_a_cancelled_job_goes_back_to_pending_and_resumes_without_granting
     )
 
     monkeypatch.undo()
-    assert await jobs.resume(db, now=NOW) == [job.id]
+    assert await jobs.resume(db, policy=POINTS_POLICY, now=NOW) == [job.id]
     await jobs.drain()
     resumed = await job_row(db, job.id)
     assert (progress(resumed), resumed.error) == ((JobStatus.COMPLETED, 3, 3, 3, 0), None)
@@ -616,7 +621,7 @@ async def test_resume_takes_pending_and_abandoned_jobs_not_live_or_finished_ones
                 .where(SegmentGrantJob.id == ids[key])
                 .values(status=status, updated_at=NOW - idle)
             )
-    assert await jobs.resume(db, now=NOW) == [ids["pending"], ids["abandoned"]]
+    assert await jobs.resume(db, policy=POINTS_POLICY, now=NOW) == [ids["pending"], ids["abandoned"]]
     await jobs.drain()
     assert [(await job_row(db, ids[k])).status for k in ids] == [
         JobStatus.COMPLETED,
