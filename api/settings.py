@@ -9,6 +9,7 @@ from pathlib import Path
 
 from api.auth.keys import KeyRing
 from api.auth.wechat import parse_apps as parse_wechat_apps
+from api.graphql.guard import DocumentLimits
 from api.loyalty.rules import PointsPolicy
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/qudao.db"
@@ -35,6 +36,16 @@ class Settings:
     max_tokens: int = 5000
     max_cost: int = 25_000
     parser_cache_size: int = 512
+    # What validation may face, checked in one linear pass before it runs (api/graphql/
+    # guard.py): fields and fragments once fragments are expanded, fields selected at one
+    # place of the response and times one name is (graphql-core's overlap rule compares those
+    # pairwise); and every input value: list lengths, text lengths.
+    max_fields: int = 2000
+    max_fragments: int = 200
+    max_selection_fields: int = 200
+    max_repeats: int = 10
+    max_list_input: int = 1000
+    max_string_input: int = 10_000
     # Identity. The key file is a JWKS of private keys (first signs, all verify); when absent
     # it is created, so `make serve` needs no setup. QUDAO_JWT_KEYS (the JSON) overrides it.
     issuer: str = "http://127.0.0.1:8000"
@@ -142,6 +153,19 @@ class Settings:
                 env.get("QUDAO_ATTRIBUTION_WINDOW_DAYS", defaults.attribution_window_days)
             ),
             referral_link_base=env.get("QUDAO_REFERRAL_LINK_BASE", defaults.referral_link_base),
+        )
+
+    @property
+    def document_limits(self) -> DocumentLimits:
+        return DocumentLimits(
+            max_depth=self.max_depth,
+            max_aliases=self.max_aliases,
+            max_fields=self.max_fields,
+            max_fragments=self.max_fragments,
+            max_selection_fields=self.max_selection_fields,
+            max_repeats=self.max_repeats,
+            max_list_length=self.max_list_input,
+            max_string_length=self.max_string_input,
         )
 
     @property

@@ -1,0 +1,434 @@
+"""One linear pass over a parsed request, before graphql-core validates it.
+
+Validation is where a small document can cost the most: fragments that each spread the next
+one twice double the work per level for any walk that expands them (strawberry's depth and
+alias limiters did, and so did our cost walk), and graphql-core's OverlappingFieldsCanBeMerged
+compares every pair of fields selected under the same name at the same place, across
+fragments and repeated parents (1,240 ``viewer { __typename }`` took 2.75 s). So this pass
+measures, in time linear in the document plus a fixed budget, what those walks would face,
+and refuses the request before they run:
+
+* depth (fields nested in fields, through fragments; introspection fields are not counted,
+  as strawberry's limiter did) and aliases (counted through fragments), with the messages
+  clients saw from strawberry's limiters;
+* fields once fragments are expanded, and fragments (spreads and inline) once expanded: the
+  expansion stops at the budget, so a doubling chain costs at most the budget to refuse;
+* at each place of the response (fields merged by response name, as execution merges them),
+  how many fields are selected there and how many times one name is: the overlap rule's
+  pairwise comparisons grow with the square of that;
+* fragment cycles, which would make the expansion endless (reported as graphql-core does).
+
+It also checks the request's input values, literals and variables alike, so no field can
+forget to: every list and every string is bounded in length, and text may not hold control
+characters (tab and line breaks aside) or lone surrogates, which PostgreSQL refuses (NUL),
+no engine can encode (a lone surrogate), and a terminal would interpret (escapes). A few
+fields check text themselves and answer with a payload error the clients already rely on
+(``DOMAIN_CHECKED_TEXT``); there only the length is bounded here.
+
+Everything is iterative: a document nested a thousand levels deep cannot exhaust the stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLInputObjectType,
+    GraphQLInterfaceType,
+    GraphQLList,
+    GraphQLNamedType,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLSchema,
+    InlineFragmentNode,
+    ListValueNode,
+    Node,
+    ObjectValueNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    StringValueNode,
+    ValueNode,
+    VariableNode,
+)
+
+from api.text import describe_character, forbidden_character
+
+# Inputs whose domain checks text itself and reports a bad character as a payload error with
+# its own code (and, for the segment language, its line and column): clients rely on those
+# answers, so the generic refusal leaves these to them. Only the length is bounded here.
+# tests/graphql/test_guard.py proves each coordinate exists and is still checked.
+DOMAIN_CHECKED_TEXT = frozenset(
+    {
+        "ReferralCampaignCreateInput.name",
+        "ReferralAcceptInput.code",
+        "ReferralAcceptInput.deviceId",
+        "SegmentCreateInput.name",
+        "SegmentCreateInput.description",
+        "SegmentCreateInput.query",
+        "SegmentUpdateInput.name",
+        "SegmentUpdateInput.description",
+        "SegmentUpdateInput.query",
+        "Query.segmentPreview(query:)",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentLimits:
+    max_depth: int
+    max_aliases: int
+    max_fields: int  # fields, once fragments are expanded
+    max_fragments: int  # fragment spreads and inline fragments, once expanded
+    max_selection_fields: int  # fields selected at one place of the response
+    max_repeats: int  # times one response name is selected at one place
+    max_list_length: int
+    max_string_length: int
+
+
+class DocumentRefused(GraphQLError):
+    """The request is refused before validation; ``extensions.code`` says how to read it."""
+
+
+def _validation_error(message: str, nodes: Node | list[Node] | None = None) -> DocumentRefused:
+    # No code of its own: it is classified GRAPHQL_VALIDATION_FAILED, like the limiters' were.
+    return DocumentRefused(message, nodes)
+
+
+def _input_error(message: str, nodes: Node | None = None) -> DocumentRefused:
+    return DocumentRefused(message, nodes, extensions={"code": "BAD_USER_INPUT"})
+
+
+class _Place:
+    """A place in the response: the fields merged there under one response name."""
+
+    __slots__ = ("below", "fields", "times")
+
+    def __init__(self) -> None:
+        self.fields = 0
+        self.times: dict[str, int] = {}  # response name -> times selected here
+        # Fields of one name merge into one place below this one, however many times (and
+        # through whichever fragments) they are selected: that is what the overlap rule
+        # compares, and what execution merges.
+        self.below: dict[str, _Place] = {}
+
+
+@dataclass(slots=True)
+class _Shape:
+    """Counts over the whole document, shared by the walks of every definition."""
+
+    limits: DocumentLimits
+    fields: int = 0
+    fragments: int = 0
+    aliases: int = 0
+
+
+def check_document(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    variables: Mapping[str, Any] | None,
+    limits: DocumentLimits,
+) -> GraphQLError | None:
+    """The first reason to refuse this request before validation, or None."""
+    fragments: dict[str, FragmentDefinitionNode] = {}
+    operations: list[OperationDefinitionNode] = []
+    for definition in document.definitions:
+        if isinstance(definition, FragmentDefinitionNode):
+            fragments.setdefault(definition.name.value, definition)
+        elif isinstance(definition, OperationDefinitionNode):
+            operations.append(definition)
+    try:
+        _refuse_cycles(fragments)
+        shape = _Shape(limits)
+        for operation in operations:
+            name = operation.name.value if operation.name else "anonymous"
+            _expand(shape, operation.selection_set, fragments, depth_of=name)
+        # Unused fragments are validated too (and reported unused): measure them as well.
+        for fragment in fragments.values():
+            _expand(shape, fragment.selection_set, fragments, depth_of=None)
+        if shape.aliases > limits.max_aliases:
+            return _validation_error(
+                f"{shape.aliases} aliases found. Allowed: {limits.max_aliases}"
+            )
+        _Inputs(schema, fragments, operations, variables or {}, limits).check()
+    except DocumentRefused as refused:
+        return refused
+    return None
+
+
+def _refuse_cycles(fragments: Mapping[str, FragmentDefinitionNode]) -> None:
+    """A fragment that spreads itself, directly or not, would expand forever."""
+    spreads = {name: list(_spreads_in(f.selection_set)) for name, f in fragments.items()}
+    done: set[str] = set()
+    for start in fragments:
+        if start in done:
+            continue
+        path: list[str] = [start]
+        on_path = {start}
+        pending: list[Iterator[str]] = [iter(spreads[start])]
+        while pending:
+            target = next(pending[-1], None)
+            if target is None:
+                pending.pop()
+                done.add(on_path_name := path.pop())
+                on_path.discard(on_path_name)
+            elif target in on_path:
+                via = path[path.index(target) + 1 :]
+                through = f" via {', '.join(repr(n) for n in via)}" if via else ""
+                raise _validation_error(
+                    f"Cannot spread fragment '{target}' within itself{through}.",
+                    fragments[target],
+                )
+            elif target in fragments and target not in done:
+                path.append(target)
+                on_path.add(target)
+                pending.append(iter(spreads[target]))
+
+
+def _spreads_in(selection_set: SelectionSetNode) -> Iterator[str]:
+    stack = [selection_set]
+    while stack:
+        for selection in stack.pop().selections:
+            if isinstance(selection, FragmentSpreadNode):
+                yield selection.name.value
+            elif selection.selection_set is not None:
+                stack.append(selection.selection_set)
+
+
+def _expand(
+    shape: _Shape,
+    root: SelectionSetNode,
+    fragments: Mapping[str, FragmentDefinitionNode],
+    *,
+    depth_of: str | None,
+) -> None:
+    """Walk the selections of one definition with its fragments expanded, within budget.
+
+    ``depth_of`` names the operation whose depth is measured (fragments are measured where
+    they are spread, as strawberry's limiter did); None for a fragment walked on its own.
+    """
+    limits = shape.limits
+    root_place = _Place()
+    # (selection set, the place its fields land at, depth of its fields, depth counted)
+    stack: list[tuple[SelectionSetNode, _Place, int, bool]] = [(root, root_place, 0, True)]
+    while stack:
+        selection_set, place, depth, counted = stack.pop()
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                shape.fields += 1
+                if shape.fields > limits.max_fields:
+                    raise _validation_error(
+                        f"The document selects more than {limits.max_fields} fields once its "
+                        "fragments are expanded.",
+                        selection,
+                    )
+                name = selection.name.value
+                if selection.alias is not None and depth_of is not None:
+                    shape.aliases += 1
+                if depth_of is not None and counted and depth > limits.max_depth:
+                    raise _validation_error(
+                        f"'{depth_of}' exceeds maximum operation depth of {limits.max_depth}",
+                        selection,
+                    )
+                response_name = selection.alias.value if selection.alias else name
+                _select(place, response_name, selection, limits)
+                if selection.selection_set is not None:
+                    child = place.below.setdefault(response_name, _Place())
+                    # Introspection is not data access: GraphiQL's query is deeper than any.
+                    keep_counting = counted and not name.startswith("__")
+                    stack.append((selection.selection_set, child, depth + 1, keep_counting))
+            else:
+                shape.fragments += 1
+                if shape.fragments > limits.max_fragments:
+                    raise _validation_error(
+                        f"The document uses more than {limits.max_fragments} fragments once "
+                        "its fragments are expanded.",
+                        selection,
+                    )
+                if isinstance(selection, InlineFragmentNode):
+                    stack.append((selection.selection_set, place, depth, counted))
+                elif (fragment := fragments.get(selection.name.value)) is not None:
+                    stack.append((fragment.selection_set, place, depth, counted))
+
+
+def _select(place: _Place, response_name: str, node: FieldNode, limits: DocumentLimits) -> None:
+    place.fields += 1
+    if place.fields > limits.max_selection_fields:
+        raise _validation_error(
+            f"More than {limits.max_selection_fields} fields are selected at one place "
+            "(fragments included).",
+            node,
+        )
+    times = place.times.get(response_name, 0) + 1
+    place.times[response_name] = times
+    if times > limits.max_repeats:
+        raise _validation_error(
+            f"'{response_name}' is selected more than {limits.max_repeats} times at one place "
+            "(fragments and repeated parents included): select it once.",
+            node,
+        )
+
+
+class _Inputs:
+    """Every input value of the document (literals, variables, variables' defaults), walked
+    once with the type it has at its place: lists and strings bounded, text checked."""
+
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        fragments: Mapping[str, FragmentDefinitionNode],
+        operations: list[OperationDefinitionNode],
+        variables: Mapping[str, Any],
+        limits: DocumentLimits,
+    ) -> None:
+        self.schema = schema
+        self.fragments = fragments
+        self.operations = operations
+        self.variables = variables
+        self.limits = limits
+        self.defaults: dict[str, ValueNode] = {}
+        for operation in operations:
+            for definition in operation.variable_definitions or ():
+                if definition.default_value is not None:
+                    self.defaults.setdefault(
+                        definition.variable.name.value, definition.default_value
+                    )
+        # A variable used at many places is walked once per (type, text-checked) it is used as.
+        self.walked: set[tuple[str, str, bool]] = set()
+
+    def check(self) -> None:
+        roots: list[tuple[SelectionSetNode, GraphQLNamedType | None]] = []
+        for operation in self.operations:
+            roots.append((operation.selection_set, self.schema.get_root_type(operation.operation)))
+        for fragment in self.fragments.values():
+            roots.append(
+                (fragment.selection_set, self.schema.get_type(fragment.type_condition.name.value))
+            )
+        stack = roots
+        while stack:
+            selection_set, parent = stack.pop()
+            for selection in selection_set.selections:
+                if isinstance(selection, FieldNode):
+                    stack.extend(self._field(selection, parent))
+                elif isinstance(selection, InlineFragmentNode):
+                    condition = selection.type_condition
+                    target = self.schema.get_type(condition.name.value) if condition else parent
+                    stack.append((selection.selection_set, target))
+
+    def _field(
+        self, node: FieldNode, parent: GraphQLNamedType | None
+    ) -> list[tuple[SelectionSetNode, GraphQLNamedType | None]]:
+        definition = None
+        if isinstance(parent, GraphQLObjectType | GraphQLInterfaceType):
+            definition = parent.fields.get(node.name.value)
+        for argument in node.arguments or ():
+            arg = definition.args.get(argument.name.value) if definition else None
+            coordinate = (
+                f"{parent.name}.{node.name.value}({argument.name.value}:)" if parent else ""
+            )
+            self._literal(
+                argument.value,
+                arg.type if arg else None,
+                argument.name.value,
+                checked=coordinate not in DOMAIN_CHECKED_TEXT,
+            )
+        if node.selection_set is None:
+            return []
+        target = _named(definition.type) if definition else None
+        return [(node.selection_set, target)]
+
+    def _literal(self, root: ValueNode, expected: Any, path: str, *, checked: bool) -> None:
+        stack: list[tuple[ValueNode, Any, str, bool]] = [(root, expected, path, checked)]
+        while stack:
+            value, expected, path, checked = stack.pop()
+            inner = _nullable(expected)
+            if isinstance(value, VariableNode):
+                self._variable(value, expected, path, checked=checked)
+            elif isinstance(value, StringValueNode):
+                self._string(value.value, path, checked=checked, node=value)
+            elif isinstance(value, ListValueNode):
+                self._length(len(value.values), path, value)
+                item_type = inner.of_type if isinstance(inner, GraphQLList) else None
+                stack.extend((item, item_type, path, checked) for item in value.values)
+            elif isinstance(value, ObjectValueNode):
+                for item in value.fields:
+                    item_type, item_checked = self._input_field(inner, item.name.value, checked)
+                    stack.append((item.value, item_type, f"{path}.{item.name.value}", item_checked))
+
+    def _variable(self, node: VariableNode, expected: Any, path: str, *, checked: bool) -> None:
+        name = node.name.value
+        key = (name, str(expected), checked)
+        if key in self.walked:
+            return
+        self.walked.add(key)
+        if name in self.variables:
+            self._json(self.variables[name], expected, f"${name}", checked=checked)
+        elif name in self.defaults:
+            self._literal(self.defaults[name], expected, f"${name}", checked=checked)
+
+    def _json(self, root: Any, expected: Any, path: str, *, checked: bool) -> None:
+        stack: list[tuple[Any, Any, str, bool]] = [(root, expected, path, checked)]
+        while stack:
+            value, expected, path, checked = stack.pop()
+            inner = _nullable(expected)
+            if isinstance(value, str):
+                self._string(value, path, checked=checked)
+            elif isinstance(value, list):
+                self._length(len(value), path)
+                item_type = inner.of_type if isinstance(inner, GraphQLList) else None
+                stack.extend((item, item_type, path, checked) for item in value)
+            elif isinstance(value, dict):
+                for key, item in value.items():
+                    # Keys are text too: a JSON scalar's keys reach the database.
+                    self._string(key, path, checked=checked)
+                    item_type, item_checked = self._input_field(inner, key, checked)
+                    stack.append((item, item_type, f"{path}.{key}", item_checked))
+
+    def _input_field(self, parent: Any, name: str, checked: bool) -> tuple[Any, bool]:
+        if not isinstance(parent, GraphQLInputObjectType):
+            return None, checked  # a JSON scalar's members, or a mistake validation reports
+        definition = parent.fields.get(name)
+        coordinate = f"{parent.name}.{name}"
+        return (definition.type if definition else None), coordinate not in DOMAIN_CHECKED_TEXT
+
+    def _length(self, length: int, path: str, node: Node | None = None) -> None:
+        if length > self.limits.max_list_length:
+            raise _input_error(
+                f"A list holds at most {self.limits.max_list_length} values; "
+                f"`{path}` has {length}.",
+                node,
+            )
+
+    def _string(self, text: str, path: str, *, checked: bool, node: Node | None = None) -> None:
+        if len(text) > self.limits.max_string_length:
+            raise _input_error(
+                f"A text value is at most {self.limits.max_string_length} characters; "
+                f"`{path}` has {len(text)}.",
+                node,
+            )
+        if checked and (bad := forbidden_character(text, breaks=True)) is not None:
+            raise _input_error(
+                f"`{path}` cannot hold {describe_character(text[bad])} (at offset {bad}): text "
+                "may hold no control characters but tabs and line breaks, and no lone "
+                "surrogates.",
+                node,
+            )
+
+
+def _nullable(type_: Any) -> Any:
+    return type_.of_type if isinstance(type_, GraphQLNonNull) else type_
+
+
+def _named(type_: Any) -> GraphQLNamedType | None:
+    while isinstance(type_, GraphQLNonNull | GraphQLList):
+        type_ = type_.of_type
+    return type_
+
+
+__all__ = ["DOMAIN_CHECKED_TEXT", "DocumentLimits", "DocumentRefused", "check_document"]
