@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+from cross_web import HTTPException
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -43,6 +44,7 @@ from api.graphql.subscriptions import (
     SubscriptionSocket,
     cache_publisher,
 )
+from api.http_limits import BadBody, RequestLimitsMiddleware, decode_json_body
 from api.logs import request_id_var
 from api.segments import jobs as segment_jobs
 from api.settings import Settings
@@ -110,6 +112,20 @@ class QudaoGraphQL(GraphQL[Context, None]):
             allowed_origins=("*",),
         )
         self.settings = settings
+
+    def decode_json(self, data: str | bytes) -> object:
+        # Bytes are a POST body, which must be one request object (batching is off); text is
+        # a GET parameter (`variables`), whose type strawberry checks itself.
+        try:
+            value = decode_json_body(data)
+        except BadBody as bad:
+            raise HTTPException(400, str(bad)) from None
+        if isinstance(data, bytes) and not isinstance(value, dict):
+            raise HTTPException(
+                400,
+                'The body must be one JSON object: {"query": "...", "variables": {...}}.',
+            )
+        return value
 
     async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
         state = request.app.state
@@ -217,5 +233,7 @@ def create_app(
     app.add_middleware(
         AuthenticationMiddleware, keys=app.state.keys, cache=app.state.cache, settings=settings
     )
+    # Outside authentication: an oversized or stalled request is refused before any work.
+    app.add_middleware(RequestLimitsMiddleware, limits=settings.body_limits)
     app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every log has the id
     return app

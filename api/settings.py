@@ -10,6 +10,7 @@ from pathlib import Path
 from api.auth.keys import KeyRing
 from api.auth.wechat import parse_apps as parse_wechat_apps
 from api.graphql.guard import DocumentLimits
+from api.http_limits import BodyLimits
 from api.loyalty.rules import PointsPolicy
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/qudao.db"
@@ -46,6 +47,13 @@ class Settings:
     max_repeats: int = 10
     max_list_input: int = 1000
     max_string_input: int = 10_000
+    max_input_depth: int = 32  # nesting of one variable's value (a JSON attribute, say)
+    # HTTP requests (api/http_limits.py): a body over the cap is 413, one that stops arriving
+    # is 408 after body_timeout seconds; headers over their caps are 431.
+    max_body_bytes: int = 1_000_000
+    body_timeout: float = 10.0
+    max_header_bytes: int = 16_384
+    max_headers: int = 100
     # Identity. The key file is a JWKS of private keys (first signs, all verify); when absent
     # it is created, so `make serve` needs no setup. QUDAO_JWT_KEYS (the JSON) overrides it.
     issuer: str = "http://127.0.0.1:8000"
@@ -123,6 +131,8 @@ class Settings:
             log_level=env.get("LOG_LEVEL", defaults.log_level).upper(),
             log_json=not _flag(env.get("QUDAO_LOG_PLAIN")),
             max_cost=int(env.get("QUDAO_MAX_COST", defaults.max_cost)),
+            max_body_bytes=int(env.get("QUDAO_MAX_BODY_BYTES", defaults.max_body_bytes)),
+            body_timeout=float(env.get("QUDAO_BODY_TIMEOUT", defaults.body_timeout)),
             issuer=env.get("QUDAO_ISSUER", defaults.issuer),
             jwt_keys_file=env.get("QUDAO_JWT_KEYS_FILE", defaults.jwt_keys_file),
             jwt_keys_json=env.get("QUDAO_JWT_KEYS") or None,
@@ -166,6 +176,16 @@ class Settings:
             max_repeats=self.max_repeats,
             max_list_length=self.max_list_input,
             max_string_length=self.max_string_input,
+            max_input_depth=self.max_input_depth,
+        )
+
+    @property
+    def body_limits(self) -> BodyLimits:
+        return BodyLimits(
+            max_body_bytes=self.max_body_bytes,
+            body_timeout=self.body_timeout,
+            max_header_bytes=self.max_header_bytes,
+            max_headers=self.max_headers,
         )
 
     @property

@@ -90,6 +90,7 @@ class DocumentLimits:
     max_repeats: int  # times one response name is selected at one place
     max_list_length: int
     max_string_length: int
+    max_input_depth: int  # lists and objects within one value
 
 
 class DocumentRefused(GraphQLError):
@@ -373,22 +374,30 @@ class _Inputs:
             self._literal(self.defaults[name], expected, f"${name}", checked=checked)
 
     def _json(self, root: Any, expected: Any, path: str, *, checked: bool) -> None:
-        stack: list[tuple[Any, Any, str, bool]] = [(root, expected, path, checked)]
+        stack: list[tuple[Any, Any, str, bool, int]] = [(root, expected, path, checked, 0)]
         while stack:
-            value, expected, path, checked = stack.pop()
+            value, expected, path, checked, depth = stack.pop()
             inner = _nullable(expected)
             if isinstance(value, str):
                 self._string(value, path, checked=checked)
-            elif isinstance(value, list):
+                continue
+            if not isinstance(value, list | dict):
+                continue
+            if depth >= self.limits.max_input_depth:
+                raise _input_error(
+                    f"`{path}` nests lists and objects more than "
+                    f"{self.limits.max_input_depth} levels deep."
+                )
+            if isinstance(value, list):
                 self._length(len(value), path)
                 item_type = inner.of_type if isinstance(inner, GraphQLList) else None
-                stack.extend((item, item_type, path, checked) for item in value)
-            elif isinstance(value, dict):
+                stack.extend((item, item_type, path, checked, depth + 1) for item in value)
+            else:
                 for key, item in value.items():
                     # Keys are text too: a JSON scalar's keys reach the database.
                     self._string(key, path, checked=checked)
                     item_type, item_checked = self._input_field(inner, key, checked)
-                    stack.append((item, item_type, f"{path}.{key}", item_checked))
+                    stack.append((item, item_type, f"{path}.{key}", item_checked, depth + 1))
 
     def _input_field(self, parent: Any, name: str, checked: bool) -> tuple[Any, bool]:
         if not isinstance(parent, GraphQLInputObjectType):
