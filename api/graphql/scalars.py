@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 
 import strawberry
+
+# Every Decimal a caller sends: finite, at most DECIMAL_SCALE decimal places and below
+# DECIMAL_LIMIT in magnitude. Then at most 23 digits, well inside the decimal context's 28,
+# so rounding to cents, sums and products stay exact and never raise; each field still
+# bounds its own amount (prices, thresholds, rates) more tightly.
+DECIMAL_SCALE = 8
+DECIMAL_LIMIT = Decimal(10) ** 15
+_DECIMAL_TEXT_MAX = 64  # characters: "-999999999999999.99999999" and friends fit easily
 
 
 def _parse_aware_datetime(value: object) -> datetime:
@@ -34,4 +43,34 @@ AwareDateTime = strawberry.scalar(
     parse_value=_parse_aware_datetime,
 )
 
-SCALAR_MAP = {datetime: AwareDateTime}
+
+def _parse_decimal(value: object) -> Decimal:
+    # JSON numbers are accepted as strawberry's Decimal did, read through their text so that
+    # 0.1 means 0.1 and not the float nearest to it.
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError('Decimal must be a string such as "19.90", or a number.')
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > _DECIMAL_TEXT_MAX:
+        raise ValueError(f"Decimal must be at most {_DECIMAL_TEXT_MAX} characters.")
+    try:
+        parsed = Decimal(text.strip())
+    except InvalidOperation:
+        raise ValueError(f"Not a decimal number: {text!r}.") from None
+    if not parsed.is_finite():
+        raise ValueError(f"Decimal must be a finite number; got {text!r}.")
+    if abs(parsed) >= DECIMAL_LIMIT:
+        raise ValueError(f"Decimal must be below {DECIMAL_LIMIT:,} in magnitude; got {text!r}.")
+    exponent = parsed.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -DECIMAL_SCALE:
+        raise ValueError(f"Decimal has at most {DECIMAL_SCALE} decimal places; got {text!r}.")
+    return parsed
+
+
+FiniteDecimal = strawberry.scalar(
+    name="Decimal",
+    description="Decimal (fixed-point)",
+    serialize=str,
+    parse_value=_parse_decimal,
+)
+
+SCALAR_MAP = {datetime: AwareDateTime, Decimal: FiniteDecimal}
