@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -32,7 +33,7 @@ from api.auth.oauth import ROUTES as OAUTH_ROUTES
 from api.auth.oauth import OAuthServer
 from api.auth.principal import ANONYMOUS
 from api.auth.tokens import InvalidToken
-from api.cache import Cache, create_cache
+from api.cache import Cache, CacheUnavailable, create_cache
 from api.db import Database
 from api.graphql.context import Context
 from api.graphql.errors import coded
@@ -151,6 +152,9 @@ class QudaoGraphQL(GraphQL[Context, None]):
         except InvalidToken as error:
             log.info("refused a websocket connection: %s", error)
             raise ConnectionRejectionError from None
+        except CacheUnavailable:
+            log.info("refused a websocket connection: its token cannot be checked right now")
+            raise ConnectionRejectionError from None
         return UNSET
 
     async def process_result(
@@ -167,14 +171,45 @@ async def healthz(_: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+# What still works, and how, while Redis is down (README, "Degraded modes").
+DEGRADED_WITHOUT_REDIS = (
+    "rate limits and lockouts count per process",
+    "access tokens are not checked against the deny list for the first {grace:g} s of the "
+    "outage, then refused with 503",
+    "subscriptions stay open but get no events until Redis is back",
+    "member login codes, token revocation and introspection answer 503",
+)
+
+
 async def readyz(request: Request) -> Response:
+    """Ready when the database answers. Without Redis the API still serves, degraded: 200,
+    with what is degraded, so a load balancer keeps the instance (every instance shares the
+    same Redis; pulling them all would turn a partial outage into a full one)."""
     state = request.app.state
     checks = {"database": await state.db.ping()}
     if state.settings.redis_url:
         checks["redis"] = await state.cache.ping()
-    ready = all(checks.values())
-    body = {"status": "ready" if ready else "unavailable", "checks": checks}
-    return JSONResponse(body, status_code=200 if ready else 503)
+    if not checks["database"]:
+        return JSONResponse({"status": "unavailable", "checks": checks}, status_code=503)
+    if not all(checks.values()):
+        grace = state.settings.revocation_grace
+        degraded = [line.format(grace=grace) for line in DEGRADED_WITHOUT_REDIS]
+        return JSONResponse({"status": "degraded", "checks": checks, "degraded": degraded})
+    return JSONResponse({"status": "ready", "checks": checks})
+
+
+async def cache_unavailable(request: Request, error: Exception) -> Response:
+    """What a route that needs Redis answers while it is down (the OAuth endpoints, member
+    login codes): a 503 the client can retry, never a 500."""
+    assert isinstance(error, CacheUnavailable)
+    return JSONResponse(
+        {
+            "error": "temporarily_unavailable",
+            "error_description": "A service this needs is unavailable; try again shortly.",
+        },
+        status_code=503,
+        headers={"Retry-After": str(max(1, math.ceil(error.retry_after)))},
+    )
 
 
 def create_app(
@@ -220,10 +255,13 @@ def create_app(
             *member_login.ROUTES,  # POST /oauth/otp: a member asks for a login code
         ],
         lifespan=lifespan,
+        exception_handlers={CacheUnavailable: cache_unavailable},
     )
     app.state.settings = settings
     app.state.db = db or Database(settings.database_url)
-    app.state.cache = cache or create_cache(settings.redis_url, settings.cache_prefix)
+    app.state.cache = cache or create_cache(
+        settings.redis_url, settings.cache_prefix, retry_interval=settings.cache_retry_interval
+    )
     # Events of committed transactions go out through the cache's pub/sub: with Redis, a
     # commit in any API process reaches the subscribers of every process.
     app.state.db.publisher = cache_publisher(app.state.cache)

@@ -63,6 +63,11 @@ class Settings:
     refresh_token_ttl: int = 30 * 24 * 3600
     auth_code_ttl: int = 300
     oauth_require_https: bool = False
+    # Redis outages (api/cache.py): Redis is tried again every cache_retry_interval seconds,
+    # and access tokens are accepted without the deny-list check for the first
+    # revocation_grace seconds of an outage (then 503 until Redis answers).
+    cache_retry_interval: float = 1.0
+    revocation_grace: float = 60.0
     # Rate limits (fixed windows in the cache, so N processes on one Redis share them).
     rate_limit: int = 600  # GraphQL requests per principal (or address) per window
     rate_window: float = 60.0
@@ -137,6 +142,7 @@ class Settings:
             jwt_keys_file=env.get("QUDAO_JWT_KEYS_FILE", defaults.jwt_keys_file),
             jwt_keys_json=env.get("QUDAO_JWT_KEYS") or None,
             oauth_require_https=_flag(env.get("QUDAO_OAUTH_REQUIRE_HTTPS")),
+            revocation_grace=float(env.get("QUDAO_REVOCATION_GRACE", defaults.revocation_grace)),
             rate_limit=int(env.get("QUDAO_RATE_LIMIT", defaults.rate_limit)),
             oauth_rate_limit=int(env.get("QUDAO_OAUTH_RATE_LIMIT", defaults.oauth_rate_limit)),
             sms_sender=env.get("QUDAO_SMS_SENDER", defaults.sms_sender).strip().lower(),

@@ -8,6 +8,7 @@ API. The token endpoint is not the hot path; GraphQL requests never come here.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import secrets
 import time
@@ -47,7 +48,7 @@ from api.auth.tokens import (
     deny,
     issue_access_token,
 )
-from api.cache import Cache
+from api.cache import Cache, CacheUnavailable
 from api.db import Database, advisory_lock, utcnow
 from api.settings import Settings
 
@@ -250,7 +251,9 @@ class OAuthStore:
         hashed = row.password_hash if row and row.is_active else None
         if not await anyio.to_thread.run_sync(verify_password, hashed, password):
             return None
-        await self.cache.delete(key)
+        # Redis down: the count stays until its window ends; the login stands.
+        with contextlib.suppress(CacheUnavailable):
+            await self.cache.delete(key)
         return User(row)  # type: ignore[arg-type]
 
     async def save_code(self, code: str, request: OAuth2Request) -> None:

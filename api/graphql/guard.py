@@ -80,6 +80,23 @@ DOMAIN_CHECKED_TEXT = frozenset(
 )
 
 
+# Lists whose domain caps them far lower and answers with a message clients rely on (the
+# customers filter's 50 values, a merge's sources), before decoding a single id: the generic
+# cap would answer first with another message. The body cap still bounds them.
+DOMAIN_CAPPED_LISTS = frozenset(
+    {
+        "CustomerFilter.tags",
+        "CustomerFilter.anyTags",
+        "CustomerFilter.levelIds",
+        "CustomerFilter.levelCodes",
+        "CustomerFilter.recruitedStoreIds",
+        "CustomerFilter.recruitedGuideIds",
+        "CustomerFilter.recruitedPartnerIds",
+        "CustomersMergeInput.sourceIds",
+    }
+)
+
+
 @dataclass(frozen=True, slots=True)
 class DocumentLimits:
     max_depth: int
@@ -278,7 +295,11 @@ def _select(place: _Place, response_name: str, node: FieldNode, limits: Document
 
 class _Inputs:
     """Every input value of the document (literals, variables, variables' defaults), walked
-    once with the type it has at its place: lists and strings bounded, text checked."""
+    once with the type it has at its place: lists and strings bounded, text checked.
+
+    A value's coordinate is that of the argument or input field it is given to (its list
+    items and a JSON value's members share it): it says whether the domain checks the text,
+    or caps the list, itself."""
 
     def __init__(
         self,
@@ -297,21 +318,18 @@ class _Inputs:
         for operation in operations:
             for definition in operation.variable_definitions or ():
                 if definition.default_value is not None:
-                    self.defaults.setdefault(
-                        definition.variable.name.value, definition.default_value
-                    )
-        # A variable used at many places is walked once per (type, text-checked) it is used as.
-        self.walked: set[tuple[str, str, bool]] = set()
+                    name = definition.variable.name.value
+                    self.defaults.setdefault(name, definition.default_value)
+        # A variable used at many places is walked once per (type, coordinate) it is used at.
+        self.walked: set[tuple[str, str, str]] = set()
 
     def check(self) -> None:
-        roots: list[tuple[SelectionSetNode, GraphQLNamedType | None]] = []
+        stack: list[tuple[SelectionSetNode, GraphQLNamedType | None]] = []
         for operation in self.operations:
-            roots.append((operation.selection_set, self.schema.get_root_type(operation.operation)))
+            stack.append((operation.selection_set, self.schema.get_root_type(operation.operation)))
         for fragment in self.fragments.values():
-            roots.append(
-                (fragment.selection_set, self.schema.get_type(fragment.type_condition.name.value))
-            )
-        stack = roots
+            condition = fragment.type_condition.name.value
+            stack.append((fragment.selection_set, self.schema.get_type(condition)))
         while stack:
             selection_set, parent = stack.pop()
             for selection in selection_set.selections:
@@ -329,57 +347,52 @@ class _Inputs:
         if isinstance(parent, GraphQLObjectType | GraphQLInterfaceType):
             definition = parent.fields.get(node.name.value)
         for argument in node.arguments or ():
-            arg = definition.args.get(argument.name.value) if definition else None
-            coordinate = (
-                f"{parent.name}.{node.name.value}({argument.name.value}:)" if parent else ""
-            )
-            self._literal(
-                argument.value,
-                arg.type if arg else None,
-                argument.name.value,
-                checked=coordinate not in DOMAIN_CHECKED_TEXT,
-            )
+            name = argument.name.value
+            arg = definition.args.get(name) if definition else None
+            coordinate = f"{parent.name}.{node.name.value}({name}:)" if parent else ""
+            self._literal(argument.value, arg.type if arg else None, name, coordinate)
         if node.selection_set is None:
             return []
         target = _named(definition.type) if definition else None
         return [(node.selection_set, target)]
 
-    def _literal(self, root: ValueNode, expected: Any, path: str, *, checked: bool) -> None:
-        stack: list[tuple[ValueNode, Any, str, bool]] = [(root, expected, path, checked)]
+    def _literal(self, root: ValueNode, expected: Any, path: str, coordinate: str) -> None:
+        stack: list[tuple[ValueNode, Any, str, str]] = [(root, expected, path, coordinate)]
         while stack:
-            value, expected, path, checked = stack.pop()
+            value, expected, path, coordinate = stack.pop()
             inner = _nullable(expected)
             if isinstance(value, VariableNode):
-                self._variable(value, expected, path, checked=checked)
+                self._variable(value, expected, coordinate)
             elif isinstance(value, StringValueNode):
-                self._string(value.value, path, checked=checked, node=value)
+                self._string(value.value, path, coordinate, value)
             elif isinstance(value, ListValueNode):
-                self._length(len(value.values), path, value)
+                self._length(len(value.values), path, coordinate, value)
                 item_type = inner.of_type if isinstance(inner, GraphQLList) else None
-                stack.extend((item, item_type, path, checked) for item in value.values)
+                stack.extend((item, item_type, path, coordinate) for item in value.values)
             elif isinstance(value, ObjectValueNode):
                 for item in value.fields:
-                    item_type, item_checked = self._input_field(inner, item.name.value, checked)
-                    stack.append((item.value, item_type, f"{path}.{item.name.value}", item_checked))
+                    name = item.name.value
+                    item_type, item_coordinate = self._input_field(inner, name, coordinate)
+                    stack.append((item.value, item_type, f"{path}.{name}", item_coordinate))
 
-    def _variable(self, node: VariableNode, expected: Any, path: str, *, checked: bool) -> None:
+    def _variable(self, node: VariableNode, expected: Any, coordinate: str) -> None:
         name = node.name.value
-        key = (name, str(expected), checked)
+        key = (name, str(expected), coordinate)
         if key in self.walked:
             return
         self.walked.add(key)
         if name in self.variables:
-            self._json(self.variables[name], expected, f"${name}", checked=checked)
+            self._json(self.variables[name], expected, f"${name}", coordinate)
         elif name in self.defaults:
-            self._literal(self.defaults[name], expected, f"${name}", checked=checked)
+            self._literal(self.defaults[name], expected, f"${name}", coordinate)
 
-    def _json(self, root: Any, expected: Any, path: str, *, checked: bool) -> None:
-        stack: list[tuple[Any, Any, str, bool, int]] = [(root, expected, path, checked, 0)]
+    def _json(self, root: Any, expected: Any, path: str, coordinate: str) -> None:
+        stack: list[tuple[Any, Any, str, str, int]] = [(root, expected, path, coordinate, 0)]
         while stack:
-            value, expected, path, checked, depth = stack.pop()
+            value, expected, path, coordinate, depth = stack.pop()
             inner = _nullable(expected)
             if isinstance(value, str):
-                self._string(value, path, checked=checked)
+                self._string(value, path, coordinate)
                 continue
             if not isinstance(value, list | dict):
                 continue
@@ -389,39 +402,40 @@ class _Inputs:
                     f"{self.limits.max_input_depth} levels deep."
                 )
             if isinstance(value, list):
-                self._length(len(value), path)
+                self._length(len(value), path, coordinate)
                 item_type = inner.of_type if isinstance(inner, GraphQLList) else None
-                stack.extend((item, item_type, path, checked, depth + 1) for item in value)
+                stack.extend((item, item_type, path, coordinate, depth + 1) for item in value)
             else:
                 for key, item in value.items():
                     # Keys are text too: a JSON scalar's keys reach the database.
-                    self._string(key, path, checked=checked)
-                    item_type, item_checked = self._input_field(inner, key, checked)
-                    stack.append((item, item_type, f"{path}.{key}", item_checked, depth + 1))
+                    self._string(key, path, coordinate)
+                    item_type, item_coordinate = self._input_field(inner, key, coordinate)
+                    stack.append((item, item_type, f"{path}.{key}", item_coordinate, depth + 1))
 
-    def _input_field(self, parent: Any, name: str, checked: bool) -> tuple[Any, bool]:
+    def _input_field(self, parent: Any, name: str, coordinate: str) -> tuple[Any, str]:
         if not isinstance(parent, GraphQLInputObjectType):
-            return None, checked  # a JSON scalar's members, or a mistake validation reports
+            return None, coordinate  # a JSON scalar's members, or a mistake validation reports
         definition = parent.fields.get(name)
-        coordinate = f"{parent.name}.{name}"
-        return (definition.type if definition else None), coordinate not in DOMAIN_CHECKED_TEXT
+        return (definition.type if definition else None), f"{parent.name}.{name}"
 
-    def _length(self, length: int, path: str, node: Node | None = None) -> None:
-        if length > self.limits.max_list_length:
+    def _length(self, length: int, path: str, coordinate: str, node: Node | None = None) -> None:
+        if length > self.limits.max_list_length and coordinate not in DOMAIN_CAPPED_LISTS:
             raise _input_error(
                 f"A list holds at most {self.limits.max_list_length} values; "
                 f"`{path}` has {length}.",
                 node,
             )
 
-    def _string(self, text: str, path: str, *, checked: bool, node: Node | None = None) -> None:
+    def _string(self, text: str, path: str, coordinate: str, node: Node | None = None) -> None:
         if len(text) > self.limits.max_string_length:
             raise _input_error(
                 f"A text value is at most {self.limits.max_string_length} characters; "
                 f"`{path}` has {len(text)}.",
                 node,
             )
-        if checked and (bad := forbidden_character(text, breaks=True)) is not None:
+        if coordinate in DOMAIN_CHECKED_TEXT:
+            return
+        if (bad := forbidden_character(text, breaks=True)) is not None:
             raise _input_error(
                 f"`{path}` cannot hold {describe_character(text[bad])} (at offset {bad}): text "
                 "may hold no control characters but tabs and line breaks, and no lone "
@@ -440,4 +454,10 @@ def _named(type_: Any) -> GraphQLNamedType | None:
     return type_
 
 
-__all__ = ["DOMAIN_CHECKED_TEXT", "DocumentLimits", "DocumentRefused", "check_document"]
+__all__ = [
+    "DOMAIN_CAPPED_LISTS",
+    "DOMAIN_CHECKED_TEXT",
+    "DocumentLimits",
+    "DocumentRefused",
+    "check_document",
+]

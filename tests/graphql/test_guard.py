@@ -17,7 +17,7 @@ from graphql.validation.rules.overlapping_fields_can_be_merged import (
 )
 
 from api.graphql import guard, limits
-from api.graphql.guard import DOMAIN_CHECKED_TEXT
+from api.graphql.guard import DOMAIN_CAPPED_LISTS, DOMAIN_CHECKED_TEXT
 from api.graphql.schema import build_schema
 from api.settings import Settings
 
@@ -236,11 +236,11 @@ async def test_edges_selected_through_a_fragment_on_the_connection_are_multiplie
     assert through_fragment["extensions"]["cost"] == inline["extensions"]["cost"]
 
 
-def test_every_input_that_checks_its_own_text_exists_in_the_schema():
-    # The list of inputs left to their domain's text check must not rot: each names an
+def test_every_input_left_to_its_domain_exists_in_the_schema():
+    # The inputs left to their domain's text check or list cap must not rot: each names an
     # input field (Type.field) or an argument (Type.field(arg:)) of the schema.
     schema = build_schema(Settings())._schema
-    for coordinate in DOMAIN_CHECKED_TEXT:
+    for coordinate in DOMAIN_CHECKED_TEXT | DOMAIN_CAPPED_LISTS:
         type_name, _, member = coordinate.partition(".")
         field_name, _, argument = member.partition("(")
         definition = schema.get_type(type_name).fields[field_name]
