@@ -49,6 +49,7 @@ from api.http_limits import BadBody, RequestLimitsMiddleware, decode_json_body
 from api.logs import request_id_var
 from api.segments import jobs as segment_jobs
 from api.settings import Settings
+from api.text import UnreadableText
 
 log = logging.getLogger("qudao.http")
 
@@ -198,6 +199,13 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ready", "checks": checks})
 
 
+async def unreadable_text(request: Request, error: Exception) -> Response:
+    """Control characters or lone surrogates in an OAuth parameter: the client's mistake."""
+    return JSONResponse(
+        {"error": "invalid_request", "error_description": str(error)}, status_code=400
+    )
+
+
 async def cache_unavailable(request: Request, error: Exception) -> Response:
     """What a route that needs Redis answers while it is down (the OAuth endpoints, member
     login codes): a 503 the client can retry, never a 500."""
@@ -255,7 +263,10 @@ def create_app(
             *member_login.ROUTES,  # POST /oauth/otp: a member asks for a login code
         ],
         lifespan=lifespan,
-        exception_handlers={CacheUnavailable: cache_unavailable},
+        exception_handlers={
+            CacheUnavailable: cache_unavailable,
+            UnreadableText: unreadable_text,
+        },
     )
     app.state.settings = settings
     app.state.db = db or Database(settings.database_url)

@@ -8,6 +8,8 @@ API. The token endpoint is not the hot path; GraphQL requests never come here.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import html
 import secrets
@@ -17,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import anyio
 from anyio import from_thread
@@ -51,6 +53,7 @@ from api.auth.tokens import (
 from api.cache import Cache, CacheUnavailable
 from api.db import Database, advisory_lock, utcnow
 from api.settings import Settings
+from api.text import check_texts
 
 if TYPE_CHECKING:
     from api.auth.member_login import MemberLogins
@@ -702,8 +705,26 @@ class OAuthServer(AuthorizationServer):
 
 
 async def _oauth_request(request: Request) -> _Request:
+    """The request as authlib reads it, once its text is known to be text: a NUL in a client
+    id or a code reached PostgreSQL (a 500) before. UnreadableText is a 400 (app.py)."""
     form = await request.form() if request.method == "POST" else None
-    return _Request(request, form, request.app.state.settings)
+    oauth_request = _Request(request, form, request.app.state.settings)
+    given = [(k, v) for k, values in oauth_request.payload.datalist.items() for v in values]
+    check_texts([*given, *_basic_credentials(request)])
+    return oauth_request
+
+
+def _basic_credentials(request: Request) -> list[tuple[str, str]]:
+    """Client id and secret of an ``Authorization: Basic`` header, when they decode (what
+    does not is authlib's to refuse)."""
+    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return []
+    try:
+        client_id, _, secret = base64.b64decode(encoded).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return []
+    return [("client_id", unquote(client_id)), ("client_secret", unquote(secret))]
 
 
 async def _limited(request: Request) -> Response | None:
