@@ -167,9 +167,12 @@ def check_document(
         for operation in operations:
             name = operation.name.value if operation.name else "anonymous"
             _expand(shape, operation.selection_set, fragments, depth_of=name)
-        # Unused fragments are validated too (and reported unused): measure them as well.
-        for fragment in fragments.values():
-            _expand(shape, fragment.selection_set, fragments, depth_of=None)
+        # Fragments no operation spreads are validated too (and reported unused): measure
+        # them on their own. Those spread were measured where they are.
+        used = _reachable(operations, fragments)
+        for name, fragment in fragments.items():
+            if name not in used:
+                _expand(shape, fragment.selection_set, fragments, depth_of=None)
         if shape.aliases > limits.max_aliases:
             return _validation_error(
                 f"{shape.aliases} aliases found. Allowed: {limits.max_aliases}"
@@ -207,6 +210,21 @@ def _refuse_cycles(fragments: Mapping[str, FragmentDefinitionNode]) -> None:
                 path.append(target)
                 on_path.add(target)
                 pending.append(iter(spreads[target]))
+
+
+def _reachable(
+    operations: list[OperationDefinitionNode], fragments: Mapping[str, FragmentDefinitionNode]
+) -> set[str]:
+    """Names of the fragments the operations spread, directly or through other fragments."""
+    found: set[str] = set()
+    pending = [name for operation in operations for name in _spreads_in(operation.selection_set)]
+    while pending:
+        name = pending.pop()
+        if name in found or name not in fragments:
+            continue
+        found.add(name)
+        pending.extend(_spreads_in(fragments[name].selection_set))
+    return found
 
 
 def _spreads_in(selection_set: SelectionSetNode) -> Iterator[str]:

@@ -168,6 +168,7 @@ FUZZ = settings(
     suppress_health_check=list(HealthCheck),
     phases=[Phase.explicit, Phase.reuse, Phase.generate],  # no shrinking: report as found
     derandomize=os.environ.get("QUDAO_FUZZ_RANDOM") is None,
+    database=None,  # cases are reported as found (no shrinking), nothing to replay
 )
 
 
