@@ -56,6 +56,7 @@ from graphql import (
     StringValueNode,
     ValueNode,
     VariableNode,
+    type_from_ast,
 )
 
 from api.text import describe_character, forbidden_character
@@ -111,7 +112,8 @@ class DocumentLimits:
 
 
 class DocumentRefused(GraphQLError):
-    """The request is refused before validation; ``extensions.code`` says how to read it."""
+    """Refused before validation: a shape past a limit (no code of its own: classified
+    GRAPHQL_VALIDATION_FAILED) or an input value past a bound (BAD_USER_INPUT)."""
 
 
 def _validation_error(message: str, nodes: Node | list[Node] | None = None) -> DocumentRefused:
@@ -332,14 +334,21 @@ class _Inputs:
         self.operations = operations
         self.variables = variables
         self.limits = limits
+        # Each variable is walked once, with the type its operation declares (two operations
+        # declaring it differently: no type, so no exemption applies), after the literals
+        # have shown where it is used.
+        self.declared: dict[str, Any] = {}
         self.defaults: dict[str, ValueNode] = {}
         for operation in operations:
             for definition in operation.variable_definitions or ():
+                name = definition.variable.name.value
+                declared = type_from_ast(schema, definition.type)
+                if name in self.declared and str(self.declared[name]) != str(declared):
+                    declared = None
+                self.declared[name] = declared
                 if definition.default_value is not None:
-                    name = definition.variable.name.value
                     self.defaults.setdefault(name, definition.default_value)
-        # A variable used at many places is walked once per (type, coordinate) it is used at.
-        self.walked: set[tuple[str, str, str]] = set()
+        self.used_at: dict[str, set[str]] = {}
 
     def check(self) -> None:
         stack: list[tuple[SelectionSetNode, GraphQLNamedType | None]] = []
@@ -357,6 +366,14 @@ class _Inputs:
                     condition = selection.type_condition
                     target = self.schema.get_type(condition.name.value) if condition else parent
                     stack.append((selection.selection_set, target))
+        for name, declared in self.declared.items():
+            # Exempt only where every use is at the same exempt place: else the strict rule.
+            places = self.used_at.get(name, set())
+            coordinate = next(iter(places)) if len(places) == 1 else ""
+            if name in self.variables:
+                self._json(self.variables[name], declared, f"${name}", coordinate)
+            elif name in self.defaults:
+                self._literal(self.defaults[name], declared, f"${name}", coordinate)
 
     def _field(
         self, node: FieldNode, parent: GraphQLNamedType | None
@@ -380,7 +397,7 @@ class _Inputs:
             value, expected, path, coordinate = stack.pop()
             inner = _nullable(expected)
             if isinstance(value, VariableNode):
-                self._variable(value, expected, coordinate)
+                self._variable(value, coordinate)
             elif isinstance(value, StringValueNode):
                 self._string(value.value, path, coordinate, value)
             elif isinstance(value, ListValueNode):
@@ -393,16 +410,8 @@ class _Inputs:
                     item_type, item_coordinate = self._input_field(inner, name, coordinate)
                     stack.append((item.value, item_type, f"{path}.{name}", item_coordinate))
 
-    def _variable(self, node: VariableNode, expected: Any, coordinate: str) -> None:
-        name = node.name.value
-        key = (name, str(expected), coordinate)
-        if key in self.walked:
-            return
-        self.walked.add(key)
-        if name in self.variables:
-            self._json(self.variables[name], expected, f"${name}", coordinate)
-        elif name in self.defaults:
-            self._literal(self.defaults[name], expected, f"${name}", coordinate)
+    def _variable(self, node: VariableNode, coordinate: str) -> None:
+        self.used_at.setdefault(node.name.value, set()).add(coordinate)
 
     def _json(self, root: Any, expected: Any, path: str, coordinate: str) -> None:
         stack: list[tuple[Any, Any, str, str, int]] = [(root, expected, path, coordinate, 0)]

@@ -17,7 +17,7 @@ import json
 import os
 import string
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -89,17 +89,21 @@ _JSON = st.recursive(
     max_leaves=8,
 )
 NOW = datetime.now(UTC)
+OFFSETS = [UTC, timezone(timedelta(hours=14)), timezone(timedelta(hours=-12))]
 CUSTOM_SCALARS = {
     "ID": _ids(),
     "Date": st.one_of(st.dates().map(lambda d: d.isoformat()), st.text(max_size=12)).map(
         nodes.String
     ),
     "DateTime": st.one_of(
+        # Near now, where the data is, and anywhere at all, in any offset (year 1 at +14:00
+        # is before the first instant a datetime can hold in UTC).
         st.datetimes(
             min_value=(NOW - timedelta(days=800)).replace(tzinfo=None),
             max_value=(NOW + timedelta(days=30)).replace(tzinfo=None),
             timezones=st.just(UTC),
         ).map(lambda d: d.isoformat()),
+        st.datetimes(timezones=st.sampled_from(OFFSETS)).map(lambda d: d.isoformat()),
         st.text(max_size=25),
     ).map(nodes.String),
     "Decimal": st.one_of(

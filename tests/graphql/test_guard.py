@@ -259,3 +259,22 @@ async def test_fragments_are_counted_once_where_they_are_spread(gql):
     aliases = " ".join(f"a{i}: partners(first: 1) {{ nodes {{ {spreads} }} }}" for i in range(10))
     body = await gql.raw(f"{{ {aliases} }} {fragments}")
     assert "errors" not in body, body["errors"]
+
+
+async def test_a_variable_used_at_many_places_is_walked_once(anonymous, monkeypatch):
+    walks = 0
+    walk = guard._Inputs._json
+
+    def counting(self: Any, *args: Any) -> None:
+        nonlocal walks
+        walks += 1
+        walk(self, *args)
+
+    monkeypatch.setattr(guard._Inputs, "_json", counting)
+    uses = " ".join(f"s{i}: sku(code: $code) {{ id }}" for i in range(25))
+    response = await anonymous.post(
+        "/graphql",
+        json={"query": f"query($code: String!) {{ {uses} }}", "variables": {"code": "x" * 9000}},
+    )
+    assert response.status_code == 200
+    assert walks == 1
