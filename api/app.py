@@ -172,13 +172,14 @@ async def healthz(_: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-# What still works, and how, while Redis is down (README, "Degraded modes").
+# What still works, and how, while Redis is down (README, "Limits and degraded modes").
 DEGRADED_WITHOUT_REDIS = (
     "rate limits and lockouts count per process",
     "access tokens are not checked against the deny list for the first {grace:g} s of the "
     "outage, then refused with 503",
     "subscriptions stay open but get no events until Redis is back",
     "member login codes, token revocation and introspection answer 503",
+    "order pickups answer SERVICE_UNAVAILABLE (wrong codes cannot be counted)",
 )
 
 
