@@ -4,7 +4,8 @@
 * Body: at most ``max_body_bytes``, refused from its Content-Length when it declares one and
   counted as it arrives when it does not (413); a Content-Length that is not a number is 400.
 * A body that stops arriving (shorter than its Content-Length, or trickled) holds the
-  connection at most ``body_timeout`` seconds (408, and the connection is closed).
+  connection at most ``body_timeout`` seconds (408).
+* Each of these refusals closes the connection: the rest of the body is still on the wire.
 * A client that goes away before its body is read is not an error of ours: one info line.
 
 JSON bodies are then decoded by ``decode_json_body``: strict UTF-8, not so deep that the
@@ -35,9 +36,9 @@ class BodyLimits:
 
 
 class _Refused(Exception):
-    def __init__(self, status: int, reason: str, *, close: bool = False) -> None:
+    def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
-        self.status, self.reason, self.close = status, reason, close
+        self.status, self.reason = status, reason
 
 
 class RequestLimitsMiddleware:
@@ -62,7 +63,7 @@ class RequestLimitsMiddleware:
         except _Refused as refused:
             if started:  # too late to answer: the handler read past the limit while streaming
                 raise
-            await _plain(send, refused.status, refused.reason, close=refused.close)
+            await _plain(send, refused.status, refused.reason)
         except ClientDisconnect:
             log.info("client disconnected before its request was read")
 
@@ -105,24 +106,23 @@ class RequestLimitsMiddleware:
                     message = await receive()
             except TimeoutError:
                 raise _Refused(
-                    408,
-                    f"The request body did not arrive within {limits.body_timeout:g} seconds.",
-                    close=True,
+                    408, f"The request body did not arrive within {limits.body_timeout:g} seconds."
                 ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limits.max_body_bytes:
-                    raise _Refused(413, self._too_large(), close=True)
+                    raise _Refused(413, self._too_large())
                 complete = not message.get("more_body", False)
             return message
 
         return limited_receive
 
 
-async def _plain(send: Send, status: int, reason: str, *, close: bool) -> None:
-    headers = [(b"content-type", b"text/plain; charset=utf-8")]
-    if close:  # the rest of an unread body is still on the wire: do not read it as a request
-        headers.append((b"connection", b"close"))
+async def _plain(send: Send, status: int, reason: str) -> None:
+    # Refused before its body was read (or while): what is left of it is still on the wire,
+    # and a client that sends too much or too slowly is not worth keeping. (A body read
+    # whole and found malformed is a 400 from the view, and the connection stays.)
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": reason.encode()})
 

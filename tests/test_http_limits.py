@@ -79,6 +79,7 @@ async def test_a_body_over_the_cap_is_413_before_it_is_parsed(client, settings):
     )
     assert response.status_code == 413
     assert f"at most {settings.max_body_bytes} bytes" in response.text
+    assert response.headers["connection"] == "close"  # the unread rest is not a request
 
 
 @pytest_asyncio.fixture
