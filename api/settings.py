@@ -48,6 +48,7 @@ class Settings:
     max_list_input: int = 1000
     max_string_input: int = 10_000
     max_input_depth: int = 32  # nesting of one variable's value (a JSON attribute, say)
+    max_input_values: int = 10_000  # values in all of a request's inputs, however nested
     # HTTP requests (api/http_limits.py): a body over the cap is 413, one that stops arriving
     # is 408 after body_timeout seconds; headers over their caps are 431.
     max_body_bytes: int = 1_000_000
@@ -183,6 +184,7 @@ class Settings:
             max_list_length=self.max_list_input,
             max_string_length=self.max_string_input,
             max_input_depth=self.max_input_depth,
+            max_input_values=self.max_input_values,
         )
 
     @property

@@ -109,6 +109,7 @@ class DocumentLimits:
     max_list_length: int
     max_string_length: int
     max_input_depth: int  # lists and objects within one value
+    max_input_values: int  # values in all inputs of a request, however nested
 
 
 class DocumentRefused(GraphQLError):
@@ -349,6 +350,7 @@ class _Inputs:
                 if definition.default_value is not None:
                     self.defaults.setdefault(name, definition.default_value)
         self.used_at: dict[str, set[str]] = {}
+        self.values = 0
 
     def check(self) -> None:
         stack: list[tuple[SelectionSetNode, GraphQLNamedType | None]] = []
@@ -395,16 +397,18 @@ class _Inputs:
         stack: list[tuple[ValueNode, Any, str, str]] = [(root, expected, path, coordinate)]
         while stack:
             value, expected, path, coordinate = stack.pop()
+            self._count()
             inner = _nullable(expected)
             if isinstance(value, VariableNode):
                 self._variable(value, coordinate)
             elif isinstance(value, StringValueNode):
                 self._string(value.value, path, coordinate, value)
             elif isinstance(value, ListValueNode):
-                self._length(len(value.values), path, coordinate, value)
-                item_type = inner.of_type if isinstance(inner, GraphQLList) else None
-                stack.extend((item, item_type, path, coordinate) for item in value.values)
+                if self._length(len(value.values), path, coordinate, value):
+                    item_type = inner.of_type if isinstance(inner, GraphQLList) else None
+                    stack.extend((item, item_type, path, coordinate) for item in value.values)
             elif isinstance(value, ObjectValueNode):
+                self._length(len(value.fields), path, "", value)
                 for item in value.fields:
                     name = item.name.value
                     item_type, item_coordinate = self._input_field(inner, name, coordinate)
@@ -417,6 +421,7 @@ class _Inputs:
         stack: list[tuple[Any, Any, str, str, int]] = [(root, expected, path, coordinate, 0)]
         while stack:
             value, expected, path, coordinate, depth = stack.pop()
+            self._count()
             inner = _nullable(expected)
             if isinstance(value, str):
                 self._string(value, path, coordinate)
@@ -429,10 +434,11 @@ class _Inputs:
                     f"{self.limits.max_input_depth} levels deep."
                 )
             if isinstance(value, list):
-                self._length(len(value), path, coordinate)
-                item_type = inner.of_type if isinstance(inner, GraphQLList) else None
-                stack.extend((item, item_type, path, coordinate, depth + 1) for item in value)
+                if self._length(len(value), path, coordinate):
+                    item_type = inner.of_type if isinstance(inner, GraphQLList) else None
+                    stack.extend((item, item_type, path, coordinate, depth + 1) for item in value)
             else:
+                self._length(len(value), path, "")  # a JSON object's members, like a list's
                 for key, item in value.items():
                     # Keys are text too: a JSON scalar's keys reach the database.
                     self._string(key, path, coordinate)
@@ -445,13 +451,26 @@ class _Inputs:
         definition = parent.fields.get(name)
         return (definition.type if definition else None), f"{parent.name}.{name}"
 
-    def _length(self, length: int, path: str, coordinate: str, node: Node | None = None) -> None:
-        if length > self.limits.max_list_length and coordinate not in DOMAIN_CAPPED_LISTS:
+    def _count(self) -> None:
+        # However values nest, walking them costs at most this many steps (a 1 MB body can
+        # hold a few hundred thousand, each a step of this walk).
+        self.values += 1
+        if self.values > self.limits.max_input_values:
             raise _input_error(
-                f"A list holds at most {self.limits.max_list_length} values; "
-                f"`{path}` has {length}.",
-                node,
+                f"A request holds at most {self.limits.max_input_values} input values."
             )
+
+    def _length(self, length: int, path: str, coordinate: str, node: Node | None = None) -> bool:
+        """Whether to walk the items of a list (or members of an object) this long."""
+        if length <= self.limits.max_list_length:
+            return True
+        if coordinate in DOMAIN_CAPPED_LISTS:
+            # Its domain refuses it, with its own message, before using any item.
+            return False
+        raise _input_error(
+            f"A list holds at most {self.limits.max_list_length} values; `{path}` has {length}.",
+            node,
+        )
 
     def _string(self, text: str, path: str, coordinate: str, node: Node | None = None) -> None:
         if len(text) > self.limits.max_string_length:

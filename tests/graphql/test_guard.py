@@ -278,3 +278,31 @@ async def test_a_variable_used_at_many_places_is_walked_once(anonymous, monkeypa
     )
     assert response.status_code == 200
     assert walks == 1
+
+
+ATTRIBUTES = """mutation($v: JSON) { customerUpsert(input: {name: "Ann", attributes: $v}) {
+    errors { code } } }"""
+
+
+async def test_a_megabyte_of_small_values_is_refused_after_a_bounded_walk(
+    anonymous, monkeypatch, settings
+):
+    steps = 0
+    count = guard._Inputs._count
+
+    def counting(self: Any) -> None:
+        nonlocal steps
+        steps += 1
+        count(self)
+
+    monkeypatch.setattr(guard._Inputs, "_count", counting)
+    value = [[1] * 300 for _ in range(1000)]  # 300,000 values in 0.9 MB, no list too long
+    error = await refusal(anonymous, ATTRIBUTES, {"v": value})
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["message"] == f"A request holds at most {settings.max_input_values} input values."
+    assert steps == settings.max_input_values + 1
+
+
+async def test_a_json_object_is_bounded_like_a_list(anonymous):
+    error = await refusal(anonymous, ATTRIBUTES, {"v": {f"k{i}": 1 for i in range(1001)}})
+    assert error["message"] == "A list holds at most 1000 values; `$v` has 1001."
