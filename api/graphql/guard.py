@@ -30,6 +30,8 @@ Everything is iterative: a document nested a thousand levels deep cannot exhaust
 
 from __future__ import annotations
 
+import copy
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -157,6 +159,48 @@ def check_document(
     limits: DocumentLimits,
 ) -> GraphQLError | None:
     """The first reason to refuse this request before validation, or None."""
+    refused, inputs = _remembered_checks(schema, document, limits)
+    if refused is not None or not inputs.declared:
+        return refused
+    try:
+        # The walk of the document is shared by every request of it: count on a copy.
+        copy.copy(inputs).check_variables(variables or {})
+    except DocumentRefused as refusal:
+        return refusal
+    return None
+
+
+_Checks = tuple[DocumentRefused | None, "_Inputs"]
+# The checks of recent documents, by their text (hashing the text is cheap; hashing a
+# document node walks the whole tree), most recently used last.
+_REMEMBERED: OrderedDict[tuple[str, DocumentLimits], _Checks] = OrderedDict()
+_REMEMBERED_MAX = 512
+
+
+def _remembered_checks(
+    schema: GraphQLSchema, document: DocumentNode, limits: DocumentLimits
+) -> _Checks:
+    """What depends on the document alone (its shape, its literals, where its variables are
+    used) is worked out once per document text, for every request that sends it."""
+    text = document.loc.source.body if document.loc is not None else None
+    if text is None:
+        return _document_checks(schema, document, limits)
+    key = (text, limits)
+    found = _REMEMBERED.get(key)
+    if found is not None and found[1].schema is schema:
+        _REMEMBERED.move_to_end(key)
+        return found
+    found = _document_checks(schema, document, limits)
+    if found[0] is None:  # what is refused is not kept (nor sent twice by a good client)
+        _REMEMBERED[key] = found
+        if len(_REMEMBERED) > _REMEMBERED_MAX:
+            _REMEMBERED.popitem(last=False)
+    return found
+
+
+def _document_checks(
+    schema: GraphQLSchema, document: DocumentNode, limits: DocumentLimits
+) -> _Checks:
     fragments: dict[str, FragmentDefinitionNode] = {}
     operations: list[OperationDefinitionNode] = []
     for definition in document.definitions:
@@ -164,6 +208,7 @@ def check_document(
             fragments.setdefault(definition.name.value, definition)
         elif isinstance(definition, OperationDefinitionNode):
             operations.append(definition)
+    inputs = _Inputs(schema, fragments, operations, limits)
     try:
         _refuse_cycles(fragments)
         shape = _Shape(limits)
@@ -177,13 +222,11 @@ def check_document(
             if name not in used:
                 _expand(shape, fragment.selection_set, fragments, depth_of=None)
         if shape.aliases > limits.max_aliases:
-            return _validation_error(
-                f"{shape.aliases} aliases found. Allowed: {limits.max_aliases}"
-            )
-        _Inputs(schema, fragments, operations, variables or {}, limits).check()
+            raise _validation_error(f"{shape.aliases} aliases found. Allowed: {limits.max_aliases}")
+        inputs.check_literals()
     except DocumentRefused as refused:
-        return refused
-    return None
+        return refused, inputs
+    return None, inputs
 
 
 def _refuse_cycles(fragments: Mapping[str, FragmentDefinitionNode]) -> None:
@@ -327,13 +370,11 @@ class _Inputs:
         schema: GraphQLSchema,
         fragments: Mapping[str, FragmentDefinitionNode],
         operations: list[OperationDefinitionNode],
-        variables: Mapping[str, Any],
         limits: DocumentLimits,
     ) -> None:
         self.schema = schema
         self.fragments = fragments
         self.operations = operations
-        self.variables = variables
         self.limits = limits
         # Each variable is walked once, with the type its operation declares (two operations
         # declaring it differently: no type, so no exemption applies), after the literals
@@ -352,7 +393,7 @@ class _Inputs:
         self.used_at: dict[str, set[str]] = {}
         self.values = 0
 
-    def check(self) -> None:
+    def check_literals(self) -> None:
         stack: list[tuple[SelectionSetNode, GraphQLNamedType | None]] = []
         for operation in self.operations:
             stack.append((operation.selection_set, self.schema.get_root_type(operation.operation)))
@@ -368,12 +409,14 @@ class _Inputs:
                     condition = selection.type_condition
                     target = self.schema.get_type(condition.name.value) if condition else parent
                     stack.append((selection.selection_set, target))
+
+    def check_variables(self, variables: Mapping[str, Any]) -> None:
         for name, declared in self.declared.items():
             # Exempt only where every use is at the same exempt place: else the strict rule.
             places = self.used_at.get(name, set())
             coordinate = next(iter(places)) if len(places) == 1 else ""
-            if name in self.variables:
-                self._json(self.variables[name], declared, f"${name}", coordinate)
+            if name in variables:
+                self._json(variables[name], declared, f"${name}", coordinate)
             elif name in self.defaults:
                 self._literal(self.defaults[name], declared, f"${name}", coordinate)
 

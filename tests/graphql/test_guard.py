@@ -43,6 +43,8 @@ class Work:
 
 @pytest.fixture
 def work(monkeypatch: pytest.MonkeyPatch) -> Iterator[Work]:
+    # The guard remembers what it found per document: forget, so its work is seen again.
+    guard._REMEMBERED.clear()
     counted = Work()
     select, enter, field = (
         guard._select,
@@ -296,6 +298,7 @@ async def test_a_megabyte_of_small_values_is_refused_after_a_bounded_walk(
         count(self)
 
     monkeypatch.setattr(guard._Inputs, "_count", counting)
+    guard._REMEMBERED.clear()  # the literals' values are counted once a document
     value = [[1] * 300 for _ in range(1000)]  # 300,000 values in 0.9 MB, no list too long
     error = await refusal(anonymous, ATTRIBUTES, {"v": value})
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
@@ -306,3 +309,14 @@ async def test_a_megabyte_of_small_values_is_refused_after_a_bounded_walk(
 async def test_a_json_object_is_bounded_like_a_list(anonymous):
     error = await refusal(anonymous, ATTRIBUTES, {"v": {f"k{i}": 1 for i in range(1001)}})
     assert error["message"] == "A list holds at most 1000 values; `$v` has 1001."
+
+
+async def test_the_checks_of_a_document_are_made_once_for_all_its_requests(anonymous, work):
+    query = "query($code: String!) { sku(code: $code) { id } viewer { kind } }"
+    for code in ("TEA-1", "TEA-2", "TEA\u0000"):
+        response = await anonymous.post(
+            "/graphql", json={"query": query, "variables": {"code": code}}
+        )
+        assert response.status_code == 200
+    assert work.guard_selections == 4  # sku, id, viewer, kind: once, not once a request
+    assert response.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
