@@ -30,7 +30,7 @@ from api.analytics.service import AttributionPolicy, configure_attribution
 from api.auth import member_login
 from api.auth.middleware import AuthenticationMiddleware
 from api.auth.oauth import ROUTES as OAUTH_ROUTES
-from api.auth.oauth import OAuthServer
+from api.auth.oauth import MalformedCredentials, OAuthServer
 from api.auth.principal import ANONYMOUS
 from api.auth.tokens import InvalidToken
 from api.cache import Cache, CacheUnavailable, create_cache
@@ -200,6 +200,13 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ready", "checks": checks})
 
 
+async def malformed_credentials(request: Request, error: Exception) -> Response:
+    """Basic credentials that do not decode: the client is not identified."""
+    return JSONResponse(
+        {"error": "invalid_client", "error_description": str(error)}, status_code=401
+    )
+
+
 async def unreadable_text(request: Request, error: Exception) -> Response:
     """Control characters or lone surrogates in an OAuth parameter: the client's mistake."""
     return JSONResponse(
@@ -267,6 +274,7 @@ def create_app(
         exception_handlers={
             CacheUnavailable: cache_unavailable,
             UnreadableText: unreadable_text,
+            MalformedCredentials: malformed_credentials,
         },
     )
     app.state.settings = settings

@@ -9,7 +9,6 @@ API. The token endpoint is not the hot path; GraphQL requests never come here.
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import html
 import secrets
@@ -714,16 +713,21 @@ async def _oauth_request(request: Request) -> _Request:
     return oauth_request
 
 
+class MalformedCredentials(ValueError):
+    """``Authorization: Basic`` credentials that are not base64 of UTF-8 text (a 401)."""
+
+
 def _basic_credentials(request: Request) -> list[tuple[str, str]]:
-    """Client id and secret of an ``Authorization: Basic`` header, when they decode (what
-    does not is authlib's to refuse)."""
+    """Client id and secret of an ``Authorization: Basic`` header. Decoded here, before
+    authlib does it the same way: it lets the errors of credentials that are not ASCII,
+    or not UTF-8, escape as 500s."""
     scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "basic":
         return []
     try:
         client_id, _, secret = base64.b64decode(encoded).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return []
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise MalformedCredentials("Malformed client credentials.") from None
     return [("client_id", unquote(client_id)), ("client_secret", unquote(secret))]
 
 
@@ -748,14 +752,7 @@ async def _endpoint(request: Request, call: Callable[..., Response], *args: Any)
     if limited := await _limited(request):
         return limited
     oauth_request = await _oauth_request(request)
-    try:
-        return await anyio.to_thread.run_sync(call, *args, oauth_request)
-    except UnicodeDecodeError:
-        # authlib decodes Basic credentials as UTF-8 and lets the error escape.
-        return JSONResponse(
-            {"error": "invalid_client", "error_description": "Malformed client credentials."},
-            status_code=401,
-        )
+    return await anyio.to_thread.run_sync(call, *args, oauth_request)
 
 
 async def token(request: Request) -> Response:

@@ -59,3 +59,14 @@ async def test_query_parameters_of_the_sign_in_page_are_checked_too(client):
     )
     assert response.status_code == 400
     assert "`client_id` cannot hold a control character (U+0000)" in response.text
+
+
+@pytest.mark.parametrize("encoded", ["é", "!!!", "\u00ff\u00fe=="])
+async def test_credentials_that_are_not_base64_are_left_to_authlib(client, encoded):
+    response = await client.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": f"Basic {encoded}".encode("latin-1")},
+    )
+    assert response.status_code in (400, 401), response.text
+    assert response.json()["error"] == "invalid_client"
