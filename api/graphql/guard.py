@@ -39,6 +39,7 @@ from typing import Any
 from graphql import (
     DocumentNode,
     FieldNode,
+    FloatValueNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
@@ -48,8 +49,10 @@ from graphql import (
     GraphQLNamedType,
     GraphQLNonNull,
     GraphQLObjectType,
+    GraphQLScalarType,
     GraphQLSchema,
     InlineFragmentNode,
+    IntValueNode,
     ListValueNode,
     Node,
     ObjectValueNode,
@@ -61,6 +64,7 @@ from graphql import (
     type_from_ast,
 )
 
+from api.graphql.scalars import decimal_problem
 from api.text import describe_character, forbidden_character
 
 # Inputs whose domain checks text itself and reports a bad character as a payload error with
@@ -96,6 +100,22 @@ DOMAIN_CAPPED_LISTS = frozenset(
         "CustomerFilter.recruitedGuideIds",
         "CustomerFilter.recruitedPartnerIds",
         "CustomersMergeInput.sourceIds",
+    }
+)
+
+
+# Money inputs whose domain refuses a non-finite or out-of-range amount itself, with the
+# payload error clients rely on (INVALID, AMOUNT_OUT_OF_RANGE, INVALID_AMOUNT).
+DOMAIN_CHECKED_DECIMALS = frozenset(
+    {
+        "ChannelSpendRecordInput.amount",
+        "SkuInput.suggestedRetailPrice",
+        "SkuInput.costPrice",
+        "SkuUpdateInput.suggestedRetailPrice",
+        "SkuUpdateInput.costPrice",
+        "PriceBandInput.floor",
+        "PriceBandInput.ceiling",
+        "PriceBandInput.listPrice",
     }
 )
 
@@ -444,8 +464,11 @@ class _Inputs:
             inner = _nullable(expected)
             if isinstance(value, VariableNode):
                 self._variable(value, coordinate)
-            elif isinstance(value, StringValueNode):
-                self._string(value.value, path, coordinate, value)
+            elif isinstance(value, StringValueNode | IntValueNode | FloatValueNode):
+                if _is_decimal(inner):
+                    self._decimal(value.value, path, coordinate, value)
+                if isinstance(value, StringValueNode):
+                    self._string(value.value, path, coordinate, value)
             elif isinstance(value, ListValueNode):
                 if self._length(len(value.values), path, coordinate, value):
                     item_type = inner.of_type if isinstance(inner, GraphQLList) else None
@@ -466,6 +489,8 @@ class _Inputs:
             value, expected, path, coordinate, depth = stack.pop()
             self._count()
             inner = _nullable(expected)
+            if isinstance(value, str | int | float) and _is_decimal(inner):
+                self._decimal(str(value), path, coordinate)
             if isinstance(value, str):
                 self._string(value, path, coordinate)
                 continue
@@ -515,6 +540,12 @@ class _Inputs:
             node,
         )
 
+    def _decimal(self, text: str, path: str, coordinate: str, node: Node | None = None) -> None:
+        if coordinate in DOMAIN_CHECKED_DECIMALS:
+            return
+        if (problem := decimal_problem(text)) is not None:
+            raise _input_error(f"`{path}`: {problem}.", node)
+
     def _string(self, text: str, path: str, coordinate: str, node: Node | None = None) -> None:
         if len(text) > self.limits.max_string_length:
             raise _input_error(
@@ -531,6 +562,10 @@ class _Inputs:
                 "surrogates.",
                 node,
             )
+
+
+def _is_decimal(type_: Any) -> bool:
+    return isinstance(type_, GraphQLScalarType) and type_.name == "Decimal"
 
 
 def _nullable(type_: Any) -> Any:

@@ -17,7 +17,7 @@ from graphql.validation.rules.overlapping_fields_can_be_merged import (
 )
 
 from api.graphql import guard, limits
-from api.graphql.guard import DOMAIN_CAPPED_LISTS, DOMAIN_CHECKED_TEXT
+from api.graphql.guard import DOMAIN_CAPPED_LISTS, DOMAIN_CHECKED_DECIMALS, DOMAIN_CHECKED_TEXT
 from api.graphql.schema import build_schema
 from api.settings import Settings
 
@@ -242,7 +242,7 @@ def test_every_input_left_to_its_domain_exists_in_the_schema():
     # The inputs left to their domain's text check or list cap must not rot: each names an
     # input field (Type.field) or an argument (Type.field(arg:)) of the schema.
     schema = build_schema(Settings())._schema
-    for coordinate in DOMAIN_CHECKED_TEXT | DOMAIN_CAPPED_LISTS:
+    for coordinate in DOMAIN_CHECKED_TEXT | DOMAIN_CAPPED_LISTS | DOMAIN_CHECKED_DECIMALS:
         type_name, _, member = coordinate.partition(".")
         field_name, _, argument = member.partition("(")
         definition = schema.get_type(type_name).fields[field_name]

@@ -193,23 +193,24 @@ COUPON = """mutation($amount: Decimal) { couponTemplateCreate(input: {name: "10 
 
 
 @pytest.mark.parametrize(
-    ("amount", "reason"),
+    ("amount", "code", "reason"),
     [
-        ("NaN", "finite"),
-        ("sNaN", "finite"),
-        ("-Infinity", "finite"),
-        ("1E+30", "below 1,000,000,000,000,000"),
-        ("1E-30", "at most 8 decimal places"),
-        ("0.000000001", "at most 8 decimal places"),
-        ("1" * 100, "at most 64 characters"),
-        ("ten", "Not a decimal number"),
-        (True, "a string"),
+        ("NaN", "BAD_USER_INPUT", "finite"),
+        ("sNaN", "BAD_USER_INPUT", "finite"),
+        ("-Infinity", "BAD_USER_INPUT", "finite"),
+        ("1E+30", "BAD_USER_INPUT", "below 1,000,000,000,000,000"),
+        ("1E-30", "BAD_USER_INPUT", "at most 8 decimal places"),
+        ("0.000000001", "BAD_USER_INPUT", "at most 8 decimal places"),
+        # Not a decimal at all: the scalar refuses it, like any variable of the wrong type.
+        ("1." + "0" * 100, "GRAPHQL_VALIDATION_FAILED", "at most 64 characters"),
+        ("ten", "GRAPHQL_VALIDATION_FAILED", "Not a decimal number"),
+        (True, "GRAPHQL_VALIDATION_FAILED", "a string"),
     ],
 )
-async def test_decimals_must_be_finite_and_bounded(gql, count_queries, amount, reason):
+async def test_decimals_must_be_finite_and_bounded(gql, count_queries, amount, code, reason):
     with count_queries() as counter:
         error = only_error(await gql.raw(COUPON, {"amount": amount}))
-    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"  # like any bad variable
+    assert error["extensions"]["code"] == code
     assert reason in error["message"]
     assert counter.count == 0
 
