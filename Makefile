@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test lint format schema bench clean
+.PHONY: install serve test fuzz lint format schema bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ serve: install
 # One worker per core (pytest-xdist); each worker gets its own PostgreSQL database.
 test: install
 	$(BIN)/python -m pytest -n auto
+
+# Generated GraphQL as every role against the app (tests/fuzz): `make test` runs a few cases
+# per role and kind, this many more. QUDAO_FUZZ_EXAMPLES=N to choose; QUDAO_FUZZ_RANDOM=1 to
+# draw new cases each run instead of the same ones.
+fuzz: install
+	QUDAO_FUZZ_EXAMPLES=$${QUDAO_FUZZ_EXAMPLES:-500} $(BIN)/python -m pytest -n auto tests/fuzz
 
 lint: install
 	$(BIN)/ruff check .

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -11,6 +12,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+from cross_web import HTTPException
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -27,10 +29,10 @@ from strawberry.types.unset import UNSET, UnsetType
 from api.auth import member_login
 from api.auth.middleware import AuthenticationMiddleware
 from api.auth.oauth import ROUTES as OAUTH_ROUTES
-from api.auth.oauth import OAuthServer
+from api.auth.oauth import MalformedCredentials, OAuthServer
 from api.auth.principal import ANONYMOUS
 from api.auth.tokens import InvalidToken
-from api.cache import Cache, create_cache
+from api.cache import Cache, CacheUnavailable, create_cache
 from api.db import Database
 from api.graphql.context import Context
 from api.graphql.errors import coded
@@ -42,9 +44,11 @@ from api.graphql.subscriptions import (
     SubscriptionSocket,
     cache_publisher,
 )
+from api.http_limits import BadBody, RequestLimitsMiddleware, decode_json_body
 from api.logs import request_id_var
 from api.segments import jobs as segment_jobs
 from api.settings import Settings
+from api.text import UnreadableText
 from api.wiring import Wiring, build
 
 log = logging.getLogger("qudao.http")
@@ -112,6 +116,20 @@ class QudaoGraphQL(GraphQL[Context, None]):
         )
         self.wiring = wiring
 
+    def decode_json(self, data: str | bytes) -> object:
+        # Bytes are a POST body, which must be one request object (batching is off); text is
+        # a GET parameter (`variables`), whose type strawberry checks itself.
+        try:
+            value = decode_json_body(data)
+        except BadBody as bad:
+            raise HTTPException(400, str(bad)) from None
+        if isinstance(data, bytes) and not isinstance(value, dict):
+            raise HTTPException(
+                400,
+                'The body must be one JSON object: {"query": "...", "variables": {...}}.',
+            )
+        return value
+
     async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
         state = request.app.state
         fields: dict[str, Any] = {
@@ -137,6 +155,9 @@ class QudaoGraphQL(GraphQL[Context, None]):
         except InvalidToken as error:
             log.info("refused a websocket connection: %s", error)
             raise ConnectionRejectionError from None
+        except CacheUnavailable:
+            log.info("refused a websocket connection: its token cannot be checked right now")
+            raise ConnectionRejectionError from None
         return UNSET
 
     async def process_result(
@@ -153,14 +174,60 @@ async def healthz(_: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+# What still works, and how, while Redis is down (README, "Limits and degraded modes").
+DEGRADED_WITHOUT_REDIS = (
+    "rate limits and lockouts count per process",
+    "access tokens are not checked against the deny list for the first {grace:g} s of the "
+    "outage, then refused with 503",
+    "subscriptions stay open but get no events until Redis is back",
+    "member login codes, token revocation and introspection answer 503",
+    "order pickups answer SERVICE_UNAVAILABLE (wrong codes cannot be counted)",
+)
+
+
 async def readyz(request: Request) -> Response:
+    """Ready when the database answers. Without Redis the API still serves, degraded: 200,
+    with what is degraded, so a load balancer keeps the instance (every instance shares the
+    same Redis; pulling them all would turn a partial outage into a full one)."""
     state = request.app.state
     checks = {"database": await state.db.ping()}
     if state.settings.redis_url:
         checks["redis"] = await state.cache.ping()
-    ready = all(checks.values())
-    body = {"status": "ready" if ready else "unavailable", "checks": checks}
-    return JSONResponse(body, status_code=200 if ready else 503)
+    if not checks["database"]:
+        return JSONResponse({"status": "unavailable", "checks": checks}, status_code=503)
+    if not all(checks.values()):
+        grace = state.settings.revocation_grace
+        degraded = [line.format(grace=grace) for line in DEGRADED_WITHOUT_REDIS]
+        return JSONResponse({"status": "degraded", "checks": checks, "degraded": degraded})
+    return JSONResponse({"status": "ready", "checks": checks})
+
+
+async def malformed_credentials(request: Request, error: Exception) -> Response:
+    """Basic credentials that do not decode: the client is not identified."""
+    return JSONResponse(
+        {"error": "invalid_client", "error_description": str(error)}, status_code=401
+    )
+
+
+async def unreadable_text(request: Request, error: Exception) -> Response:
+    """Control characters or lone surrogates in an OAuth parameter: the client's mistake."""
+    return JSONResponse(
+        {"error": "invalid_request", "error_description": str(error)}, status_code=400
+    )
+
+
+async def cache_unavailable(request: Request, error: Exception) -> Response:
+    """What a route that needs Redis answers while it is down (the OAuth endpoints, member
+    login codes): a 503 the client can retry, never a 500."""
+    assert isinstance(error, CacheUnavailable)
+    return JSONResponse(
+        {
+            "error": "temporarily_unavailable",
+            "error_description": "A service this needs is unavailable; try again shortly.",
+        },
+        status_code=503,
+        headers={"Retry-After": str(max(1, math.ceil(error.retry_after)))},
+    )
 
 
 def create_app(
@@ -205,10 +272,17 @@ def create_app(
             *member_login.ROUTES,  # POST /oauth/otp: a member asks for a login code
         ],
         lifespan=lifespan,
+        exception_handlers={
+            CacheUnavailable: cache_unavailable,
+            UnreadableText: unreadable_text,
+            MalformedCredentials: malformed_credentials,
+        },
     )
     app.state.settings = settings
     app.state.db = db or Database(settings.database_url)
-    app.state.cache = cache or create_cache(settings.redis_url, settings.cache_prefix)
+    app.state.cache = cache or create_cache(
+        settings.redis_url, settings.cache_prefix, retry_interval=settings.cache_retry_interval
+    )
     # Events of committed transactions go out through the cache's pub/sub: with Redis, a
     # commit in any API process reaches the subscribers of every process.
     app.state.db.publisher = cache_publisher(app.state.cache)
@@ -218,5 +292,7 @@ def create_app(
     app.add_middleware(
         AuthenticationMiddleware, keys=app.state.keys, cache=app.state.cache, settings=settings
     )
+    # Outside authentication: an oversized or stalled request is refused before any work.
+    app.add_middleware(RequestLimitsMiddleware, limits=settings.body_limits)
     app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every log has the id
     return app

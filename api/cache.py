@@ -3,6 +3,18 @@
 The app needs only a handful of primitives (values with TTL, a rate-limit counter, deny-list
 sets and pub/sub fan-out for GraphQL subscriptions). Keeping them behind one interface lets a
 single API process run without Redis, while several processes share state through Redis.
+
+Redis can go away; the API must not go with it. The Redis cache puts a circuit breaker in
+front of every command: the first failure opens it (one log line for the outage), and while
+it is open no command dials Redis: each fails at once with ``CacheUnavailable``, except that
+one trial goes through every ``retry_interval`` seconds, and its success closes the breaker
+(one more line). What each use does without Redis is decided per use:
+
+* ``hit`` (rate limits, lockouts) counts in this process instead: limits hold per process;
+* ``publish`` loses the events (subscriptions are at most once; the outbox keeps what must
+  arrive), and a subscription waits and subscribes again when Redis is back;
+* everything else raises ``CacheUnavailable``, which its caller turns into a decision (the
+  deny-list check: a grace window, then 503) or, by default, a 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -10,17 +22,36 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import inspect
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis.asyncio as redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# What an unreachable (dead, restarting, black-holed) Redis raises; anything else is a bug.
+_OUTAGE = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+
+
+class CacheUnavailable(Exception):
+    """The shared cache cannot be reached now. ``retry_after``: seconds until it is tried
+    again; ``down_for``: seconds since the outage began."""
+
+    def __init__(self, retry_after: float, down_for: float) -> None:
+        super().__init__("the cache (Redis) is unreachable")
+        self.retry_after = retry_after
+        self.down_for = down_for
 
 
 def _positive(seconds: float, name: str) -> float:
@@ -85,6 +116,11 @@ class Cache(abc.ABC):
     @abc.abstractmethod
     async def ping(self) -> bool:
         """Readiness probe: True when the backend is reachable. Never raises."""
+
+    @property
+    def outage(self) -> float | None:
+        """Seconds since the backend became unreachable; None while it answers."""
+        return None
 
     @abc.abstractmethod
     async def close(self) -> None:
@@ -265,28 +301,121 @@ return {count, ttl}
 """
 
 _PING_TIMEOUT = 2.0  # seconds; a probe must answer even when Redis is black-holed
+# A command gives up on a black-holed Redis after these, rather than hold its request.
+_CONNECT_TIMEOUT = 1.0
+_COMMAND_TIMEOUT = 2.0
+
+
+class CircuitBreaker:
+    """Closed while Redis answers; open from the first failure, when calls fail at once
+    except one trial every ``retry_interval`` seconds. Logs the outage once, and its end."""
+
+    def __init__(self, retry_interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.retry_interval = retry_interval
+        self._clock = clock
+        self.down_since: float | None = None
+        self._next_trial = 0.0
+        self._trial_running = False
+
+    def before_call(self) -> None:
+        """Raise CacheUnavailable unless the call may dial Redis (closed, or this is the
+        trial of an open breaker)."""
+        if self.down_since is None:
+            return
+        now = self._clock()
+        if self._trial_running or now < self._next_trial:
+            raise CacheUnavailable(max(0.0, self._next_trial - now), now - self.down_since)
+        self._trial_running = True
+
+    def succeeded(self) -> None:
+        self._trial_running = False
+        if self.down_since is not None:
+            logger.warning(
+                "redis answers again after %.1f s; shared rate limits, the deny list and "
+                "subscriptions are back",
+                self._clock() - self.down_since,
+            )
+            self.down_since = None
+
+    def failed(self, error: BaseException) -> CacheUnavailable:
+        self._trial_running = False
+        now = self._clock()
+        if self.down_since is None:
+            self.down_since = now
+            logger.warning(
+                "redis is unreachable (%s); degraded until it answers: rate limits count per "
+                "process, subscriptions get no events, the deny list is unread",
+                error or type(error).__name__,
+            )
+        self._next_trial = now + self.retry_interval
+        return CacheUnavailable(self.retry_interval, now - self.down_since)
+
+    def abandoned(self) -> None:
+        """The trial call was cancelled before it could tell: let another one try."""
+        self._trial_running = False
+
+    @property
+    def outage(self) -> float | None:
+        return None if self.down_since is None else self._clock() - self.down_since
+
+    async def until_trial(self) -> None:
+        """Sleep until a trial may dial Redis (at once when the breaker is closed)."""
+        if self.down_since is not None:
+            await asyncio.sleep(max(0.05, self._next_trial - self._clock()))
 
 
 class _PubSubMessages:
-    """Iterator over one Redis pub/sub connection (one connection per subscription)."""
+    """Iterator over one Redis pub/sub connection (one connection per subscription).
 
-    def __init__(self, pubsub: PubSub) -> None:
+    When the connection breaks (Redis restarted), it subscribes again once the breaker lets
+    it, and goes on: the subscriber stays, the events published meanwhile are lost."""
+
+    def __init__(self, pubsub: PubSub, channel: str, breaker: CircuitBreaker) -> None:
         self._pubsub = pubsub
+        self._channel = channel
+        self._breaker = breaker
         self._closed = False
+        self._subscribed = False
 
     def __aiter__(self) -> _PubSubMessages:
         return self
 
+    async def subscribe(self) -> None:
+        """SUBSCRIBE, and wait for the server's confirmation: it is what guarantees that a
+        publish made after this returns reaches us."""
+        self._breaker.before_call()
+        try:
+            await self._pubsub.subscribe(self._channel)
+            while (confirmation := await self._pubsub.get_message(timeout=None)) is None or (
+                confirmation["type"] != "subscribe"
+            ):
+                pass
+        except _OUTAGE as error:
+            raise self._breaker.failed(error) from None
+        except BaseException:
+            self._breaker.abandoned()
+            raise
+        self._breaker.succeeded()
+        self._subscribed = True
+
     async def __anext__(self) -> str:
         while not self._closed:
             try:
+                if not self._subscribed:
+                    await self.subscribe()
                 message = await self._pubsub.get_message(
                     ignore_subscribe_messages=True, timeout=None
                 )
-            except RedisConnectionError:
+            except CacheUnavailable:
+                await self._breaker.until_trial()
+                continue
+            except _OUTAGE as error:
                 if self._closed:  # aclose() cut the connection under a waiting reader
                     break
-                raise
+                self._breaker.failed(error)
+                self._subscribed = False
+                await self._breaker.until_trial()
+                continue
             if message is not None and message["type"] == "message":
                 return message["data"]
         raise StopAsyncIteration
@@ -297,7 +426,7 @@ class _PubSubMessages:
 
 
 class RedisCache(Cache):
-    """Cache shared by all API processes through Redis.
+    """Cache shared by all API processes through Redis, behind a circuit breaker.
 
     Every key and channel is prefixed with `prefix`, so several deployments (or test runs) can
     share one server.
@@ -306,7 +435,8 @@ class RedisCache(Cache):
     connection instead of failing with "Too many connections" (redis-py's default pool caps at
     100 and raises). Each subscription holds its own connection for as long as it lasts, so
     subscriptions get a separate pool of `max_subscriptions`: many open GraphQL subscriptions
-    then cannot starve rate limiting and token checks of connections.
+    then cannot starve rate limiting and token checks of connections. Commands are not
+    retried by redis-py: the breaker decides when Redis is tried again.
     """
 
     def __init__(
@@ -316,89 +446,143 @@ class RedisCache(Cache):
         *,
         max_connections: int = 50,
         max_subscriptions: int = 1000,
+        retry_interval: float = 1.0,
     ) -> None:
         self.prefix = prefix
+        self.breaker = CircuitBreaker(retry_interval)
+        no_retry = Retry(NoBackoff(), 0)
         self._client = redis.Redis.from_pool(
             redis.BlockingConnectionPool.from_url(
-                url, decode_responses=True, max_connections=max_connections
+                url,
+                decode_responses=True,
+                max_connections=max_connections,
+                timeout=_COMMAND_TIMEOUT,  # waiting for a free connection
+                socket_connect_timeout=_CONNECT_TIMEOUT,
+                socket_timeout=_COMMAND_TIMEOUT,
+                retry=no_retry,
             )
         )
+        # No socket timeout here: a subscriber waits for messages as long as it takes.
         self._pubsub_client = redis.Redis.from_url(
-            url, decode_responses=True, max_connections=max_subscriptions
+            url,
+            decode_responses=True,
+            max_connections=max_subscriptions,
+            socket_connect_timeout=_CONNECT_TIMEOUT,
+            retry=no_retry,
         )
         self._hit = self._client.register_script(_HIT_SCRIPT)
         self._subscriptions: set[_PubSubMessages] = set()
+        # Counters while Redis is away: rate limits and lockouts hold per process meanwhile.
+        self._local = InProcessCache()
+
+    async def _call(self, command: Awaitable[T]) -> T:
+        try:
+            self.breaker.before_call()
+        except CacheUnavailable:
+            if inspect.iscoroutine(command):
+                command.close()  # never awaited: say so, or Python warns
+            raise
+        try:
+            result = await command
+        except _OUTAGE as error:
+            raise self.breaker.failed(error) from None
+        except BaseException:
+            self.breaker.abandoned()
+            raise
+        self.breaker.succeeded()
+        return result
+
+    @property
+    def outage(self) -> float | None:
+        return self.breaker.outage
 
     async def get(self, key: str) -> str | None:
-        return await self._client.get(self.prefix + key)
+        return await self._call(self._client.get(self.prefix + key))
 
     async def set(self, key: str, value: str, ttl: float | None = None) -> None:
         px = None if ttl is None else _ms(_positive(ttl, "ttl"))
-        await self._client.set(self.prefix + key, value, px=px)
+        await self._call(self._client.set(self.prefix + key, value, px=px))
 
     async def delete(self, key: str) -> None:
-        await self._client.delete(self.prefix + key)
+        await self._call(self._client.delete(self.prefix + key))
 
     async def hit(self, key: str, window: float) -> tuple[int, float]:
-        count, ttl_ms = await self._hit(
-            keys=[self.prefix + key], args=[_ms(_positive(window, "window"))]
-        )
+        _positive(window, "window")
+        try:
+            count, ttl_ms = await self._call(
+                self._hit(keys=[self.prefix + key], args=[_ms(window)])
+            )
+        except CacheUnavailable:
+            return await self._local.hit(key, window)
         return int(count), int(ttl_ms) / 1000
 
     async def set_add(self, key: str, member: str, ttl: float | None = None) -> None:
         name = self.prefix + key
         if ttl is None:
-            await self._client.sadd(name, member)
+            await self._call(self._client.sadd(name, member))
             return
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.sadd(name, member)
-            pipe.pexpire(name, _ms(_positive(ttl, "ttl")))
-            await pipe.execute()
+        pexpire = _ms(_positive(ttl, "ttl"))
+
+        async def add_with_expiry() -> None:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.sadd(name, member)
+                pipe.pexpire(name, pexpire)
+                await pipe.execute()
+
+        await self._call(add_with_expiry())
 
     async def set_contains(self, key: str, member: str) -> bool:
-        return bool(await self._client.sismember(self.prefix + key, member))
+        return bool(await self._call(self._client.sismember(self.prefix + key, member)))
 
     async def set_remove(self, key: str, member: str) -> None:
-        await self._client.srem(self.prefix + key, member)
+        await self._call(self._client.srem(self.prefix + key, member))
 
     async def publish(self, channel: str, message: str) -> None:
-        await self._client.publish(self.prefix + channel, message)
+        await self._call(self._client.publish(self.prefix + channel, message))
 
     @contextlib.asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[AsyncIterator[str]]:
-        pubsub = self._pubsub_client.pubsub()
-        messages = _PubSubMessages(pubsub)
+        messages = _PubSubMessages(
+            self._pubsub_client.pubsub(), self.prefix + channel, self.breaker
+        )
         self._subscriptions.add(messages)
         try:
-            await pubsub.subscribe(self.prefix + channel)
-            # SUBSCRIBE only sends the command; the server's confirmation is what guarantees
-            # that a publish made after this point reaches us.
-            while (confirmation := await pubsub.get_message(timeout=None)) is None or (
-                confirmation["type"] != "subscribe"
-            ):
-                pass
+            # Subscribed now when Redis answers; during an outage the iterator subscribes
+            # when it comes back (events published meanwhile are lost either way).
+            with contextlib.suppress(CacheUnavailable):
+                await messages.subscribe()
             yield messages
         finally:
             self._subscriptions.discard(messages)
             await messages.aclose()
 
     async def ping(self) -> bool:
+        # A probe dials even while the breaker is open (it is one call, on a timer): its
+        # answer is what readiness reports, and a success ends the outage at once.
         try:
             async with asyncio.timeout(_PING_TIMEOUT):
-                return bool(await self._client.ping())
+                answered = bool(await self._client.ping())
         except Exception as exc:  # a probe reports, it does not crash the caller
-            logger.warning("redis ping failed: %r", exc)
+            if isinstance(exc, _OUTAGE):
+                self.breaker.failed(exc)
+            else:
+                logger.warning("redis ping failed: %r", exc)
             return False
+        self.breaker.succeeded()
+        return answered
 
     async def close(self) -> None:
         for messages in list(self._subscriptions):
             await messages.aclose()
         await self._pubsub_client.aclose()
         await self._client.aclose()
+        await self._local.close()
 
 
-def create_cache(redis_url: str | None, prefix: str = "qudao:") -> Cache:
+def create_cache(
+    redis_url: str | None, prefix: str = "qudao:", *, retry_interval: float = 1.0
+) -> Cache:
     """Redis when configured (several processes share state), else an in-process cache."""
     if redis_url:
-        return RedisCache(redis_url, prefix)
+        return RedisCache(redis_url, prefix, retry_interval=retry_interval)
     return InProcessCache()

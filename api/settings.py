@@ -9,6 +9,8 @@ from pathlib import Path
 
 from api.auth.keys import KeyRing
 from api.auth.wechat import parse_apps as parse_wechat_apps
+from api.graphql.guard import DocumentLimits
+from api.http_limits import BodyLimits
 from api.loyalty.rules import PointsPolicy
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/qudao.db"
@@ -35,6 +37,24 @@ class Settings:
     max_tokens: int = 5000
     max_cost: int = 25_000
     parser_cache_size: int = 512
+    # What validation may face, checked in one linear pass before it runs (api/graphql/
+    # guard.py): fields and fragments once fragments are expanded, fields selected at one
+    # place of the response and times one name is (graphql-core's overlap rule compares those
+    # pairwise); and every input value: list lengths, text lengths.
+    max_fields: int = 2000
+    max_fragments: int = 200
+    max_selection_fields: int = 200
+    max_repeats: int = 10
+    max_list_input: int = 1000
+    max_string_input: int = 10_000
+    max_input_depth: int = 32  # nesting of one variable's value (a JSON attribute, say)
+    max_input_values: int = 10_000  # values in all of a request's inputs, however nested
+    # HTTP requests (api/http_limits.py): a body over the cap is 413, one that stops arriving
+    # is 408 after body_timeout seconds; headers over their caps are 431.
+    max_body_bytes: int = 1_000_000
+    body_timeout: float = 10.0
+    max_header_bytes: int = 16_384
+    max_headers: int = 100
     # Identity. The key file is a JWKS of private keys (first signs, all verify); when absent
     # it is created, so `make serve` needs no setup. QUDAO_JWT_KEYS (the JSON) overrides it.
     issuer: str = "http://127.0.0.1:8000"
@@ -44,6 +64,11 @@ class Settings:
     refresh_token_ttl: int = 30 * 24 * 3600
     auth_code_ttl: int = 300
     oauth_require_https: bool = False
+    # Redis outages (api/cache.py): Redis is tried again every cache_retry_interval seconds,
+    # and access tokens are accepted without the deny-list check for the first
+    # revocation_grace seconds of an outage (then 503 until Redis answers).
+    cache_retry_interval: float = 1.0
+    revocation_grace: float = 60.0
     # Rate limits (fixed windows in the cache, so N processes on one Redis share them).
     rate_limit: int = 600  # GraphQL requests per principal (or address) per window
     rate_window: float = 60.0
@@ -112,10 +137,13 @@ class Settings:
             log_level=env.get("LOG_LEVEL", defaults.log_level).upper(),
             log_json=not _flag(env.get("QUDAO_LOG_PLAIN")),
             max_cost=int(env.get("QUDAO_MAX_COST", defaults.max_cost)),
+            max_body_bytes=int(env.get("QUDAO_MAX_BODY_BYTES", defaults.max_body_bytes)),
+            body_timeout=float(env.get("QUDAO_BODY_TIMEOUT", defaults.body_timeout)),
             issuer=env.get("QUDAO_ISSUER", defaults.issuer),
             jwt_keys_file=env.get("QUDAO_JWT_KEYS_FILE", defaults.jwt_keys_file),
             jwt_keys_json=env.get("QUDAO_JWT_KEYS") or None,
             oauth_require_https=_flag(env.get("QUDAO_OAUTH_REQUIRE_HTTPS")),
+            revocation_grace=float(env.get("QUDAO_REVOCATION_GRACE", defaults.revocation_grace)),
             rate_limit=int(env.get("QUDAO_RATE_LIMIT", defaults.rate_limit)),
             oauth_rate_limit=int(env.get("QUDAO_OAUTH_RATE_LIMIT", defaults.oauth_rate_limit)),
             sms_sender=env.get("QUDAO_SMS_SENDER", defaults.sms_sender).strip().lower(),
@@ -142,6 +170,30 @@ class Settings:
                 env.get("QUDAO_ATTRIBUTION_WINDOW_DAYS", defaults.attribution_window_days)
             ),
             referral_link_base=env.get("QUDAO_REFERRAL_LINK_BASE", defaults.referral_link_base),
+        )
+
+    @property
+    def document_limits(self) -> DocumentLimits:
+        return DocumentLimits(
+            max_depth=self.max_depth,
+            max_aliases=self.max_aliases,
+            max_fields=self.max_fields,
+            max_fragments=self.max_fragments,
+            max_selection_fields=self.max_selection_fields,
+            max_repeats=self.max_repeats,
+            max_list_length=self.max_list_input,
+            max_string_length=self.max_string_input,
+            max_input_depth=self.max_input_depth,
+            max_input_values=self.max_input_values,
+        )
+
+    @property
+    def body_limits(self) -> BodyLimits:
+        return BodyLimits(
+            max_body_bytes=self.max_body_bytes,
+            body_timeout=self.body_timeout,
+            max_header_bytes=self.max_header_bytes,
+            max_headers=self.max_headers,
         )
 
     @property

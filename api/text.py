@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 # Control characters (Unicode category Cc) and lone surrogates (Cs): PostgreSQL refuses NUL in
 # text, and a lone surrogate cannot be encoded (to store it, or to digest it). Tab, LF and CR
@@ -16,6 +17,24 @@ def forbidden_character(text: str, *, breaks: bool = False) -> int | None:
     CR allowed with ``breaks``); None when there is none."""
     found = (_FORBIDDEN_WITH_BREAKS if breaks else _FORBIDDEN).search(text)
     return found.start() if found else None
+
+
+class UnreadableText(ValueError):
+    """A caller's text holds a control character or a lone surrogate; the message says
+    which value and where."""
+
+
+def check_texts(values: Iterable[tuple[str, str]]) -> None:
+    """Refuse (UnreadableText) the first named value with a control character (tab and line
+    breaks allowed) or a lone surrogate: the check GraphQL inputs get (api/graphql/guard.py),
+    for what reaches us otherwise (OAuth forms and parameters)."""
+    for name, value in values:
+        for text in (name, value):
+            bad = forbidden_character(text, breaks=True)
+            if bad is not None:
+                raise UnreadableText(
+                    f"`{name[:40]}` cannot hold {describe_character(text[bad])} (at offset {bad})."
+                )
 
 
 def describe_character(char: str) -> str:

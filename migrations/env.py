@@ -7,8 +7,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from api.db import Base, Database
 import api.models  # noqa: F401  (every table on Base.metadata)
+from api.db import Base, Database
 from api.settings import Settings
 
 target_metadata = Base.metadata

@@ -358,11 +358,6 @@ async def request_code(request: Request) -> Response:
         issued = await server.members.send_code(client.client_id, phone)
     except OAuth2Error as error:
         return server.handle_error_response(oauth_request, error)
-    except UnicodeDecodeError:
-        return JSONResponse(
-            {"error": "invalid_client", "error_description": "Malformed client credentials."},
-            status_code=401,
-        )
     return JSONResponse(
         {"expires_in": issued.expires_in, "resend_after": issued.resend_after},
         headers={"Cache-Control": "no-store"},

@@ -1,20 +1,23 @@
 """Who is calling, and whether they may call again yet: before any GraphQL work is done.
 
 A bad token is a 401 with ``WWW-Authenticate`` (RFC 6750), not a GraphQL error; a caller over
-its rate limit gets 429 with ``Retry-After``. The principal rides in the ASGI scope to the
-GraphQL context. Neither step touches the database.
+its rate limit gets 429 with ``Retry-After``. While Redis is down the rate limit counts in this
+process, and a token is accepted unchecked against the deny list for the first
+``revocation_grace`` seconds of the outage, then refused with 503 and ``Retry-After``. The
+principal rides in the ASGI scope to the GraphQL context. Neither step touches the database.
 """
 
 from __future__ import annotations
 
 import json
+import math
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth.keys import KeyRing
 from api.auth.principal import ANONYMOUS, Principal
 from api.auth.tokens import InvalidToken, authenticate_bearer
-from api.cache import Cache
+from api.cache import Cache, CacheUnavailable
 from api.settings import Settings
 
 
@@ -41,6 +44,16 @@ class AuthenticationMiddleware:
         headers = dict(scope.get("headers") or ())
         try:
             principal = await self._principal(headers.get(b"authorization"))
+        except CacheUnavailable as outage:
+            await _refuse(
+                scope,
+                send,
+                503,
+                "temporarily_unavailable",
+                "Revoked tokens cannot be checked right now; try again shortly.",
+                {"Retry-After": str(max(1, math.ceil(outage.retry_after)))},
+            )
+            return
         except InvalidToken as error:
             await _refuse(
                 scope,
@@ -78,7 +91,11 @@ class AuthenticationMiddleware:
         if scheme.lower() != "bearer" or not token.strip():
             raise InvalidToken("expected 'Authorization: Bearer <token>'")
         return await authenticate_bearer(
-            self.keys, self.cache, token.strip(), issuer=self.settings.issuer
+            self.keys,
+            self.cache,
+            token.strip(),
+            issuer=self.settings.issuer,
+            revocation_grace=self.settings.revocation_grace,
         )
 
 

@@ -8,6 +8,8 @@ API. The token endpoint is not the hot path; GraphQL requests never come here.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import html
 import secrets
 import time
@@ -16,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import anyio
 from anyio import from_thread
@@ -47,9 +49,10 @@ from api.auth.tokens import (
     deny,
     issue_access_token,
 )
-from api.cache import Cache
+from api.cache import Cache, CacheUnavailable
 from api.db import Database, advisory_lock, utcnow
 from api.settings import Settings
+from api.text import check_texts
 
 if TYPE_CHECKING:
     from api.auth.member_login import MemberLogins
@@ -250,7 +253,9 @@ class OAuthStore:
         hashed = row.password_hash if row and row.is_active else None
         if not await anyio.to_thread.run_sync(verify_password, hashed, password):
             return None
-        await self.cache.delete(key)
+        # Redis down: the count stays until its window ends; the login stands.
+        with contextlib.suppress(CacheUnavailable):
+            await self.cache.delete(key)
         return User(row)  # type: ignore[arg-type]
 
     async def save_code(self, code: str, request: OAuth2Request) -> None:
@@ -699,8 +704,31 @@ class OAuthServer(AuthorizationServer):
 
 
 async def _oauth_request(request: Request) -> _Request:
+    """The request as authlib reads it, once its text is known to be text: a NUL in a client
+    id or a code reached PostgreSQL (a 500) before. UnreadableText is a 400 (app.py)."""
     form = await request.form() if request.method == "POST" else None
-    return _Request(request, form, request.app.state.settings)
+    oauth_request = _Request(request, form, request.app.state.settings)
+    given = [(k, v) for k, values in oauth_request.payload.datalist.items() for v in values]
+    check_texts([*given, *_basic_credentials(request)])
+    return oauth_request
+
+
+class MalformedCredentials(ValueError):
+    """``Authorization: Basic`` credentials that are not base64 of UTF-8 text (a 401)."""
+
+
+def _basic_credentials(request: Request) -> list[tuple[str, str]]:
+    """Client id and secret of an ``Authorization: Basic`` header. Decoded here, before
+    authlib does it the same way: it lets the errors of credentials that are not ASCII,
+    or not UTF-8, escape as 500s."""
+    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return []
+    try:
+        client_id, _, secret = base64.b64decode(encoded).decode().partition(":")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise MalformedCredentials("Malformed client credentials.") from None
+    return [("client_id", unquote(client_id)), ("client_secret", unquote(secret))]
 
 
 async def _limited(request: Request) -> Response | None:
@@ -724,14 +752,7 @@ async def _endpoint(request: Request, call: Callable[..., Response], *args: Any)
     if limited := await _limited(request):
         return limited
     oauth_request = await _oauth_request(request)
-    try:
-        return await anyio.to_thread.run_sync(call, *args, oauth_request)
-    except UnicodeDecodeError:
-        # authlib decodes Basic credentials as UTF-8 and lets the error escape.
-        return JSONResponse(
-            {"error": "invalid_client", "error_description": "Malformed client credentials."},
-            status_code=401,
-        )
+    return await anyio.to_thread.run_sync(call, *args, oauth_request)
 
 
 async def token(request: Request) -> Response:

@@ -16,7 +16,7 @@ from joserfc.jwt import JWTClaimsRegistry
 
 from api.auth.keys import ALGORITHM, KeyRing
 from api.auth.principal import Principal, Role
-from api.cache import Cache
+from api.cache import Cache, CacheUnavailable
 
 AUDIENCE = "qudao-api"
 _REVOKED = "revoked-jti:"
@@ -101,9 +101,24 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
     )
 
 
-async def authenticate_bearer(keys: KeyRing, cache: Cache, token: str, *, issuer: str) -> Principal:
+async def authenticate_bearer(
+    keys: KeyRing, cache: Cache, token: str, *, issuer: str, revocation_grace: float = 0.0
+) -> Principal:
+    """The principal of a valid access token that is not on the deny list.
+
+    When the deny list cannot be read (Redis is down), a valid token is accepted for the
+    first ``revocation_grace`` seconds of the outage (a revoked token may get through that
+    long: access tokens live minutes anyway); after that CacheUnavailable is raised, and
+    the caller answers 503.
+    """
     claims = decode_access_token(keys, token, issuer=issuer)
-    if await cache.get(_REVOKED + claims["jti"]) is not None:
+    try:
+        revoked = await cache.get(_REVOKED + claims["jti"]) is not None
+    except CacheUnavailable as outage:
+        if outage.down_for >= revocation_grace:
+            raise
+        revoked = False
+    if revoked:
         raise InvalidToken("token revoked")
     return principal_from_claims(claims)
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 import strawberry
 from graphql import GraphQLError
 
+from api.cache import CacheUnavailable
 from api.errors import DomainError, InputError, Problem
 
 log = logging.getLogger("qudao.graphql")
@@ -60,6 +61,7 @@ class ErrorCode(enum.Enum):
     UNAUTHENTICATED = "UNAUTHENTICATED"
     GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
     GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
     INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
 
 
@@ -67,6 +69,9 @@ _KNOWN: dict[type[Exception], ErrorCode] = {
     InputError: ErrorCode.BAD_USER_INPUT,
     PermissionDenied: ErrorCode.FORBIDDEN,
     Unauthenticated: ErrorCode.UNAUTHENTICATED,
+    # Redis is down and this field needs it (the breaker logged the outage once): the
+    # client may retry; not a bug to log per request.
+    CacheUnavailable: ErrorCode.SERVICE_UNAVAILABLE,
 }
 
 

@@ -18,14 +18,22 @@ def encode_id(type_name: str, pk: int) -> str:
 
 
 def decode_id(global_id: str) -> tuple[str, int]:
-    """Split a global id into (type name, primary key); InputError when it is not one."""
+    """Split a global id into (type name, primary key); InputError when it is not one.
+
+    Only the encoding ``encode_id`` gives is an id: base64 decoding forgives padding, stray
+    characters and unused bits, and int() reads zero-padded and non-ASCII digits, so
+    ``Customer:0001``, ``Customer:١`` and a padded spelling would all name customer 1. One
+    object has one id (caches, audit entries and clients compare them as strings).
+    """
     try:
         raw = base64.urlsafe_b64decode(global_id + "=" * (-len(global_id) % 4)).decode()
         type_name, _, digits = raw.partition(":")
         if not type_name or not digits.isdigit() or not 0 < int(digits) <= MAX_PK:
             raise ValueError
+        if encode_id(type_name, int(digits)) != global_id:
+            raise ValueError
         return type_name, int(digits)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+    except (binascii.Error, UnicodeError, ValueError):
         raise InputError(f"Invalid ID: {global_id!r}.") from None
 
 

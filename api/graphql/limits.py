@@ -1,7 +1,8 @@
 """Request limits that run before anything executes: page sizes and query cost.
 
-strawberry ships depth, alias and token limiters and the parser/validation caches; what it
-lacks is a cost limit that understands connections. The cost of a query here:
+strawberry's token limiter and parser cache bound parsing; the guard (``guard.py``, run by
+GuardedValidation) bounds the shape of a document before validation; what is left is a cost
+limit that understands connections. The cost of a query here:
 
 * a scalar or enum field costs 0, an object field 1 plus its selections;
 * a connection field costs 1 plus its ``pageInfo``/``totalCount`` selections, plus
@@ -34,7 +35,9 @@ from graphql import (
     get_named_type,
     value_from_ast_untyped,
 )
-from strawberry.extensions import SchemaExtension
+from strawberry.extensions import SchemaExtension, ValidationCache
+
+from api.graphql.guard import DocumentLimits, check_document
 
 _PAGED_CHILDREN = frozenset({"edges", "nodes"})
 
@@ -44,6 +47,13 @@ class CostLimitExceeded(GraphQLError):
 
 
 class _CostWalk:
+    """The cost of a validated document, in time linear in its size.
+
+    Each fragment is costed once and remembered: its cost does not depend on where it is
+    spread (its type condition fixes the parent, the variables are the request's), so a
+    fragment spread many times, or fragments spreading each other, cost one walk each.
+    """
+
     def __init__(
         self,
         schema: GraphQLSchema,
@@ -57,33 +67,48 @@ class _CostWalk:
         self.variables = variables
         self.page_cap = page_cap
         self.default_page = default_page
+        self.costed: dict[str, tuple[int, int]] = {}
 
-    def selection_set(
-        self, node: SelectionSetNode | None, parent: Any, seen: frozenset[str]
-    ) -> int:
-        if node is None:
-            return 0
-        total = 0
-        for selection in node.selections:
+    def selection_set(self, node: SelectionSetNode | None, parent: Any) -> int:
+        paged, other = self.split(node, parent)
+        return paged + other
+
+    def split(self, node: SelectionSetNode | None, parent: Any) -> tuple[int, int]:
+        """(cost of the ``edges``/``nodes`` fields, cost of the others) of a selection set,
+        fragments included: in a connection the first part is multiplied by the page size,
+        whether those fields are selected directly or through a fragment on the connection."""
+        paged = other = 0
+        for selection in node.selections if node else ():
             if isinstance(selection, FieldNode):
-                total += self.field(selection, parent, seen)
+                cost = self.field(selection, parent)
+                if selection.name.value in _PAGED_CHILDREN:
+                    paged += cost
+                else:
+                    other += cost
             elif isinstance(selection, InlineFragmentNode):
                 target = (
                     self.schema.get_type(selection.type_condition.name.value)
                     if selection.type_condition
                     else parent
                 )
-                total += self.selection_set(selection.selection_set, target, seen)
+                inner_paged, inner_other = self.split(selection.selection_set, target)
+                paged, other = paged + inner_paged, other + inner_other
             elif isinstance(selection, FragmentSpreadNode):
-                name = selection.name.value
-                fragment = self.fragments.get(name)
-                if fragment is None or name in seen:  # validation reports both
-                    continue
-                target = self.schema.get_type(fragment.type_condition.name.value)
-                total += self.selection_set(fragment.selection_set, target, seen | {name})
-        return total
+                inner_paged, inner_other = self.fragment(selection.name.value)
+                paged, other = paged + inner_paged, other + inner_other
+        return paged, other
 
-    def field(self, node: FieldNode, parent: Any, seen: frozenset[str]) -> int:
+    def fragment(self, name: str) -> tuple[int, int]:
+        if name not in self.costed:
+            fragment = self.fragments.get(name)
+            if fragment is None:  # validation reports it
+                return 0, 0
+            self.costed[name] = (0, 0)  # a cycle (refused before costing) adds nothing
+            target = self.schema.get_type(fragment.type_condition.name.value)
+            self.costed[name] = self.split(fragment.selection_set, target)
+        return self.costed[name]
+
+    def field(self, node: FieldNode, parent: Any) -> int:
         name = node.name.value
         if name.startswith("__") or not isinstance(
             parent, GraphQLObjectType | GraphQLInterfaceType
@@ -97,15 +122,10 @@ class _CostWalk:
             return 0
         args = self.arguments(node)
         if target.name.endswith("Connection"):
-            size = self.page_size(node, args)
-            cost = 1
-            for child in node.selection_set.selections if node.selection_set else ():
-                child_cost = self.selection_set(SelectionSetNode(selections=(child,)), target, seen)
-                is_paged = isinstance(child, FieldNode) and child.name.value in _PAGED_CHILDREN
-                cost += size * child_cost if is_paged else child_cost
-            return cost
+            paged, other = self.split(node.selection_set, target)
+            return 1 + other + self.page_size(node, args) * paged
         multiplier = len(args["ids"]) if isinstance(args.get("ids"), list) else 1
-        return multiplier * (1 + self.selection_set(node.selection_set, target, seen))
+        return multiplier * (1 + self.selection_set(node.selection_set, target))
 
     def arguments(self, node: FieldNode) -> dict[str, Any]:
         values = {
@@ -151,15 +171,39 @@ def query_cost(
     operation = operations[0]
     root = schema.get_root_type(operation.operation)
     walk = _CostWalk(schema, fragments, variables or {}, page_cap, default_page)
-    return walk.selection_set(operation.selection_set, root, frozenset())
+    return walk.selection_set(operation.selection_set, root)
+
+
+class GuardedValidation(ValidationCache):
+    """strawberry's cached validation, preceded by the linear guard (``guard.py``): a request
+    the guard refuses never reaches graphql-core's rules, whose cost it bounds."""
+
+    def __init__(self, *, limits: DocumentLimits, cache_size: int) -> None:
+        super().__init__(maxsize=cache_size)
+        self.limits = limits
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        document = context.graphql_document
+        if document is not None:
+            variables = context.variables if isinstance(context.variables, dict) else None
+            refused = check_document(context.schema._schema, document, variables, self.limits)
+            context.pre_execution_errors = (
+                [refused]
+                if refused is not None
+                else self.cached_validate_document(
+                    context.schema._schema, document, context.validation_rules
+                )
+            )
+        yield
 
 
 class CostLimit(SchemaExtension):
     """Refuse, before execution, a query whose cost is over the limit or whose page size is
     over the cap; report the cost in ``extensions.cost``.
 
-    Must come after strawberry's ValidationCache in the extension list: it costs only
-    documents that validated.
+    Must come after GuardedValidation in the extension list: it costs only documents that
+    validated.
     """
 
     def __init__(self, *, limit: int, page_cap: int, default_page: int) -> None:

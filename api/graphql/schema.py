@@ -12,16 +12,7 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    SchemaExtension,
-    ValidationCache,
-)
-from strawberry.extensions.query_depth_limiter import IgnoreContext
+from strawberry.extensions import MaxTokensLimiter, ParserCache, SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, ExecutionResult
@@ -36,7 +27,7 @@ from api.customers import schema as customers
 from api.graphql.audit import AuditTrail
 from api.graphql.context import NodeLoader
 from api.graphql.errors import log_unexpected
-from api.graphql.limits import CostLimit
+from api.graphql.limits import CostLimit, GuardedValidation
 from api.graphql.parts import SchemaParts
 from api.graphql.relay import NodeQuery
 from api.graphql.scalars import SCALAR_MAP
@@ -73,11 +64,6 @@ NODE_TYPES = [t for p in PARTS for t in p.types]
 NODE_LOADERS: Mapping[str, NodeLoader] = {
     name: load for p in PARTS for name, load in p.nodes.items()
 }
-
-
-def _is_introspection(context: IgnoreContext) -> bool:
-    # GraphiQL's introspection query is deeper than any real query; it is not data access.
-    return context.field_name.startswith("__")
 
 
 class QudaoSchema(strawberry.Schema):
@@ -145,23 +131,17 @@ class QudaoSchema(strawberry.Schema):
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
-    # The depth and alias rules are built once: each limiter instance mints a new rule class,
-    # and the validation cache is keyed by the rule classes, so per-request limiters would
-    # make every request miss it.
-    rules = [
-        *QueryDepthLimiter(
-            max_depth=settings.max_depth, should_ignore=_is_introspection
-        ).validation_rules,
-        *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
-    ]
+    # Depth, aliases and the rest of a document's shape are checked by GuardedValidation in
+    # one linear pass before graphql-core's rules run (strawberry's depth and alias limiters
+    # expanded fragments without memory: exponential in a doubling chain of fragments).
+    limits = settings.document_limits
     # Extensions are factories: strawberry builds fresh instances per operation, so
     # per-request state (the computed cost) never leaks between requests.
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
         AuditTrail,
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
         lambda: ParserCache(maxsize=settings.parser_cache_size),
-        lambda: AddValidationRules(rules),
-        lambda: ValidationCache(maxsize=settings.parser_cache_size),
+        lambda: GuardedValidation(limits=limits, cache_size=settings.parser_cache_size),
         lambda: CostLimit(
             limit=settings.max_cost,
             page_cap=settings.page_cap,

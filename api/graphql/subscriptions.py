@@ -41,7 +41,7 @@ from api.audit.service import record
 from api.auth.keys import KeyRing
 from api.auth.principal import ANONYMOUS, Principal
 from api.auth.tokens import InvalidToken, authenticate_bearer, decode_access_token
-from api.cache import Cache
+from api.cache import Cache, CacheUnavailable
 from api.errors import InputError
 from api.graphql.context import Context, Info
 from api.graphql.errors import coded
@@ -99,7 +99,11 @@ class SocketConnection:
             raise InvalidToken("expected 'Bearer <token>'")
         token = token.strip()
         principal = await authenticate_bearer(
-            self.keys, self.cache, token, issuer=self.settings.issuer
+            self.keys,
+            self.cache,
+            token,
+            issuer=self.settings.issuer,
+            revocation_grace=self.settings.revocation_grace,
         )
         claims = decode_access_token(self.keys, token, issuer=self.settings.issuer)
         self.token, self.principal, self.expires_at = token, principal, float(claims["exp"])
@@ -118,10 +122,18 @@ class SocketConnection:
             return False
         try:
             await authenticate_bearer(
-                self.keys, self.cache, self.token, issuer=self.settings.issuer
+                self.keys,
+                self.cache,
+                self.token,
+                issuer=self.settings.issuer,
+                revocation_grace=self.settings.revocation_grace,
             )
         except InvalidToken as error:
             await self.end(str(error))
+            return False
+        except CacheUnavailable:
+            # Past the grace of a Redis outage: the client reconnects (4403) when it is back.
+            await self.end("the token cannot be checked right now")
             return False
         return True
 
@@ -316,6 +328,11 @@ def cache_publisher(cache: Cache) -> events.Publisher:
 
     async def publish(published: Sequence[events.Event]) -> None:
         for channel, message in published:
-            await cache.publish(channel, message)
+            try:
+                await cache.publish(channel, message)
+            except CacheUnavailable:
+                # Redis is down (its breaker logged that once): these events are lost, as
+                # any event without a subscriber is; the outbox keeps what must arrive.
+                return
 
     return publish

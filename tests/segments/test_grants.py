@@ -621,7 +621,10 @@ async def test_resume_takes_pending_and_abandoned_jobs_not_live_or_finished_ones
                 .where(SegmentGrantJob.id == ids[key])
                 .values(status=status, updated_at=NOW - idle)
             )
-    assert await jobs.resume(db, policy=POINTS_POLICY, now=NOW) == [ids["pending"], ids["abandoned"]]
+    assert await jobs.resume(db, policy=POINTS_POLICY, now=NOW) == [
+        ids["pending"],
+        ids["abandoned"],
+    ]
     await jobs.drain()
     assert [(await job_row(db, ids[k])).status for k in ids] == [
         JobStatus.COMPLETED,
