@@ -27,7 +27,8 @@ from api.auth import service as auth
 from api.auth.principal import Principal, Role
 from api.catalog import service as catalog
 from api.catalog.models import SalesChannel
-from api.coupons import service as coupons
+from api.coupons import claims as coupon_claims
+from api.coupons import templates as coupon_templates
 from api.coupons.models import CouponChannel, CouponKind, CouponOrigin, Stacking
 from api.customers import levels as levels_service
 from api.customers import service as customers
@@ -287,10 +288,10 @@ async def _seed_crm(
             now,
         )
     templates = [
-        await coupons.create_template(session, SEEDER, draft, now=now)
+        await coupon_templates.create_template(session, SEEDER, draft, now=now)
         for draft in (
             # 线上领券、线下核销: claimed in the mini-program, used in any store.
-            coupons.TemplateDraft(
+            coupon_templates.TemplateDraft(
                 name="满200减30 门店券",
                 kind=CouponKind.AMOUNT_OFF_THRESHOLD,
                 claim_channel=CouponChannel.ONLINE,
@@ -301,7 +302,7 @@ async def _seed_crm(
                 valid_days=30,
                 per_person_limit=2,
             ),
-            coupons.TemplateDraft(
+            coupon_templates.TemplateDraft(
                 name="全场8.5折 最高减50",
                 kind=CouponKind.PERCENT_OFF,
                 claim_channel=CouponChannel.BOTH,
@@ -312,7 +313,7 @@ async def _seed_crm(
                 valid_days=14,
                 stacking=Stacking.EXCLUSIVE,
             ),
-            coupons.TemplateDraft(
+            coupon_templates.TemplateDraft(
                 name="新会员直减10元",
                 kind=CouponKind.FIXED_OFF,
                 claim_channel=CouponChannel.BOTH,
@@ -364,7 +365,7 @@ async def _seed_crm(
                 policy=wiring.settings.points_policy,
             )
         if store is not None:
-            await coupons.claim(
+            await coupon_claims.claim(
                 session,
                 SEEDER,
                 templates[index % len(templates)].id,

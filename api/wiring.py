@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from api.analytics.service import AttributionPolicy, MetricsAndAttribution, MetricsMergeStep
-from api.coupons.service import CouponMergeStep
+from api.coupons.merge import CouponMergeStep
 from api.customers.reactions import CustomersWiring
 from api.growth.service import (
     TouchpointMergeStep,

@@ -2,7 +2,7 @@
 
 Two sides, in one process and one run, on the same database and engine:
 
-* **A, service**: ``api.coupons.service.redeem`` by a store's staff, each call its own
+* **A, service**: ``api.coupons.redemption.redeem`` by a store's staff, each call its own
   transaction (``Database.transaction``: BEGIN IMMEDIATE on SQLite). Everything a real
   redemption does: the store within the principal's scope, then one guarded ``UPDATE coupon
   ... WHERE code AND status = 'claimed' AND <valid now> AND <usable on this channel at this
@@ -46,7 +46,9 @@ from sqlalchemy.engine import make_url
 
 from api.auth.principal import Principal, Role
 from api.auth.scopes import ROLE_SCOPES
-from api.coupons import service
+from api.coupons import codes as coupon_codes
+from api.coupons import errors as coupon_errors
+from api.coupons import redemption as coupon_redemption
 from api.coupons.models import (
     Coupon,
     CouponChannel,
@@ -118,7 +120,7 @@ async def _setup(db: Database, coupons_per_side: int, customers: int) -> Setup:
         session.add(CouponTemplatePartner(template_id=template.id, partner_id=store.partner_id))
         codes = set()
         while len(codes) < 2 * coupons_per_side:
-            codes.add(service.new_code())
+            codes.add(coupon_codes.new_code())
         ordered = sorted(codes)
         await session.execute(
             insert(Coupon),
@@ -163,10 +165,10 @@ async def _verify(db: Database, setup: Setup, redeemed: list[str]) -> list[str]:
         problems.append(f"redeemed coupons are not all redeemed once at the store: {rows}")
     try:
         async with db.transaction() as session:
-            await service.redeem(session, setup.staff, redeemed[0])
+            await coupon_redemption.redeem(session, setup.staff, redeemed[0])
         problems.append("a second redemption of the same code succeeded")
     except DomainError as error:
-        if error.problems[0].code is not service.CouponErrorCode.ALREADY_REDEEMED:
+        if error.problems[0].code is not coupon_errors.CouponErrorCode.ALREADY_REDEEMED:
             problems.append(f"a second redemption failed with {error.problems[0].code.name}")
     return problems
 
@@ -184,7 +186,7 @@ async def measure(url: str, args: argparse.Namespace) -> CouponsResult:
         async def redeem() -> None:
             code = next(service_codes)
             async with db.transaction() as session:
-                await service.redeem(
+                await coupon_redemption.redeem(
                     session, setup.staff, code, order_ref=f"POS-{next(serial)}", now=utcnow()
                 )
             redeemed.append(code)
@@ -239,7 +241,7 @@ def print_result(result: CouponsResult, args: argparse.Namespace, shown: str) ->
     for column in ("median ms", "p90 ms", "redeems/s", "SQL stmts"):
         table.add_column(column, justify="right")
     for label, samples, statements in (
-        ("A service.redeem", result.service_ms, result.service_statements),
+        ("A coupon_redemption.redeem", result.service_ms, result.service_statements),
         ("B UPDATE … RETURNING", result.bare_ms, result.bare_statements),
     ):
         table.add_row(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from api.coupons import service
+from api.coupons import access, stats, templates
 from api.coupons.models import Coupon, CouponTemplate
 from api.db import utcnow
 from api.graphql.context import Context
@@ -14,13 +14,13 @@ from api.pagination import Page, PageRequest, count_grouped, fetch_grouped_pages
 
 async def templates_by_pk(ctx: Context, keys: Sequence[int]) -> list[CouponTemplate | None]:
     async with ctx.db.read() as session:
-        found = await service.templates_by_id(session, ctx.principal, keys)
+        found = await access.templates_by_id(session, ctx.principal, keys)
     return [found.get(k) for k in keys]
 
 
 async def coupons_by_pk(ctx: Context, keys: Sequence[int]) -> list[Coupon | None]:
     async with ctx.db.read() as session:
-        found = await service.coupons_by_id(session, ctx.principal, keys)
+        found = await access.coupons_by_id(session, ctx.principal, keys)
     return [found.get(k) for k in keys]
 
 
@@ -31,11 +31,11 @@ async def coupon_pages_by_customer(
     async with ctx.db.read() as session:
         pages = await fetch_grouped_pages(
             session,
-            service.coupons_query(ctx.principal),
+            access.coupons_query(ctx.principal),
             Coupon,
             Coupon.customer_id,
             keys,
-            service.COUPON_KEYSET,
+            access.COUPON_KEYSET,
             request,
             reverse=True,
         )
@@ -45,7 +45,7 @@ async def coupon_pages_by_customer(
 async def coupon_counts_by_customer(ctx: Context, keys: Sequence[int]) -> list[int]:
     async with ctx.db.read() as session:
         counts = await count_grouped(
-            session, service.coupons_query(ctx.principal), Coupon.customer_id, keys
+            session, access.coupons_query(ctx.principal), Coupon.customer_id, keys
         )
     return [counts[k] for k in keys]
 
@@ -54,11 +54,11 @@ async def restrictions_by_template(
     ctx: Context, keys: Sequence[int]
 ) -> list[tuple[list[int], list[int]]]:
     async with ctx.db.read() as session:
-        stores, partners = await service.restrictions_of(session, keys)
+        stores, partners = await templates.restrictions_of(session, keys)
     return [(stores[k], partners[k]) for k in keys]
 
 
-async def stats_by_template(ctx: Context, keys: Sequence[int]) -> list[service.TemplateStats]:
+async def stats_by_template(ctx: Context, keys: Sequence[int]) -> list[stats.TemplateStats]:
     async with ctx.db.read() as session:
-        stats = await service.template_stats(session, keys, now=utcnow())
-    return [stats[k] for k in keys]
+        found = await stats.template_stats(session, keys, now=utcnow())
+    return [found[k] for k in keys]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 from strawberry.permission import BasePermission
 
-from api.coupons import loaders, models, service
+from api.coupons import access, claims, errors, loaders, models, redemption, stats, templates
 from api.db import utcnow
 from api.errors import DomainError, InputError
 from api.graphql.context import Context, Info
@@ -59,7 +59,7 @@ CouponStatus = strawberry.enum(models.CouponStatus)
 CouponOrigin = strawberry.enum(
     models.CouponOrigin, description="CLAIM: the member claimed it; GRANT: HQ granted it."
 )
-CouponErrorCode = strawberry.enum(service.CouponErrorCode)
+CouponErrorCode = strawberry.enum(errors.CouponErrorCode)
 
 
 def any_scope(*scopes: str) -> type[BasePermission]:
@@ -118,7 +118,7 @@ class CouponTemplateStats:
     redemptions_by_store: list[CouponStoreCount]
 
     @classmethod
-    def of(cls, stats: service.TemplateStats) -> CouponTemplateStats:
+    def of(cls, stats: stats.TemplateStats) -> CouponTemplateStats:
         return cls(
             issued=stats.issued,
             claimed=stats.claimed,
@@ -348,8 +348,8 @@ class CouponTemplateFilter:
     )
     search: str | None = strawberry.field(default=None, description="Part of the name.")
 
-    def to_service(self) -> service.TemplateFilter:
-        return service.TemplateFilter(
+    def to_service(self) -> access.TemplateFilter:
+        return access.TemplateFilter(
             statuses=self.statuses or (),
             kinds=self.kinds or (),
             claimable_at=utcnow() if self.claimable else None,
@@ -358,7 +358,7 @@ class CouponTemplateFilter:
 
 
 # An input id's primary key; a malformed id is a payload error on that field.
-_pk = partial(input_pk, invalid=service.CouponErrorCode.INVALID)
+_pk = partial(input_pk, invalid=errors.CouponErrorCode.INVALID)
 
 
 @strawberry.type
@@ -372,10 +372,10 @@ class CouponQuery:
     async def coupon_templates(
         self, info: Info, filter: CouponTemplateFilter | None = None, reverse: bool = False
     ) -> Rows[CouponTemplate]:
-        stmt = service.templates_query(
+        stmt = access.templates_query(
             info.context.principal, filter.to_service() if filter else None
         )
-        return Rows(stmt, service.TEMPLATE_KEYSET, CouponTemplate.from_row, reverse=reverse)
+        return Rows(stmt, access.TEMPLATE_KEYSET, CouponTemplate.from_row, reverse=reverse)
 
     @strawberry.field(
         description="Look a code up before redeeming it (核销): validity, whether it would "
@@ -397,7 +397,7 @@ class CouponQuery:
         store_pk = decode_id_of(store_id, "Store") if store_id else None
         try:
             async with ctx.db.read() as session:
-                found = await service.check_coupon(
+                found = await redemption.check_coupon(
                     session, ctx.principal, code, store_id=store_pk, channel=channel
                 )
         except DomainError as error:
@@ -533,7 +533,7 @@ class CouponMutation:
         self, info: Info, input: CouponTemplateCreateInput
     ) -> CouponTemplateCreatePayload:
         async def change(work: UnitOfWork) -> CouponTemplateCreatePayload:
-            draft = service.TemplateDraft(
+            draft = templates.TemplateDraft(
                 name=input.name,
                 kind=input.kind,
                 claim_channel=input.claim_channel,
@@ -560,7 +560,7 @@ class CouponMutation:
                     _pk(p, "Partner", "partnerIds", str(i)) for i, p in enumerate(input.partner_ids)
                 ],
             )
-            row = await service.create_template(work.session, work.principal, draft)
+            row = await templates.create_template(work.session, work.principal, draft)
             work.touched("CouponTemplate", row.id)
             return CouponTemplateCreatePayload(coupon_template=CouponTemplate.from_row(row))
 
@@ -571,7 +571,7 @@ class CouponMutation:
         self, info: Info, input: CouponTemplateUpdateInput
     ) -> CouponTemplateUpdatePayload:
         async def change(work: UnitOfWork) -> CouponTemplateUpdatePayload:
-            row = await service.update_template(
+            row = await templates.update_template(
                 work.session,
                 work.principal,
                 _pk(input.id, "CouponTemplate", "id"),
@@ -596,7 +596,7 @@ class CouponMutation:
             raise PermissionDenied("Granting coupons needs the coupons:write scope.")
 
         async def change(work: UnitOfWork) -> CouponClaimPayload:
-            result = await service.claim(
+            result = await claims.claim(
                 work.session,
                 principal,
                 _pk(input.template_id, "CouponTemplate", "templateId"),
@@ -619,7 +619,7 @@ class CouponMutation:
     )
     async def coupon_redeem(self, info: Info, input: CouponRedeemInput) -> CouponRedeemPayload:
         async def change(work: UnitOfWork) -> CouponRedeemPayload:
-            row = await service.redeem(
+            row = await redemption.redeem(
                 work.session,
                 work.principal,
                 input.code,

@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.auth.principal import Principal
 from api.auth.scope import restrict
 from api.cache import Cache
-from api.coupons import service as coupons
+from api.coupons import release as coupon_release
 from api.customers.service import lock_customer, record_spend
 from api.db import update_returning
 from api.errors import DomainError, Problem
@@ -595,7 +595,7 @@ async def _release_coupons(session: AsyncSession, order: Order, now: datetime) -
     used = await session.scalars(
         select(OrderCoupon.coupon_id).where(OrderCoupon.order_id == order.id)
     )
-    await coupons.release_order_coupons(session, order.id, list(used), now=now)
+    await coupon_release.release_order_coupons(session, order.id, list(used), now=now)
 
 
 @dataclass(slots=True)

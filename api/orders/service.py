@@ -51,7 +51,9 @@ from api.catalog import service as catalog
 from api.catalog.models import SalesChannel
 from api.conflicts.models import ViolationKind
 from api.conflicts.service import outside_territory, record_violation
-from api.coupons import service as coupons
+from api.coupons import codes as coupon_codes
+from api.coupons import discounts as coupon_discounts
+from api.coupons import redemption as coupon_redemption
 from api.coupons.models import CouponChannel, CouponKind
 from api.customers import service as customers
 from api.customers.merging import MergeConflict, MergeMove, MergePlan
@@ -480,7 +482,7 @@ def request_digest(draft: OrderDraft, store_id: int | None) -> str:
             ]
             for line in draft.lines
         ],
-        "coupons": [coupons.normalize_code(c) or c for c in draft.coupon_codes],
+        "coupons": [coupon_codes.normalize_code(c) or c for c in draft.coupon_codes],
         "points": draft.points_to_use,
         "region": draft.delivery_region_code,
         "placedAt": draft.placed_at.isoformat() if draft.placed_at else None,
@@ -976,7 +978,7 @@ async def _use_coupons(
         order.fulfillment is not Fulfillment.IN_STORE
     )
     try:
-        used = await coupons.redeem_for_order(
+        used = await coupon_redemption.redeem_for_order(
             session,
             principal,
             codes,
@@ -989,11 +991,11 @@ async def _use_coupons(
             store_region=plan.store.region_code if plan.store else None,
             outside_territory=plan.store_outside,
         )
-        coupons.check_stacking([template for _, template in used])
+        coupon_discounts.check_stacking([template for _, template in used])
     except DomainError as error:
         raise _translated(error, OrderErrorCode.COUPON_INVALID) from None
     lines = [
-        coupons.OrderLine(
+        coupon_discounts.OrderLine(
             sku=line.sku.code, unit_price=line.unit_price, quantity=line.draft.quantity
         )
         for line in plan.lines
@@ -1008,7 +1010,7 @@ async def _use_coupons(
                 f"This coupon is in {template.currency}; the order is in {order.currency}.",
                 *at,
             )
-        discount = coupons.discount_for(template, remaining, lines)
+        discount = coupon_discounts.discount_for(template, remaining, lines)
         if discount <= 0:
             raise DomainError.one(
                 OrderErrorCode.COUPON_INVALID,

@@ -67,7 +67,8 @@ from api.auth.keys import KeyRing
 from api.auth.principal import Principal, Role
 from api.auth.scope import restrict
 from api.catalog.models import MARKETPLACES
-from api.coupons import service as coupons
+from api.coupons import claims as coupon_claims
+from api.coupons import codes as coupon_codes
 from api.coupons.models import CouponChannel, CouponKind, CouponOrigin, CouponTemplate
 from api.coupons.models import TemplateStatus as CouponTemplateStatus
 from api.customers.merging import MergeConflict, MergeMove, MergePlan
@@ -111,7 +112,7 @@ class ReferralErrorCode(enum.Enum):
 # Short enough to read out or type from a poster; a guessed code only attributes the guesser
 # to a stranger (it holds no value), and accepts are rate-limited per request and per day.
 INVITE_CODE_LENGTH = 8
-_INVITE_INPUT = re.compile(rf"[{coupons.CODE_ALPHABET}]{{{INVITE_CODE_LENGTH}}}")
+_INVITE_INPUT = re.compile(rf"[{coupon_codes.CODE_ALPHABET}]{{{INVITE_CODE_LENGTH}}}")
 MAX_NAME = 100
 MAX_DEVICE_ID = 200
 # One reward is a grant, so loyalty's bound for a single grant applies (pointsAdjust's).
@@ -406,7 +407,7 @@ async def create_campaign(
 
 
 def new_invite_code() -> str:
-    return "".join(secrets.choice(coupons.CODE_ALPHABET) for _ in range(INVITE_CODE_LENGTH))
+    return "".join(secrets.choice(coupon_codes.CODE_ALPHABET) for _ in range(INVITE_CODE_LENGTH))
 
 
 def normalize_invite_code(raw: str) -> str | None:
@@ -773,7 +774,7 @@ async def _pay(
         assert template_id is not None
         try:
             async with session.begin_nested():
-                granted = await coupons.claim(
+                granted = await coupon_claims.claim(
                     session,
                     _GRANTER,
                     template_id,

@@ -33,9 +33,9 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.principal import Principal, Role
-from api.coupons import service as coupons
+from api.coupons import claims as coupon_claims
+from api.coupons.errors import CouponErrorCode
 from api.coupons.models import CouponChannel, CouponOrigin
-from api.coupons.service import CouponErrorCode
 from api.customers.models import ConsentPurpose, Customer, CustomerConsent
 from api.customers.service import lock_customer
 from api.db import Database, update_returning, utcnow
@@ -135,7 +135,7 @@ async def _grant(
         )
         return GRANTED
     assert job.template_id is not None
-    claimed = await coupons.claim(
+    claimed = await coupon_claims.claim(
         session,
         _GRANTER,
         job.template_id,

@@ -28,8 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.principal import Principal
 from api.auth.scope import restrict
-from api.coupons import service as coupons
-from api.coupons.models import CouponChannel
+from api.coupons import access as coupon_access
+from api.coupons.models import CouponChannel, CouponTemplate
 from api.customers.models import Customer
 from api.db import insert_or_get
 from api.errors import DomainError, Problem
@@ -464,7 +464,7 @@ async def _check_grant(
         )
         return problems
     template = await session.scalar(
-        coupons.templates_query(principal).where(coupons.CouponTemplate.id == request.template_id)
+        coupon_access.templates_query(principal).where(CouponTemplate.id == request.template_id)
     )
     if template is None:
         problems.append(

@@ -15,7 +15,9 @@ from sqlalchemy import select
 
 from api.auth.principal import Principal, Role
 from api.auth.scopes import ROLE_SCOPES
-from api.coupons import service
+from api.coupons import claims as coupon_claims
+from api.coupons import redemption as coupon_redemption
+from api.coupons import templates as coupon_templates
 from api.coupons.models import Coupon, CouponChannel, CouponKind, CouponOrigin, CouponTemplate
 from api.customers.models import Customer, CustomerIdentity, IdentityKind
 from api.db import Database
@@ -112,7 +114,7 @@ async def world(db: Database) -> World:
     return World(a.id, b.id, *stores, ann=ann.id, bob=bob.id)
 
 
-def draft(**overrides: Any) -> service.TemplateDraft:
+def draft(**overrides: Any) -> coupon_templates.TemplateDraft:
     """A valid template: 直减 ¥10, claim and use anywhere, stock 100, one per person, valid
     from a day before T0 for 30 days."""
     values: dict[str, Any] = {
@@ -126,12 +128,14 @@ def draft(**overrides: Any) -> service.TemplateDraft:
         "valid_until": T0 + 30 * DAY,
     }
     values.update(overrides)
-    return service.TemplateDraft(**values)
+    return coupon_templates.TemplateDraft(**values)
 
 
 async def new_template(db: Database, **overrides: Any) -> CouponTemplate:
     async with db.transaction() as session:
-        return await service.create_template(session, HQ, draft(**overrides), now=T0 - 2 * DAY)
+        return await coupon_templates.create_template(
+            session, HQ, draft(**overrides), now=T0 - 2 * DAY
+        )
 
 
 async def claim(
@@ -148,7 +152,7 @@ async def claim(
     principal = principal or member(customer_id)
     origin = CouponOrigin.CLAIM if principal.is_member else CouponOrigin.GRANT
     async with db.transaction() as session:
-        result = await service.claim(
+        result = await coupon_claims.claim(
             session,
             principal,
             template_id,
@@ -165,7 +169,7 @@ async def redeem(
     db: Database, principal: Principal, code: str, *, now: datetime = T0, **kwargs: Any
 ) -> Coupon:
     async with db.transaction() as session:
-        return await service.redeem(session, principal, code, now=now, **kwargs)
+        return await coupon_redemption.redeem(session, principal, code, now=now, **kwargs)
 
 
 async def failure(call: Awaitable[Any]) -> str:

@@ -6,7 +6,8 @@ import re
 
 from sqlalchemy import func, select
 
-from api.coupons import service
+from api.coupons import claims as coupon_claims
+from api.coupons import templates as coupon_templates
 from api.coupons.models import (
     Coupon,
     CouponChannel,
@@ -148,10 +149,14 @@ async def test_an_offline_claim_names_a_store_where_the_template_may_be_used(db,
 async def test_a_paused_template_gives_nothing_until_resumed(db, world):
     template = await new_template(db)
     async with db.transaction() as session:
-        await service.update_template(session, HQ, template.id, status=TemplateStatus.PAUSED)
+        await coupon_templates.update_template(
+            session, HQ, template.id, status=TemplateStatus.PAUSED
+        )
     assert await failure(claim(db, template.id, world.ann)) == "TEMPLATE_PAUSED"
     async with db.transaction() as session:
-        await service.update_template(session, HQ, template.id, status=TemplateStatus.ACTIVE)
+        await coupon_templates.update_template(
+            session, HQ, template.id, status=TemplateStatus.ACTIVE
+        )
     assert await failure(claim(db, template.id, world.ann)) == "ok"
 
 
@@ -173,7 +178,7 @@ async def test_stock_runs_out_and_a_refused_claim_leaves_nothing_behind(db, worl
     assert await claim_counts(db, template.id) == {world.ann: 1}
     assert (await template_row(db, template.id)).issued == 1
     async with db.transaction() as session:
-        await service.update_template(session, HQ, template.id, total_stock=2)
+        await coupon_templates.update_template(session, HQ, template.id, total_stock=2)
     assert await failure(claim(db, template.id, world.bob)) == "ok"
 
 
@@ -236,7 +241,7 @@ async def test_a_grant_key_used_before_a_merge_is_found_after_it(db, world):
 async def service_claim(db, principal, template_id, customer_id=None, **kwargs):
     origin = CouponOrigin.CLAIM if principal.is_member else CouponOrigin.GRANT
     async with db.transaction() as session:
-        return await service.claim(
+        return await coupon_claims.claim(
             session,
             principal,
             template_id,
@@ -268,7 +273,7 @@ async def test_a_member_claims_only_for_themself(db, world):
     assert await problem_fields(call) == [("NOT_FOUND", ("customerId",))]
     # Nobody else "claims": partners cannot, and granting is HQ's.
     async with db.transaction() as session:
-        call = service.claim(
+        call = coupon_claims.claim(
             session,
             partner_admin(world.partner_a),
             template.id,
@@ -278,7 +283,7 @@ async def test_a_member_claims_only_for_themself(db, world):
         )
         assert await failure(call) == "FORBIDDEN"
     async with db.transaction() as session:
-        call = service.claim(
+        call = coupon_claims.claim(
             session, HQ, template.id, world.ann, channel=CouponChannel.ONLINE, now=T0
         )
         assert await failure(call) == "FORBIDDEN"  # HQ grants (origin GRANT), never claims

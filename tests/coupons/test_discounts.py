@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from api.coupons.discounts import OrderLine, check_stacking, discount_for
 from api.coupons.models import CouponKind, CouponTemplate, Stacking
-from api.coupons.service import OrderLine, check_stacking, discount_for
 from api.errors import DomainError
 
 

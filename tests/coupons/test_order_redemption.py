@@ -6,7 +6,8 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from api.conflicts.models import ChannelViolation, ViolationKind
-from api.coupons import service
+from api.coupons import redemption as coupon_redemption
+from api.coupons import release as coupon_release
 from api.coupons.models import CouponChannel, CouponStatus
 from api.partners.models import PartnerTerritory, Store
 from tests.coupons.conftest import (
@@ -25,7 +26,7 @@ from tests.coupons.conftest import (
 
 async def use(db, codes, customer_id, *, principal=None, store_id=None, partner_id=None, **kw):
     async with db.transaction() as session:
-        return await service.redeem_for_order(
+        return await coupon_redemption.redeem_for_order(
             session,
             principal or member(customer_id),
             codes,
@@ -117,15 +118,15 @@ async def test_releasing_an_order_finds_its_coupons_with_or_without_a_store(db, 
     async with db.transaction() as session:
         # How the orders domain releases: the order's seller (HQ for a store-less online
         # order; the store's partner otherwise) and the order's id.
-        hq = await service.release(
-            session, service.OrderScope(partner_id=None), order_ref="7", now=T0
+        hq = await coupon_release.release(
+            session, coupon_release.OrderScope(partner_id=None), order_ref="7", now=T0
         )
-        partner = await service.release(
-            session, service.OrderScope(partner_id=world.partner_a), order_ref="8", now=T0
+        partner = await coupon_release.release(
+            session, coupon_release.OrderScope(partner_id=world.partner_a), order_ref="8", now=T0
         )
         # Another seller's release of the same reference finds nothing.
-        other = await service.release(
-            session, service.OrderScope(partner_id=world.partner_b), order_ref="8", now=T0
+        other = await coupon_release.release(
+            session, coupon_release.OrderScope(partner_id=world.partner_b), order_ref="8", now=T0
         )
     assert (hq.restored, partner.restored, other.restored) == ([online.id], [at_store.id], [])
 

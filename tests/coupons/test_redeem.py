@@ -4,7 +4,7 @@ and release when the order it was used on is cancelled."""
 from __future__ import annotations
 
 from api.auth.principal import Principal, Role
-from api.coupons import service
+from api.coupons import release as coupon_release
 from api.coupons.models import CancelPolicy, CouponChannel, CouponStatus
 from api.errors import DomainError
 from tests.coupons.conftest import (
@@ -165,7 +165,7 @@ async def test_a_voided_coupon_cannot_be_used(db, world):
     staff = store_staff(world.partner_a, world.store_a1)
     await redeem(db, staff, held.code, order_ref="O-1")
     async with db.transaction() as session:
-        await service.release(session, staff, order_ref="O-1", now=T0)
+        await coupon_release.release(session, staff, order_ref="O-1", now=T0)
     assert await failure(redeem(db, staff, held.code)) == "VOIDED"
 
 
@@ -293,14 +293,14 @@ async def test_cancelling_an_order_restores_its_coupon_while_it_is_valid(db, wor
     staff = store_staff(world.partner_a, world.store_a1)
     await redeem(db, staff, held.code, order_ref="O-7")
     async with db.transaction() as session:
-        result = await service.release(session, staff, order_ref="O-7", now=T0 + DAY)
+        result = await coupon_release.release(session, staff, order_ref="O-7", now=T0 + DAY)
     assert (result.restored, result.voided) == ([held.id], [])
     back = await coupon(db, held.id)
     assert back.status is CouponStatus.CLAIMED
     assert (back.redeemed_at, back.redeemed_store_id, back.redeemed_for) == (None, None, None)
     # Idempotent: cancelling again changes nothing; and the coupon can be used again.
     async with db.transaction() as session:
-        again = await service.release(session, staff, order_ref="O-7", now=T0 + DAY)
+        again = await coupon_release.release(session, staff, order_ref="O-7", now=T0 + DAY)
     assert (again.restored, again.voided) == ([], [])
     assert await failure(redeem(db, staff, held.code, order_ref="O-8")) == "ok"
 
@@ -310,8 +310,10 @@ async def test_a_restored_coupon_past_its_validity_is_voided_instead(db, world):
     held = await claim(db, template.id, world.ann)
     await redeem(db, store_staff(world.partner_a, world.store_a1), held.code, order_ref="O-9")
     async with db.transaction() as session:
-        seller = service.OrderScope(partner_id=world.partner_a)  # as the orders domain calls it
-        result = await service.release(session, seller, order_ref="O-9", now=T0 + 2 * DAY)
+        seller = coupon_release.OrderScope(
+            partner_id=world.partner_a
+        )  # as the orders domain calls it
+        result = await coupon_release.release(session, seller, order_ref="O-9", now=T0 + 2 * DAY)
     assert (result.restored, result.voided) == ([], [held.id])
     voided = await coupon(db, held.id)
     assert (voided.status, voided.voided_at) == (CouponStatus.VOIDED, T0 + 2 * DAY)
@@ -328,11 +330,11 @@ async def test_a_void_policy_voids_on_cancel_and_leaves_other_orders_alone(db, w
     await redeem(db, staff, two.code, order_ref="O-1")
     await redeem(db, staff, other.code, order_ref="O-2")
     async with db.transaction() as session:
-        result = await service.release(session, staff, order_ref="O-1", now=T0)
+        result = await coupon_release.release(session, staff, order_ref="O-1", now=T0)
     assert (result.restored, result.voided) == ([two.id], [one.id])
     assert (await coupon(db, other.id)).status is CouponStatus.REDEEMED
     async with db.transaction() as session:
-        again = await service.release(session, staff, order_ref="O-1", now=T0)
+        again = await coupon_release.release(session, staff, order_ref="O-1", now=T0)
     assert (again.restored, again.voided) == ([], [])
 
 
@@ -351,7 +353,7 @@ async def test_cancelling_an_order_touches_only_the_cancelling_partners_coupons(
 
     async def release(scope):
         async with db.transaction() as session:
-            result = await service.release(session, scope, order_ref="1001", now=T0 + DAY)
+            result = await coupon_release.release(session, scope, order_ref="1001", now=T0 + DAY)
         return result.restored, result.voided
 
     async def statuses():
@@ -378,15 +380,17 @@ async def test_a_void_on_cancel_is_scoped_to_the_seller_too(db, world):
     await redeem(db, store_staff(world.partner_b, world.store_b1), at_b.code, order_ref="77")
     await redeem(db, HQ, at_hq_store.code, store_id=world.store_hq, order_ref="77")
     async with db.transaction() as session:
-        result = await service.release(
-            session, service.OrderScope(partner_id=world.partner_a), order_ref="77", now=T0
+        result = await coupon_release.release(
+            session, coupon_release.OrderScope(partner_id=world.partner_a), order_ref="77", now=T0
         )
     assert (result.restored, result.voided) == ([], [at_a.id])
     async with db.transaction() as session:
-        result = await service.release(session, service.OrderScope(None), order_ref="77", now=T0)
+        result = await coupon_release.release(
+            session, coupon_release.OrderScope(None), order_ref="77", now=T0
+        )
     assert (result.restored, result.voided) == ([], [at_hq_store.id])
     assert (await coupon(db, at_b.id)).status is CouponStatus.REDEEMED
     # Members sell nothing.
     async with db.transaction() as session:
-        call = service.release(session, member(world.ann), order_ref="77", now=T0)
+        call = coupon_release.release(session, member(world.ann), order_ref="77", now=T0)
         assert await failure(call) == "FORBIDDEN"

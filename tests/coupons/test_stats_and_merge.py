@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from api.coupons import service
+from api.coupons import release as coupon_release
+from api.coupons import stats as coupon_stats
 from api.coupons.models import CancelPolicy, Coupon, CouponChannel, CouponClaimCount
 from api.customers.merge import merge_customers
 from tests.coupons.conftest import (
@@ -52,17 +53,17 @@ async def test_stats_count_every_coupon_by_origin_state_channel_and_store(db, wo
     await redeem(db, staff_b1, offline[0].code)
     await redeem(db, HQ, granted[0].code, order_ref="O-1")  # online, no store
     async with db.transaction() as session:
-        await service.release(session, HQ, order_ref="O-1", now=T0)  # VOID policy
+        await coupon_release.release(session, HQ, order_ref="O-1", now=T0)  # VOID policy
 
     async with db.read() as session:
-        stats = await service.template_stats(session, [template.id, untouched.id], now=T0)
+        stats = await coupon_stats.template_stats(session, [template.id, untouched.id], now=T0)
     got = stats[template.id]
     assert (got.issued, got.claimed, got.granted, got.remaining) == (7, 4, 3, 3)
     assert (got.redeemed, got.voided, got.expired) == (3, 1, 1)
     assert got.claims_by_channel == {"offline": 1, "online": 6}
     assert got.redemptions_by_store == {world.store_a1: 2, world.store_b1: 1}
     assert early.valid_until < T0
-    assert stats[untouched.id] == service.TemplateStats(remaining=3)
+    assert stats[untouched.id] == coupon_stats.TemplateStats(remaining=3)
 
 
 async def test_stats_of_many_templates_take_a_fixed_number_of_statements(db, world, count_queries):
@@ -71,9 +72,9 @@ async def test_stats_of_many_templates_take_a_fixed_number_of_statements(db, wor
         await claim(db, t.id, world.ann)
     async with db.read() as session:
         with count_queries() as few:
-            await service.template_stats(session, [t.id for t in templates[:2]])
+            await coupon_stats.template_stats(session, [t.id for t in templates[:2]])
         with count_queries() as many:
-            await service.template_stats(session, [t.id for t in templates])
+            await coupon_stats.template_stats(session, [t.id for t in templates])
     assert few.count == many.count == 3
 
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from api.coupons import service
+from api.coupons import templates as coupon_templates
 from api.coupons.models import CouponKind, TemplateStatus
 from tests.coupons.conftest import (
     DAY,
@@ -23,7 +23,7 @@ from tests.coupons.conftest import (
 
 async def create(db, principal=HQ, **overrides):
     async with db.transaction() as session:
-        return await service.create_template(session, principal, draft(**overrides))
+        return await coupon_templates.create_template(session, principal, draft(**overrides))
 
 
 AMOUNT_OFF = {
@@ -126,7 +126,7 @@ async def test_every_problem_is_reported_at_once(db):
 async def test_restrictions_name_existing_stores_and_partners(db, world):
     template = await create(db, store_ids=[world.store_a1, world.store_a1], partner_ids=[])
     async with db.read() as session:
-        stores, partners = await service.restrictions_of(session, [template.id])
+        stores, partners = await coupon_templates.restrictions_of(session, [template.id])
     assert stores == {template.id: [world.store_a1]}  # a repeated id counts once
     assert partners == {template.id: []}
 
@@ -138,7 +138,7 @@ async def test_only_hq_creates_and_changes_templates(db, world):
     assert await failure(create(db, principal=partner_admin(world.partner_a))) == "FORBIDDEN"
     template = await new_template(db)
     async with db.transaction() as session:
-        call = service.update_template(
+        call = coupon_templates.update_template(
             session, partner_admin(world.partner_a), template.id, total_stock=500
         )
         assert await failure(call) == "FORBIDDEN"
@@ -149,7 +149,7 @@ async def test_a_template_is_paused_resumed_and_its_stock_only_raised(db):
 
     async def update(**changes):
         async with db.transaction() as session:
-            return await service.update_template(session, HQ, template.id, **changes)
+            return await coupon_templates.update_template(session, HQ, template.id, **changes)
 
     assert (await update(status=TemplateStatus.PAUSED)).status is TemplateStatus.PAUSED
     assert (await update(status=TemplateStatus.ACTIVE)).status is TemplateStatus.ACTIVE
@@ -157,5 +157,5 @@ async def test_a_template_is_paused_resumed_and_its_stock_only_raised(db):
     assert await problem_fields(update(total_stock=24)) == [("INVALID", ("totalStock",))]
     assert (await template_row(db, template.id)).total_stock == 25
     async with db.transaction() as session:
-        missing = service.update_template(session, HQ, template.id + 1, total_stock=30)
+        missing = coupon_templates.update_template(session, HQ, template.id + 1, total_stock=30)
         assert await problem_fields(missing) == [("NOT_FOUND", ("id",))]

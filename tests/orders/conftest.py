@@ -38,7 +38,8 @@ from api import events
 from api.auth.principal import Principal, Role
 from api.auth.scopes import ROLE_SCOPES
 from api.catalog.models import PriceBand, Product, SalesChannel, Sku, SkuExclusiveChannel
-from api.coupons import service as coupons
+from api.coupons import claims as coupon_claims
+from api.coupons import templates as coupon_templates
 from api.coupons.models import Coupon, CouponChannel, CouponKind, CouponOrigin, CouponTemplate
 from api.customers.models import Customer, CustomerIdentity, IdentityKind
 from api.db import Database, utcnow
@@ -261,12 +262,12 @@ async def shop(db: Database) -> Shop:
             pending=False,
             policy=POINTS_POLICY,
         )
-        template = await coupons.create_template(
+        template = await coupon_templates.create_template(
             session, HQ, coupon_draft(name="立减10元", per_person_limit=5), now=NOW - 2 * DAY
         )
         held = {}
         for customer in (ann, bob):
-            result = await coupons.claim(
+            result = await coupon_claims.claim(
                 session,
                 HQ,
                 template.id,
@@ -295,7 +296,7 @@ async def shop(db: Database) -> Shop:
     )
 
 
-def coupon_draft(**overrides: Any) -> coupons.TemplateDraft:
+def coupon_draft(**overrides: Any) -> coupon_templates.TemplateDraft:
     """A template: ¥10 off (直减), claimed and used anywhere, valid a day before NOW for 30."""
     values: dict[str, Any] = {
         "name": "立减",
@@ -308,17 +309,17 @@ def coupon_draft(**overrides: Any) -> coupons.TemplateDraft:
         "valid_until": NOW + 30 * DAY,
     }
     values.update(overrides)
-    return coupons.TemplateDraft(**values)
+    return coupon_templates.TemplateDraft(**values)
 
 
 async def grant_coupon(db: Database, customer_id: int, **template: Any) -> str:
     """A new template (``coupon_draft`` with ``template`` overrides) and its coupon for the
     customer; returns the code."""
     async with db.transaction() as session:
-        created = await coupons.create_template(
+        created = await coupon_templates.create_template(
             session, HQ, coupon_draft(**template), now=NOW - 2 * DAY
         )
-        result = await coupons.claim(
+        result = await coupon_claims.claim(
             session,
             HQ,
             created.id,

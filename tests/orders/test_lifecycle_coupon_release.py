@@ -8,7 +8,8 @@ from datetime import timedelta
 
 import pytest
 
-from api.coupons import service as coupons
+from api.coupons import redemption as coupon_redemption
+from api.coupons import release as coupon_release
 from api.coupons.models import CancelPolicy, CouponStatus
 from tests.orders.conftest import (
     NOW,
@@ -22,7 +23,7 @@ from tests.orders.test_lifecycle import new_life, pickup_order
 
 async def redeem_at_counter(db, shop, code: str, order_ref: str) -> None:
     async with db.transaction() as session:
-        await coupons.redeem(
+        await coupon_redemption.redeem(
             session,
             store_staff(shop.partner_a, shop.a1),
             code,
@@ -63,11 +64,11 @@ async def test_release_order_coupons_touches_only_coupons_still_redeemed_for_the
         await redeem_at_counter(db, shop, code, ref)
     ids = [(await coupon_row(db, code)).id for code in (restore, void, elsewhere)]
     async with db.transaction() as session:
-        result = await coupons.release_order_coupons(session, 7, ids, now=NOW)
+        result = await coupon_release.release_order_coupons(session, 7, ids, now=NOW)
     assert (result.restored, result.voided) == ([ids[0]], [ids[1]])
     assert (await coupon_row(db, elsewhere)).status is CouponStatus.REDEEMED  # another order's
     async with db.transaction() as session:
-        again = await coupons.release_order_coupons(session, 7, ids, now=NOW)
-        nothing = await coupons.release_order_coupons(session, 7, [], now=NOW)
+        again = await coupon_release.release_order_coupons(session, 7, ids, now=NOW)
+        nothing = await coupon_release.release_order_coupons(session, 7, [], now=NOW)
     assert (again.restored, again.voided) == ([], [])  # released once, never twice
     assert (nothing.restored, nothing.voided) == ([], [])

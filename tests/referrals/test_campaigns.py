@@ -11,7 +11,8 @@ import pytest
 
 from api.auth.principal import Principal, Role
 from api.auth.scopes import ROLE_SCOPES
-from api.coupons import service as coupons
+from api.coupons import claims as coupon_claims
+from api.coupons import templates as coupon_templates
 from api.coupons.models import CouponChannel, CouponOrigin, TemplateStatus
 from api.graphql.ids import encode_id
 from tests.orders.conftest import (
@@ -67,7 +68,7 @@ def top_level(body: dict[str, Any]) -> list[str]:
 
 async def template(db: Any, **overrides: Any) -> int:
     async with db.transaction() as session:
-        row = await coupons.create_template(
+        row = await coupon_templates.create_template(
             session, HQ, coupon_draft(**overrides), now=NOW - 2 * DAY
         )
     return row.id
@@ -145,12 +146,12 @@ async def test_a_coupon_reward_needs_a_template_that_can_be_granted(gql, db, sho
     at = ["input", "firstOrderReward", "couponTemplateId"]
     paused = await template(db, name="paused")
     async with db.transaction() as session:
-        await coupons.update_template(session, HQ, paused, status=TemplateStatus.PAUSED)
+        await coupon_templates.update_template(session, HQ, paused, status=TemplateStatus.PAUSED)
     offline = await template(db, name="offline", claim_channel=CouponChannel.OFFLINE)
     dollars = await template(db, name="usd", currency="USD")
     empty = await template(db, name="empty", total_stock=1)
     async with db.transaction() as session:  # bob takes the only one
-        await coupons.claim(
+        await coupon_claims.claim(
             session, HQ, empty, shop.bob, channel=CouponChannel.ONLINE, origin=CouponOrigin.GRANT
         )
     over = await template(db, name="over", claim_ends_at=NOW - timedelta(hours=1))

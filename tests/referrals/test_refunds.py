@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import select, update
 
-from api.coupons import service as coupons
+from api.coupons import claims as coupon_claims
 from api.coupons.models import Coupon, CouponChannel, CouponOrigin, CouponStatus, CouponTemplate
 from api.db import Database
 from api.loyalty import service as loyalty
@@ -173,7 +173,7 @@ async def test_a_later_first_order_does_not_pay_what_the_first_withheld(db, shop
     scarce = await new_template(db, total_stock=1)
     campaign_id = await make_campaign(db, template_id=scarce)
     async with db.transaction() as session:  # bob takes the only one
-        await coupons.claim(
+        await coupon_claims.claim(
             session, HQ, scarce, shop.bob, channel=CouponChannel.ONLINE, origin=CouponOrigin.GRANT
         )
     dan = await newcomer(db, name="丁大")

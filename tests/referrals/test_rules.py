@@ -10,7 +10,8 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import update
 
-from api.coupons import service as coupons
+from api.coupons import claims as coupon_claims
+from api.coupons import templates as coupon_templates
 from api.coupons.models import CouponChannel, CouponOrigin
 from api.customers.models import CustomerIdentity, IdentityKind
 from api.db import Database
@@ -34,7 +35,7 @@ NOON = datetime.combine(NOW.date(), datetime.min.time(), tzinfo=UTC) + timedelta
 
 async def new_template(db: Database, **overrides: object) -> int:
     async with db.transaction() as session:
-        template = await coupons.create_template(
+        template = await coupon_templates.create_template(
             session, HQ, coupon_draft(name="邀请有礼", **overrides), now=NOW - 2 * DAY
         )
     return template.id
@@ -310,7 +311,7 @@ async def test_a_coupon_that_cannot_be_granted_is_withheld_and_the_registration_
     )
     # Someone else takes one of the two in stock before the campaign pays.
     async with db.transaction() as session:
-        await coupons.claim(
+        await coupon_claims.claim(
             session, HQ, scarce, shop.bob, channel=CouponChannel.ONLINE, origin=CouponOrigin.GRANT
         )
     code = await invite(db, shop.ann, campaign_id)

@@ -19,7 +19,8 @@ from api.app import create_app
 from api.auth.principal import Principal, Role
 from api.auth.scopes import ROLE_SCOPES
 from api.cache import InProcessCache
-from api.coupons import service as coupons
+from api.coupons import claims as coupon_claims
+from api.coupons import templates as coupon_templates
 from api.coupons.models import Coupon, CouponChannel, CouponOrigin, CouponTemplate, TemplateStatus
 from api.customers.merge import merge_customers
 from api.customers.models import ConsentPurpose, Customer, CustomerConsent, CustomerStatus
@@ -262,7 +263,9 @@ async def test_a_partners_grant_reaches_only_its_recruits(db: Database, people: 
 
 async def _template(db: Database, **overrides: Any) -> int:
     async with db.transaction() as session:
-        template = await coupons.create_template(session, HQ, coupon_draft(**overrides), now=NOW)
+        template = await coupon_templates.create_template(
+            session, HQ, coupon_draft(**overrides), now=NOW
+        )
     return template.id
 
 
@@ -271,7 +274,7 @@ async def test_coupons_skip_a_person_over_the_limit_and_stop_at_the_stock(
 ) -> None:
     template = await _template(db, total_stock=2, per_person_limit=1)
     async with db.transaction() as session:  # bob already holds one: 1 of 2 issued
-        await coupons.claim(
+        await coupon_claims.claim(
             session, HQ, template, people.ids["bob"], channel=CouponChannel.ONLINE, now=NOW,
             origin=CouponOrigin.GRANT,
         )  # fmt: skip
