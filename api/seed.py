@@ -37,7 +37,8 @@ from api.db import Database, utcnow
 from api.growth import service as growth
 from api.growth.models import TouchpointStep
 from api.inventory import service as inventory
-from api.loyalty import service as loyalty
+from api.loyalty import adjustments as loyalty_adjustments
+from api.loyalty import earning as loyalty_earning
 from api.orders import service as orders
 from api.orders.models import Fulfillment
 from api.partners import service
@@ -274,10 +275,10 @@ async def _seed_crm(
         ("小程序下单双倍积分", "2", "mini_program", None),
         ("金卡会员1.5倍积分", "1.5", None, "gold"),
     ):
-        await loyalty.create_earning_rule(
+        await loyalty_earning.create_earning_rule(
             session,
             SEEDER,
-            loyalty.EarningRuleDraft(
+            loyalty_earning.EarningRuleDraft(
                 name=name,
                 points_per_yuan=Decimal(1),
                 multiplier=Decimal(multiplier),
@@ -354,7 +355,7 @@ async def _seed_crm(
                 at=now,
             )
         if points:
-            await loyalty.adjust(
+            await loyalty_adjustments.adjust(
                 session,
                 customer.id,
                 points,

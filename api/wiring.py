@@ -37,7 +37,7 @@ from api.growth.service import (
     record_member_registered,
     record_order_touchpoints,
 )
-from api.loyalty.service import PointsMergeStep
+from api.loyalty.merge import PointsMergeStep
 from api.orders.reactions import OrdersWiring
 from api.orders.service import OrderMergeStep
 from api.referrals.service import FirstOrderRewards, ReferralMergeStep

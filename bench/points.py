@@ -2,7 +2,7 @@
 
 Two sides, in one process and one run, on the same database and engine:
 
-* **A, service**: ``api.loyalty.service.earn`` (a pending purchase earning of 10 points for
+* **A, service**: ``api.loyalty.earning.earn`` (a pending purchase earning of 10 points for
   one of ``--customers`` customers), each call its own transaction (``Database.transaction``:
   BEGIN IMMEDIATE on SQLite). Everything a real earning does: lock the customer and the
   account, the idempotency check, a lot, an entry, the cached balances, ``evaluate_level``.
@@ -43,7 +43,8 @@ from sqlalchemy.engine import make_url
 
 from api.customers.models import Customer
 from api.db import Database, count_statements, utcnow
-from api.loyalty import service
+from api.loyalty import earning as loyalty_earning
+from api.loyalty import jobs as loyalty_jobs
 from api.loyalty.models import PointsAccount
 from api.loyalty.rules import PointsPolicy
 from bench import data
@@ -95,7 +96,7 @@ async def measure(url: str, args: argparse.Namespace) -> PointsResult:
         async def earn() -> None:
             n = next(serial)
             async with db.transaction() as session:
-                await service.earn(
+                await loyalty_earning.earn(
                     session,
                     customers[n % len(customers)],
                     POINTS,
@@ -137,7 +138,7 @@ async def measure(url: str, args: argparse.Namespace) -> PointsResult:
                 await sides[side]()
                 timings[side].append((time.perf_counter_ns() - started) / 1e6)
         async with db.read() as session:
-            mismatches = await service.check_balances(session)
+            mismatches = await loyalty_jobs.check_balances(session)
         # B's writes bypass the ledger on purpose: A's customers must all balance.
         mine = set(customers)
         broken = [m for m in mismatches if m.customer_id in mine]
@@ -165,7 +166,7 @@ def print_result(result: PointsResult, args: argparse.Namespace, shown: str) -> 
     for column in ("median ms", "p90 ms", "earns/s", "SQL stmts"):
         table.add_column(column, justify="right")
     for label, samples, statements in (
-        ("A service.earn", result.service_ms, result.service_statements),
+        ("A loyalty_earning.earn", result.service_ms, result.service_statements),
         ("B UPDATE … RETURNING", result.bare_ms, result.bare_statements),
     ):
         table.add_row(

@@ -13,20 +13,20 @@ from api.cli_time import parse_now
 
 if TYPE_CHECKING:
     from api.db import Database
-    from api.loyalty.service import JobResult, Mismatch
+    from api.loyalty.jobs import JobResult, Mismatch
 
 points_app = typer.Typer(help="The points ledger (积分).", no_args_is_help=True)
 
 
 async def _run_job(db: Database, *, expire: bool, now: datetime, batch: int) -> JobResult:
-    from api.loyalty import service
+    from api.loyalty import jobs
 
-    total = service.JobResult()
+    total = jobs.JobResult()
     while True:
         # One transaction per batch: each customer's lock is held briefly, and a crash loses
         # at most one batch (the next run picks it up: the job is idempotent).
         async with db.transaction() as session:
-            job = service.expire_due if expire else service.release_due
+            job = jobs.expire_due if expire else jobs.release_due
             part = await job(session, now, batch)
         total.add(part)
         # Every customer of a batch leaves the due set, so a short batch means none is left.
@@ -79,11 +79,11 @@ def expire(
 def check() -> None:
     """Verify every points account against its ledger and lots; exit 1 on any mismatch."""
     from api.commands import load_settings, with_db
-    from api.loyalty import service
+    from api.loyalty import jobs
 
     async def work(db: Database) -> list[Mismatch]:
         async with db.read() as session:
-            return await service.check_balances(session)
+            return await jobs.check_balances(session)
 
     mismatches = with_db(load_settings(), work)
     if not mismatches:

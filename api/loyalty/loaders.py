@@ -8,15 +8,15 @@ from datetime import datetime
 
 from api.db import utcnow
 from api.graphql.context import Context
-from api.loyalty import service
+from api.loyalty import balances, earning
 from api.loyalty.models import PointsEarningRule, PointsEntry
 from api.pagination import Page, PageRequest, count_grouped, fetch_grouped_pages
 
 
-async def balances_by_customer(ctx: Context, keys: Sequence[int]) -> list[service.Balance]:
-    """Point-in-time balances (see ``service.balances_of``): one statement per batch."""
+async def balances_by_customer(ctx: Context, keys: Sequence[int]) -> list[balances.Balance]:
+    """Point-in-time balances (see ``balances.balances_of``): one statement per batch."""
     async with ctx.db.read() as session:
-        found = await service.balances_of(session, keys, utcnow())
+        found = await balances.balances_of(session, keys, utcnow())
     return [found[k] for k in keys]
 
 
@@ -28,16 +28,16 @@ async def entry_pages_by_customer(
     async with ctx.db.read() as session:
         pages = await fetch_grouped_pages(
             session,
-            service.entries_query(ctx.principal),
+            balances.entries_query(ctx.principal),
             PointsEntry,
             PointsEntry.customer_id,
             keys,
-            service.ENTRY_KEYSET,
+            balances.ENTRY_KEYSET,
             request,
             reverse=True,
         )
         lot_ids = {e.lot_id for p in pages.values() for e in p.items if e.lot_id is not None}
-        expiries = await service.lot_expiries(session, sorted(lot_ids))
+        expiries = await balances.lot_expiries(session, sorted(lot_ids))
     return [_with_expiry(pages[k], expiries) for k in keys]
 
 
@@ -51,7 +51,7 @@ def _with_expiry(
 async def entry_counts_by_customer(ctx: Context, keys: Sequence[int]) -> list[int]:
     async with ctx.db.read() as session:
         counts = await count_grouped(
-            session, service.entries_query(ctx.principal), PointsEntry.customer_id, keys
+            session, balances.entries_query(ctx.principal), PointsEntry.customer_id, keys
         )
     return [counts[k] for k in keys]
 
@@ -60,9 +60,9 @@ async def entries_by_pk(
     ctx: Context, keys: Sequence[int]
 ) -> list[tuple[PointsEntry, datetime | None] | None]:
     async with ctx.db.read() as session:
-        found = await service.entries_by_id(session, ctx.principal, keys)
+        found = await balances.entries_by_id(session, ctx.principal, keys)
         lot_ids = sorted({e.lot_id for e in found.values() if e.lot_id is not None})
-        expiries = await service.lot_expiries(session, lot_ids)
+        expiries = await balances.lot_expiries(session, lot_ids)
     return [
         (found[k], expiries.get(found[k].lot_id) if found[k].lot_id else None)
         if k in found
@@ -73,5 +73,5 @@ async def entries_by_pk(
 
 async def earning_rules_by_pk(ctx: Context, keys: Sequence[int]) -> list[PointsEarningRule | None]:
     async with ctx.db.read() as session:
-        found = await service.earning_rules_by_id(session, ctx.principal, keys)
+        found = await earning.earning_rules_by_id(session, ctx.principal, keys)
     return [found.get(k) for k in keys]

@@ -1,4 +1,4 @@
-"""GraphQL surface of the points ledger: thin wrappers over service.py and loaders.py.
+"""GraphQL surface of the points ledger: thin wrappers over its services and loaders.py.
 
 ``customer_points`` and ``customer_points_ledger`` are what the customers domain wires into
 ``Customer.points`` and ``Customer.pointsLedger``; both batch through DataLoaders, so a page
@@ -29,7 +29,7 @@ from api.graphql.relay import (
     root_connection,
     to_connection,
 )
-from api.loyalty import loaders, models, rules, service
+from api.loyalty import adjustments, balances, earning, errors, loaders, models, rules
 
 PointsEntryKind = strawberry.enum(
     models.EntryKind,
@@ -38,7 +38,7 @@ PointsEntryKind = strawberry.enum(
     "EXPIRE, REVERSE (an earning undone), ADJUST (manual), TRANSFER (a customer merge), "
     "RETURN (points an order spent, given back when it is cancelled, expires or is refunded).",
 )
-PointsErrorCode = strawberry.enum(service.PointsErrorCode)
+PointsErrorCode = strawberry.enum(errors.PointsErrorCode)
 
 
 @strawberry.type(
@@ -61,7 +61,7 @@ class PointsBalance:
     )
 
     @classmethod
-    def of(cls, balance: service.Balance) -> PointsBalance:
+    def of(cls, balance: balances.Balance) -> PointsBalance:
         return cls(
             balance=balance.balance,
             pending=balance.pending,
@@ -233,16 +233,16 @@ class LoyaltyQuery:
         store_pk = decode_id_of(store_id, "Store") if store_id else None
         now = utcnow()
         async with ctx.db.read() as session:
-            live = await service.visible_customer_id(session, ctx.principal, customer_pk)
+            live = await balances.visible_customer_id(session, ctx.principal, customer_pk)
             if live is None:
                 return None
             # A store the caller may not see is a missing store: never price a cart with
             # another partner's store rules (the total would reveal them).
             if store_pk is not None and (
-                await service.visible_store_id(session, ctx.principal, store_pk) is None
+                await balances.visible_store_id(session, ctx.principal, store_pk) is None
             ):
                 raise InputError("No such store.")
-            level_id = await service.customer_level_id(session, live)
+            level_id = await balances.customer_level_id(session, live)
             purchase = rules.Purchase(
                 source_id="quote",
                 channel=channel,
@@ -251,10 +251,10 @@ class LoyaltyQuery:
                 lines=[rules.PurchaseLine(line.sku, line.amount) for line in lines],
             )
             try:
-                quoted = await service.quote_purchase(session, purchase, now)
+                quoted = await earning.quote_purchase(session, purchase, now)
             except DomainError as error:
                 raise InputError(str(error)) from None
-            rule_rows = await service.earning_rules_by_id(
+            rule_rows = await earning.earning_rules_by_id(
                 session, ctx.principal, [q.rule_id for q in quoted.lines if q.rule_id]
             )
         return PointsQuote(
@@ -286,9 +286,9 @@ class LoyaltyQuery:
     ) -> Connection[PointsEarningRule]:
         ctx = info.context
         request = page_request(info, first, after, last, before)
-        stmt = service.earning_rules_query(ctx.principal)
+        stmt = earning.earning_rules_query(ctx.principal)
         return await root_connection(
-            ctx, stmt, service.RULE_KEYSET, request, PointsEarningRule.from_row
+            ctx, stmt, earning.RULE_KEYSET, request, PointsEarningRule.from_row
         )
 
 
@@ -308,7 +308,7 @@ class PointsAdjustInput:
     customer_id: strawberry.ID
     amount: int = strawberry.field(
         description=f"Points to grant (> 0) or deduct (< 0); at most "
-        f"{service.MAX_ADJUST_POINTS} either way."
+        f"{adjustments.MAX_ADJUST_POINTS} either way."
     )
     reason: str
     idempotency_key: str = strawberry.field(
@@ -346,7 +346,7 @@ class PointsEarningRuleCreatePayload:
 
 
 # An input id's primary key; a malformed id is a payload error on that field.
-_pk = partial(input_pk, invalid=service.PointsErrorCode.INVALID)
+_pk = partial(input_pk, invalid=errors.PointsErrorCode.INVALID)
 
 
 def _key_namespace(ctx: Context) -> str:
@@ -372,12 +372,12 @@ class LoyaltyMutation:
             customer_pk = _pk(input.customer_id, "Customer", "customerId")
             if not input.idempotency_key or len(input.idempotency_key) > MAX_KEY_LENGTH:
                 raise DomainError.one(
-                    service.PointsErrorCode.INVALID,
+                    errors.PointsErrorCode.INVALID,
                     f"An idempotency key of 1 to {MAX_KEY_LENGTH} characters.",
                     "idempotencyKey",
                 )
             async with ctx.db.transaction() as session:
-                entry = await service.adjust(
+                entry = await adjustments.adjust(
                     session,
                     customer_pk,
                     input.amount,
@@ -393,14 +393,14 @@ class LoyaltyMutation:
         async with ctx.db.read() as session:
             # A retry after a merge returns the entry of the merged id; the points are with
             # the survivor now, so that is the balance to show.
-            holder = await service.live_customer_id(session, entry.customer_id)
+            holder = await balances.live_customer_id(session, entry.customer_id)
             holder = entry.customer_id if holder is None else holder
-            balances = await service.balances_of(session, [holder], utcnow())
-            expires = await service.lot_expiries(session, [entry.lot_id] if entry.lot_id else [])
+            found = await balances.balances_of(session, [holder], utcnow())
+            expires = await balances.lot_expiries(session, [entry.lot_id] if entry.lot_id else [])
         ctx.touched(info, "PointsEntry", entry.id)
         return PointsAdjustPayload(
             entry=PointsEntry.from_row((entry, expires.get(entry.lot_id or 0))),
-            balance=PointsBalance.of(balances[holder]),
+            balance=PointsBalance.of(found[holder]),
         )
 
     @strawberry.mutation(permission_classes=[requires("loyalty:write")])
@@ -409,7 +409,7 @@ class LoyaltyMutation:
     ) -> PointsEarningRuleCreatePayload:
         ctx = info.context
         try:
-            draft = service.EarningRuleDraft(
+            draft = earning.EarningRuleDraft(
                 name=input.name,
                 points_per_yuan=input.points_per_yuan,
                 multiplier=input.multiplier,
@@ -423,7 +423,7 @@ class LoyaltyMutation:
                 active=input.active,
             )
             async with ctx.db.transaction() as session:
-                row = await service.create_earning_rule(session, ctx.principal, draft, utcnow())
+                row = await earning.create_earning_rule(session, ctx.principal, draft, utcnow())
         except DomainError as error:
             return PointsEarningRuleCreatePayload(errors=user_errors(PointsError, error))
         ctx.touched(info, "PointsEarningRule", row.id)

@@ -41,7 +41,8 @@ from api.customers.service import lock_customer, record_spend
 from api.db import update_returning
 from api.errors import DomainError, Problem
 from api.inventory import service as inventory
-from api.loyalty import service as loyalty
+from api.loyalty import reversals as loyalty_reversals
+from api.loyalty import spending as loyalty_spending
 from api.loyalty.rules import PointsPolicy
 from api.orders.models import (
     OPEN_PICKUP,
@@ -571,7 +572,7 @@ async def _unwind(
             now=now,
         )
     if order.points_used > 0 and order.customer_id is not None:
-        await loyalty.return_spent(
+        await loyalty_spending.return_spent(
             session,
             redemption_source_type=ORDER_SOURCE,
             redemption_source_id=str(order.id),
@@ -1016,7 +1017,7 @@ async def _refund_points(
     reason = f"refund of order {order.id}"
     reversed_points = returned_points = 0
     if (take := due(order.points_earned, earlier_reversed)) > 0:
-        entry = await loyalty.reverse_part(
+        entry = await loyalty_reversals.reverse_part(
             session,
             earning_source_type=ORDER_SOURCE,
             earning_source_id=str(order.id),
@@ -1031,7 +1032,7 @@ async def _refund_points(
         if entry is not None:
             reversed_points = entry.debt_delta - entry.amount - entry.pending_delta
     if (give := due(order.points_used, earlier_returned)) > 0:
-        entry = await loyalty.return_spent(
+        entry = await loyalty_spending.return_spent(
             session,
             redemption_source_type=ORDER_SOURCE,
             redemption_source_id=str(order.id),

@@ -62,7 +62,10 @@ from api.customers.service import CustomerDraft
 from api.db import advisory_lock
 from api.errors import DomainError, Problem
 from api.inventory import service as inventory
-from api.loyalty import service as loyalty
+from api.loyalty import balances as loyalty_balances
+from api.loyalty import earning as loyalty_earning
+from api.loyalty import errors as loyalty_errors
+from api.loyalty import spending as loyalty_spending
 from api.loyalty.rules import PointsPolicy, Purchase, PurchaseLine
 from api.orders.models import (
     OPEN_PICKUP,
@@ -1047,7 +1050,7 @@ async def _use_points(
             "pointsToUse",
         )
     try:
-        await loyalty.redeem(
+        await loyalty_spending.redeem(
             session,
             customer_id,
             points,
@@ -1059,7 +1062,7 @@ async def _use_points(
         )
     except DomainError as error:
         problem = error.problems[0]
-        if problem.code is loyalty.PointsErrorCode.INSUFFICIENT_POINTS:
+        if problem.code is loyalty_errors.PointsErrorCode.INSUFFICIENT_POINTS:
             # The balance is the member's to read; staff are told only that it is short.
             message = problem.message if own else "The customer has not enough points for this."
             raise DomainError.one(
@@ -1263,7 +1266,7 @@ async def complete_sale(
     adds nothing. Sets ``order.points_earned``. An order without a customer earns nothing."""
     if order.customer_id is None:
         return
-    level_id = await loyalty.customer_level_id(session, order.customer_id)
+    level_id = await loyalty_balances.customer_level_id(session, order.customer_id)
     purchase = Purchase(
         source_id=str(order.id),
         channel=order.channel.value,
@@ -1272,7 +1275,7 @@ async def complete_sale(
         level_id=level_id,
     )
     try:
-        entry = await loyalty.earn_for_purchase(
+        entry = await loyalty_earning.earn_for_purchase(
             session, order.customer_id, purchase, now, actor=actor, policy=policy
         )
         await customers.record_spend(

@@ -76,7 +76,9 @@ from api.customers.models import Customer, CustomerIdentity, IdentityKind
 from api.customers.service import customers_by_id, lock_customer, resolve_customer_id
 from api.db import update_returning
 from api.errors import DomainError, Problem
-from api.loyalty import service as loyalty
+from api.loyalty import adjustments as loyalty_adjustments
+from api.loyalty import earning as loyalty_earning
+from api.loyalty import reversals as loyalty_reversals
 from api.loyalty.rules import PointsPolicy
 from api.orders.models import COUNTED_STATUSES, Order, OrderStatus
 from api.orders.reactions import OrderChange, OrdersChanged
@@ -116,7 +118,7 @@ _INVITE_INPUT = re.compile(rf"[{coupon_codes.CODE_ALPHABET}]{{{INVITE_CODE_LENGT
 MAX_NAME = 100
 MAX_DEVICE_ID = 200
 # One reward is a grant, so loyalty's bound for a single grant applies (pointsAdjust's).
-MAX_REWARD_POINTS = loyalty.MAX_ADJUST_POINTS
+MAX_REWARD_POINTS = loyalty_adjustments.MAX_ADJUST_POINTS
 MAX_PER_DAY = 10_000
 MAX_PER_INVITER = 1_000_000
 MAX_TREE_DEPTH = 5
@@ -757,7 +759,7 @@ async def _pay(
     source_id = f"{referral.id}:{milestone.value}"
     if withheld is None and kind is RewardKind.POINTS:
         assert points is not None
-        await loyalty.earn(
+        await loyalty_earning.earn(
             session,
             referral.inviter_id,
             points,
@@ -976,7 +978,7 @@ async def _undo_first_order(
     )
     if taken is None:
         return  # nothing was paid (withheld, or no points reward), or a coupon
-    await loyalty.reverse(
+    await loyalty_reversals.reverse(
         session,
         source_type=SOURCE_TYPE,
         source_id=f"{referral_id}:{ReferralMilestone.FIRST_ORDER.value}",

@@ -40,10 +40,10 @@ from api.customers.models import ConsentPurpose, Customer, CustomerConsent
 from api.customers.service import lock_customer
 from api.db import Database, update_returning, utcnow
 from api.errors import DomainError
-from api.loyalty import service as loyalty
+from api.loyalty import earning as loyalty_earning
+from api.loyalty.errors import PointsErrorCode
 from api.loyalty.models import EntryKind, PointsEntry
 from api.loyalty.rules import PointsPolicy
-from api.loyalty.service import PointsErrorCode
 from api.segments.models import GrantAction, JobStatus, SegmentGrantJob, SegmentGrantMember
 
 log = logging.getLogger("qudao.segments")
@@ -121,7 +121,7 @@ async def _grant(
         )
         if earlier is not None:
             return "skipped:already_granted"
-        await loyalty.earn(
+        await loyalty_earning.earn(
             session,
             person.id,
             job.points,

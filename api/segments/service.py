@@ -33,7 +33,7 @@ from api.coupons.models import CouponChannel, CouponTemplate
 from api.customers.models import Customer
 from api.db import insert_or_get
 from api.errors import DomainError, Problem
-from api.loyalty.service import MAX_ADJUST_POINTS
+from api.loyalty.adjustments import MAX_ADJUST_POINTS
 from api.segments import compiler
 from api.segments.language import (
     Expr,

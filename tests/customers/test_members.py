@@ -16,7 +16,9 @@ from api.customers import levels, service
 from api.customers.models import Customer, IdentityKind, MemberLevelChange
 from api.db import utcnow
 from api.errors import DomainError
-from api.loyalty import service as loyalty
+from api.loyalty import earning as loyalty_earning
+from api.loyalty import reversals as loyalty_reversals
+from api.loyalty import spending as loyalty_spending
 from tests.customers.conftest import MEMBER_JOIN, add_staff, create_level, gid, join, pk
 from tests.factories import create_customer
 from tests.wiring import CUSTOMERS, POINTS_POLICY
@@ -324,7 +326,7 @@ async def test_points_levels_count_points_earned_in_the_window(gql, db, network)
     t0 = utcnow()
     member = await _member(db, "13900000008", pk(network["SA"]["id"]), t0)
     async with db.transaction() as session:
-        await loyalty.earn(
+        await loyalty_earning.earn(
             session,
             member,
             300,
@@ -338,7 +340,7 @@ async def test_points_levels_count_points_earned_in_the_window(gql, db, network)
         await levels.evaluate_level(session, member, t0)
     assert (await _state(db, member))[0] == "fan"
     async with db.transaction() as session:
-        await loyalty.earn(
+        await loyalty_earning.earn(
             session,
             member,
             250,
@@ -364,8 +366,10 @@ async def test_points_levels_count_earnings_in_full_and_refunds_against_them(gql
     member = await _member(db, "13900000009", pk(network["SA"]["id"]), t0)
     earning = dict(reason="order", actor=None, now=t0, pending=False, policy=POINTS_POLICY)
     async with db.transaction() as session:
-        await loyalty.earn(session, member, 100, source_type="order", source_id="d1", **earning)
-        await loyalty.redeem(
+        await loyalty_earning.earn(
+            session, member, 100, source_type="order", source_id="d1", **earning
+        )
+        await loyalty_spending.redeem(
             session,
             member,
             100,
@@ -375,18 +379,20 @@ async def test_points_levels_count_earnings_in_full_and_refunds_against_them(gql
             actor=None,
             now=t0,
         )
-        await loyalty.reverse(
+        await loyalty_reversals.reverse(
             session, source_type="order", source_id="d1", reason="refund", actor=None, now=t0
         )
     async with db.transaction() as session:
-        entry = await loyalty.earn(
+        entry = await loyalty_earning.earn(
             session, member, 450, source_type="order", source_id="d2", **earning
         )
     assert (entry.amount, entry.debt_delta) == (350, -100)  # 100 of it paid the debt
     # Earned in the window: 100 - 100 refunded + 450 = 450 < 500.
     assert (await _state(db, member))[0] == "fan"
     async with db.transaction() as session:
-        await loyalty.earn(session, member, 50, source_type="order", source_id="d3", **earning)
+        await loyalty_earning.earn(
+            session, member, 50, source_type="order", source_id="d3", **earning
+        )
     assert (await _state(db, member))[0] == "star"
 
 

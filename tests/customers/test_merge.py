@@ -22,7 +22,7 @@ from api.customers import service
 from api.customers.merge import merge_customers
 from api.customers.models import Customer, CustomerIdentity, CustomerStatus, IdentityKind
 from api.errors import DomainError
-from api.loyalty import service as loyalty
+from api.loyalty import earning as loyalty_earning
 from tests.customers.conftest import create_level, gid, join, pk
 from tests.factories import create_customer
 from tests.wiring import CUSTOMERS, POINTS_POLICY
@@ -147,7 +147,7 @@ async def duplicates(gql, db, network):
         )
         for customer, points in ((target, 100), (early, 1200), (buyer, 0)):
             if points:
-                await loyalty.earn(
+                await loyalty_earning.earn(
                     session,
                     pk(customer["id"]),
                     points,

@@ -29,7 +29,7 @@ from api.customers.models import (
     MemberLevelChange,
 )
 from api.db import utcnow
-from api.loyalty import service as loyalty
+from api.loyalty import earning as loyalty_earning
 from api.partners.models import Partner, PartnerStatus, PartnerType, Store
 from tests.wiring import POINTS_POLICY
 
@@ -182,7 +182,7 @@ async def seed(db, customers: int) -> None:
             ],
         )
         for i in ids:
-            await loyalty.earn(
+            await loyalty_earning.earn(
                 session,
                 i,
                 100 * i,

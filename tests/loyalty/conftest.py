@@ -12,7 +12,12 @@ from sqlalchemy import func, select
 
 from api.customers.models import Customer
 from api.db import Database
-from api.loyalty import service
+from api.loyalty import adjustments as loyalty_adjustments
+from api.loyalty import balances as loyalty_balances
+from api.loyalty import earning as loyalty_earning
+from api.loyalty import jobs as loyalty_jobs
+from api.loyalty import reversals as loyalty_reversals
+from api.loyalty import spending as loyalty_spending
 from api.loyalty.models import EntryKind, PointsAccount, PointsEntry, PointsLot
 from api.loyalty.rules import PointsPolicy
 
@@ -85,14 +90,14 @@ async def kinds(db: Database, customer_id: int) -> list[EntryKind]:
     return [e.kind for e in await entries(db, customer_id)]
 
 
-async def balance_at(db: Database, customer_id: int, now: datetime) -> service.Balance:
+async def balance_at(db: Database, customer_id: int, now: datetime) -> loyalty_balances.Balance:
     async with db.read() as session:
-        return (await service.balances_of(session, [customer_id], now))[customer_id]
+        return (await loyalty_balances.balances_of(session, [customer_id], now))[customer_id]
 
 
 async def no_mismatches(db: Database) -> bool:
     async with db.read() as session:
-        return await service.check_balances(session) == []
+        return await loyalty_jobs.check_balances(session) == []
 
 
 class Points:
@@ -105,7 +110,7 @@ class Points:
         kw.setdefault("pending", False)
         kw.setdefault("policy", POLICY)
         async with self.db.transaction() as session:
-            return await service.earn(
+            return await loyalty_earning.earn(
                 session,
                 customer_id,
                 points,
@@ -119,7 +124,7 @@ class Points:
 
     async def redeem(self, customer_id: int, points: int, source: str, now: datetime = T0):
         async with self.db.transaction() as session:
-            return await service.redeem(
+            return await loyalty_spending.redeem(
                 session,
                 customer_id,
                 points,
@@ -132,7 +137,7 @@ class Points:
 
     async def reverse(self, source: str, now: datetime = T0, **kw: Any):
         async with self.db.transaction() as session:
-            return await service.reverse(
+            return await loyalty_reversals.reverse(
                 session,
                 source_type=kw.pop("source_type", "order"),
                 source_id=source,
@@ -146,7 +151,7 @@ class Points:
         self, customer_id: int, delta: int, key: str, now: datetime = T0, reason: str = "goodwill"
     ):
         async with self.db.transaction() as session:
-            return await service.adjust(
+            return await loyalty_adjustments.adjust(
                 session,
                 customer_id,
                 delta,
@@ -157,13 +162,13 @@ class Points:
                 policy=POLICY,
             )
 
-    async def expire(self, now: datetime, limit: int = 500) -> service.JobResult:
+    async def expire(self, now: datetime, limit: int = 500) -> loyalty_jobs.JobResult:
         async with self.db.transaction() as session:
-            return await service.expire_due(session, now, limit)
+            return await loyalty_jobs.expire_due(session, now, limit)
 
-    async def release(self, now: datetime, limit: int = 500) -> service.JobResult:
+    async def release(self, now: datetime, limit: int = 500) -> loyalty_jobs.JobResult:
         async with self.db.transaction() as session:
-            return await service.release_due(session, now, limit)
+            return await loyalty_jobs.release_due(session, now, limit)
 
 
 @pytest.fixture

@@ -17,10 +17,10 @@ from api.auth.scopes import ROLE_SCOPES
 from api.db import Database
 from api.errors import DomainError
 from api.graphql.ids import encode_id
-from api.loyalty import service
+from api.loyalty import earning as loyalty_earning
+from api.loyalty.errors import PointsErrorCode
 from api.loyalty.models import EntryKind, PointsEarningRule, PointsEntry
 from api.loyalty.rules import Purchase, PurchaseLine
-from api.loyalty.service import PointsErrorCode
 from tests.loyalty.conftest import DAY, POLICY, T0, account, new_customers, no_mismatches
 from tests.wiring import CUSTOMERS
 
@@ -81,7 +81,9 @@ async def test_a_purchase_earning_retried_after_a_merge_returns_the_first_even_i
         source_id="o-77", channel="store", lines=[PurchaseLine("TEA-1", Decimal("30.00"))]
     )
     async with db.transaction() as session:
-        first = await service.earn_for_purchase(session, duplicate, purchase, T0, policy=POLICY)
+        first = await loyalty_earning.earn_for_purchase(
+            session, duplicate, purchase, T0, policy=POLICY
+        )
     assert first is not None and first.pending_delta == 30
     await merge(db, survivor, duplicate)
     # The rule is gone: a new quote would earn nothing, but a retry is not a new purchase.
@@ -89,7 +91,7 @@ async def test_a_purchase_earning_retried_after_a_merge_returns_the_first_even_i
         await session.execute(update(PointsEarningRule).values(active=False))
     for retried_with in (survivor, duplicate):
         async with db.transaction() as session:
-            again = await service.earn_for_purchase(
+            again = await loyalty_earning.earn_for_purchase(
                 session, retried_with, purchase, T0 + DAY, policy=POLICY
             )
         assert again is not None and again.id == first.id

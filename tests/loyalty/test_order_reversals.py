@@ -18,9 +18,11 @@ from api.customers.merge import merge_customers
 from api.customers.models import LevelMetric, MemberLevel
 from api.db import Database
 from api.errors import DomainError
-from api.loyalty import service
+from api.loyalty import ledger as loyalty_ledger
+from api.loyalty import reversals as loyalty_reversals
+from api.loyalty import spending as loyalty_spending
+from api.loyalty.errors import PointsErrorCode
 from api.loyalty.models import EntryKind, PointsEntry
-from api.loyalty.service import PointsErrorCode
 from tests.loyalty.conftest import (
     DAY,
     POLICY,
@@ -49,7 +51,7 @@ async def reverse_part(
     db: Database, earning: str, points: int, source: str, now: datetime = T0, **kw: Any
 ) -> PointsEntry | None:
     async with db.transaction() as session:
-        return await service.reverse_part(
+        return await loyalty_reversals.reverse_part(
             session,
             earning_source_type=kw.pop("earning_source_type", "order"),
             earning_source_id=earning,
@@ -67,7 +69,7 @@ async def return_spent(
     db: Database, redemption: str, points: int, source: str, now: datetime = T0, **kw: Any
 ) -> PointsEntry | None:
     async with db.transaction() as session:
-        return await service.return_spent(
+        return await loyalty_spending.return_spent(
             session,
             redemption_source_type="order",
             redemption_source_id=redemption,
@@ -184,7 +186,7 @@ async def test_bad_partial_reversals_are_refused_and_change_nothing(db, points):
     with pytest.raises(DomainError) as own_source:
         await reverse_part(db, "o-1", 10, "o-1", source_type="order")
     assert code_of(own_source) is PointsErrorCode.INVALID
-    for bad in (0, -5, service.MAX_POINTS + 1):
+    for bad in (0, -5, loyalty_ledger.MAX_POINTS + 1):
         with pytest.raises(DomainError) as amount:
             await reverse_part(db, "o-1", bad, "r-1")
         assert code_of(amount) is PointsErrorCode.INVALID_AMOUNT

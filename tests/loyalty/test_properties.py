@@ -36,9 +36,11 @@ from api.customers.merge import merge_customers
 from api.customers.service import resolve_customer_id
 from api.db import Database
 from api.errors import DomainError
-from api.loyalty import service
+from api.loyalty import jobs as loyalty_jobs
+from api.loyalty import reversals as loyalty_reversals
+from api.loyalty import spending as loyalty_spending
+from api.loyalty.errors import PointsErrorCode
 from api.loyalty.models import EntryKind, PointsAccount, PointsEntry, PointsLot
-from api.loyalty.service import PointsErrorCode
 from tests.loyalty.conftest import DAY, POLICY, T0, Points, balance_at, new_customers
 from tests.wiring import CUSTOMERS
 
@@ -192,7 +194,7 @@ async def partial_reversal(
     world: World, earning: str, points: int, source: str
 ) -> PointsEntry | None:
     async with world.db.transaction() as session:
-        return await service.reverse_part(
+        return await loyalty_reversals.reverse_part(
             session,
             earning_source_type="order",
             earning_source_id=earning,
@@ -207,7 +209,7 @@ async def partial_reversal(
 
 async def give_back(world: World, redemption: str, points: int, source: str) -> PointsEntry | None:
     async with world.db.transaction() as session:
-        return await service.return_spent(
+        return await loyalty_spending.return_spent(
             session,
             redemption_source_type="order",
             redemption_source_id=redemption,
@@ -251,7 +253,7 @@ async def within_what_was_earned_and_spent(session: Any) -> None:
 
 async def check(world: World) -> None:
     async with world.db.read() as session:
-        assert await service.check_balances(session) == []
+        assert await loyalty_jobs.check_balances(session) == []
         await within_what_was_earned_and_spent(session)
         accounts = (await session.scalars(select(PointsAccount))).all()
         assert all(min(a.balance, a.pending, a.debt) >= 0 for a in accounts)

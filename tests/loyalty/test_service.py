@@ -10,10 +10,14 @@ from sqlalchemy import select, update
 
 from api.customers.models import Customer, CustomerStatus, LevelMetric, MemberLevel
 from api.errors import DomainError
-from api.loyalty import service
+from api.loyalty import adjustments as loyalty_adjustments
+from api.loyalty import earning as loyalty_earning
+from api.loyalty import jobs as loyalty_jobs
+from api.loyalty import ledger as loyalty_ledger
+from api.loyalty import merge as loyalty_merge
+from api.loyalty.errors import PointsErrorCode
 from api.loyalty.models import EntryKind, PointsAccount, PointsEarningRule, PointsLot
 from api.loyalty.rules import PointsPolicy, Purchase, PurchaseLine
-from api.loyalty.service import PointsErrorCode
 from tests.loyalty.conftest import (
     DAY,
     POLICY,
@@ -78,7 +82,7 @@ async def test_a_retried_earning_returns_the_first_entry_and_changes_nothing(db,
     assert (await points.earn(bob, 5, "o-1")).id != first.id
 
 
-@pytest.mark.parametrize("bad", [0, -5, service.MAX_POINTS + 1, True, 1.5])
+@pytest.mark.parametrize("bad", [0, -5, loyalty_ledger.MAX_POINTS + 1, True, 1.5])
 async def test_earning_refuses_a_bad_amount(db, points, bad):
     (ann,) = await new_customers(db)
     with pytest.raises(DomainError) as refused:
@@ -159,8 +163,8 @@ async def test_a_purchase_earns_what_the_rules_give_it_once(db, points):
         lines=[PurchaseLine("TEA-1", Decimal("19.90")), PurchaseLine("CUP-1", Decimal("5.50"))],
     )
     async with db.transaction() as session:
-        quoted = await service.quote_purchase(session, purchase, T0)
-        entry = await service.earn_for_purchase(session, ann, purchase, T0, policy=POLICY)
+        quoted = await loyalty_earning.quote_purchase(session, purchase, T0)
+        entry = await loyalty_earning.earn_for_purchase(session, ann, purchase, T0, policy=POLICY)
     assert quoted.points == 59 + 5
     assert entry is not None
     assert (entry.kind, entry.pending_delta, entry.source_type, entry.source_id) == (
@@ -173,12 +177,14 @@ async def test_a_purchase_earns_what_the_rules_give_it_once(db, points):
     async with db.transaction() as session:
         await session.execute(update(PointsEarningRule).values(active=False))
     async with db.transaction() as session:
-        again = await service.earn_for_purchase(session, ann, purchase, T0, policy=POLICY)
+        again = await loyalty_earning.earn_for_purchase(session, ann, purchase, T0, policy=POLICY)
     assert again is not None and again.id == entry.id
     # With no rule left, a new purchase earns nothing and writes nothing.
     free = Purchase(source_id="o-78", channel="store", lines=[PurchaseLine("A", Decimal(10))])
     async with db.transaction() as session:
-        assert await service.earn_for_purchase(session, ann, free, T0, policy=POLICY) is None
+        assert (
+            await loyalty_earning.earn_for_purchase(session, ann, free, T0, policy=POLICY) is None
+        )
     assert len(await entries(db, ann)) == 1
 
 
@@ -194,7 +200,7 @@ async def test_a_bad_purchase_is_refused(db):
         purchase = Purchase(source_id="o-1", channel="store", lines=lines)
         with pytest.raises(DomainError):
             async with db.transaction() as session:
-                await service.earn_for_purchase(session, ann, purchase, T0, policy=POLICY)
+                await loyalty_earning.earn_for_purchase(session, ann, purchase, T0, policy=POLICY)
 
 
 # --- spending ---------------------------------------------------------------------------------
@@ -245,7 +251,7 @@ async def test_a_redemption_is_idempotent_by_source(db, points):
     assert (await account(db, ann)).balance == 60
 
 
-@pytest.mark.parametrize("bad", [0, -1, service.MAX_POINTS + 1])
+@pytest.mark.parametrize("bad", [0, -1, loyalty_ledger.MAX_POINTS + 1])
 async def test_a_redemption_of_a_bad_amount_is_refused(db, points, bad):
     (ann,) = await new_customers(db)
     with pytest.raises(DomainError) as refused:
@@ -375,7 +381,10 @@ async def test_a_grant_that_settles_debt_is_still_recognised_on_retry(db, points
     assert (await points.adjust(ann, 25, "k-1")).id == grant.id
 
 
-@pytest.mark.parametrize("bad", [0, service.MAX_ADJUST_POINTS + 1, -service.MAX_ADJUST_POINTS - 1])
+@pytest.mark.parametrize(
+    "bad",
+    [0, loyalty_adjustments.MAX_ADJUST_POINTS + 1, -loyalty_adjustments.MAX_ADJUST_POINTS - 1],
+)
 async def test_an_adjustment_of_a_bad_amount_is_refused(db, points, bad):
     (ann,) = await new_customers(db)
     with pytest.raises(DomainError) as refused:
@@ -400,7 +409,7 @@ async def test_the_expire_job_expires_due_lots_in_batches(db, points):
     for cid in customers:
         state = await account(db, cid)
         assert (state.balance, state.consistent) == (1, True)
-        assert (await entries(db, cid))[-1].actor == service.SYSTEM_ACTOR
+        assert (await entries(db, cid))[-1].actor == loyalty_ledger.SYSTEM_ACTOR
     assert await no_mismatches(db)
 
 
@@ -433,7 +442,7 @@ async def test_the_check_finds_caches_that_disagree_with_the_ledger_or_the_lots(
             update(PointsLot).where(PointsLot.customer_id == cy).values(remaining=9)
         )
     async with db.read() as session:
-        found = await service.check_balances(session)
+        found = await loyalty_jobs.check_balances(session)
     assert [(m.customer_id, m.cached, m.ledger, m.lots) for m in found] == [
         (bob, (11, 0, 0), (10, 0, 0), (10, 0)),
         (cy, (10, 0, 0), (10, 0, 0), (9, 0)),
@@ -453,7 +462,7 @@ async def test_a_merge_moves_points_lots_and_debt_with_transfers_on_both_sides(d
     await points.earn(owing, 30, "w-1")
     await points.redeem(owing, 30, "w-pay")
     await points.reverse("w-1")  # owing owes 30
-    step = service.PointsMergeStep()
+    step = loyalty_merge.PointsMergeStep()
     async with db.transaction() as session:
         plan = MergePlan(session, target, [rich, owing], "user:1", T0 + DAY)
         moves, conflicts = await step.preview(plan)

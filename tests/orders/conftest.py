@@ -46,7 +46,8 @@ from api.db import Database, utcnow
 from api.errors import DomainError
 from api.graphql.ids import encode_id
 from api.inventory.models import StockLevel
-from api.loyalty import service as loyalty
+from api.loyalty import balances as loyalty_balances
+from api.loyalty import earning as loyalty_earning
 from api.loyalty.models import PointsEarningRule
 from api.loyalty.rules import PointsPolicy
 from api.orders import service
@@ -250,7 +251,7 @@ async def shop(db: Database) -> Shop:
             CustomerIdentity(customer_id=ann.id, kind=IdentityKind.PHONE, value="13812341234")
         )
         session.add(PointsEarningRule(name="1 point a yuan", points_per_yuan=Decimal(1)))
-        await loyalty.earn(
+        await loyalty_earning.earn(
             session,
             ann.id,
             POINTS,
@@ -390,9 +391,9 @@ async def stock(db: Database, store_id: int, sku_id: int) -> tuple[int, int]:
     return row.on_hand, row.reserved
 
 
-async def balance(db: Database, customer_id: int) -> loyalty.Balance:
+async def balance(db: Database, customer_id: int) -> loyalty_balances.Balance:
     async with db.read() as session:
-        return (await loyalty.balances_of(session, [customer_id], NOW))[customer_id]
+        return (await loyalty_balances.balances_of(session, [customer_id], NOW))[customer_id]
 
 
 async def coupon_row(db: Database, code: str) -> Coupon:

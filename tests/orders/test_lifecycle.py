@@ -24,7 +24,8 @@ from api.db import Database
 from api.events import customer_orders_channel, store_orders_channel
 from api.inventory.models import MovementKind, StockLevel, StockMovement
 from api.inventory.service import ReservationMismatch
-from api.loyalty import service as loyalty
+from api.loyalty import balances as loyalty_balances
+from api.loyalty import jobs as loyalty_jobs
 from api.loyalty.models import EntryKind, PointsEntry
 from api.orders import lifecycle
 from api.orders.models import Fulfillment, Order, OrderEvent, OrderStatus
@@ -192,7 +193,7 @@ async def points_entries(db: Database, customer_id: int) -> list[PointsEntry]:
 
 async def books_balance(db: Database) -> bool:
     async with db.read() as session:
-        return await loyalty.check_balances(session) == []
+        return await loyalty_jobs.check_balances(session) == []
 
 
 def code_of(problems: list[tuple[str, Any]]) -> list[str]:
@@ -281,7 +282,7 @@ async def test_a_pickup_with_the_code_sells_the_reservation_and_earns_points(db,
     earned = [e for e in await points_entries(db, shop.ann) if e.kind is EntryKind.EARN][-1]
     assert (earned.source_id, earned.pending_delta) == (str(order.id), 178)
     async with db.read() as session:
-        later = (await loyalty.balances_of(session, [shop.ann], NOW + 9 * DAY))[shop.ann]
+        later = (await loyalty_balances.balances_of(session, [shop.ann], NOW + 9 * DAY))[shop.ann]
     assert (later.balance, later.pending) == (POINTS - 1000 + 178, 0)
     assert (await history(db, order.id))[-1] == (OrderStatus.COMPLETED, "picked up")
 

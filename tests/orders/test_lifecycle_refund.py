@@ -19,7 +19,8 @@ from api.coupons.models import CouponStatus
 from api.customers.models import QualifyingSpend
 from api.errors import DomainError
 from api.inventory.models import MovementKind, StockLevel
-from api.loyalty import service as loyalty
+from api.loyalty import jobs as loyalty_jobs
+from api.loyalty import spending as loyalty_spending
 from api.loyalty.models import EntryKind
 from api.orders.models import Fulfillment, Order, OrderRefund, OrderRefundLine, OrderStatus
 from tests.orders.conftest import (
@@ -154,9 +155,9 @@ async def test_points_already_spent_become_debt_never_a_negative_balance(db, sho
     assert order.points_earned == 198
     later = NOW + 8 * DAY  # past the return window: the 198 are spendable, and spent
     async with db.transaction() as session:
-        await loyalty.release_due(session, later)
+        await loyalty_jobs.release_due(session, later)
     async with db.transaction() as session:
-        await loyalty.redeem(
+        await loyalty_spending.redeem(
             session,
             shop.ann,
             POINTS + 198,

@@ -19,7 +19,7 @@ from api.app import create_app
 from api.auth.principal import Role
 from api.events import customer_orders_channel
 from api.graphql.ids import decode_id, encode_id
-from api.loyalty import service as loyalty
+from api.loyalty import balances as loyalty_balances
 from api.orders import lifecycle
 from api.outbox.models import OutboxMessage
 from tests.orders.conftest import DAY, NOW, POINTS, STOCK, gid, lines_of, stock
@@ -115,8 +115,10 @@ async def test_order_ready_notice_pickup_points_and_a_refund(db, shop, server):
 
         # The points are pending for the return window, then spendable.
         async with db.read() as session:
-            now = (await loyalty.balances_of(session, [shop.ann], NOW))[shop.ann]
-            later = (await loyalty.balances_of(session, [shop.ann], NOW + 8 * DAY))[shop.ann]
+            now = (await loyalty_balances.balances_of(session, [shop.ann], NOW))[shop.ann]
+            later = (await loyalty_balances.balances_of(session, [shop.ann], NOW + 8 * DAY))[
+                shop.ann
+            ]
         assert (now.balance, now.pending) == (POINTS - 1000, 178)
         assert (later.balance, later.pending) == (POINTS - 1000 + 178, 0)
 
@@ -152,5 +154,5 @@ async def test_an_unpicked_order_expires_and_the_member_hears_of_it(db, shop, se
         assert expired == {"orderUpdates": {"id": order["id"], "status": "EXPIRED"}}
     assert await stock(db, shop.a1, shop.sku["TEA-1"]) == (STOCK, 0)
     async with db.read() as session:
-        back = (await loyalty.balances_of(session, [shop.ann], NOW))[shop.ann]
+        back = (await loyalty_balances.balances_of(session, [shop.ann], NOW))[shop.ann]
     assert back.balance == POINTS

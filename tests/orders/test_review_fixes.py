@@ -15,7 +15,8 @@ from api.coupons.models import CouponKind, Stacking
 from api.customers.models import IdentityKind
 from api.customers.service import CustomerDraft
 from api.errors import DomainError, Problem
-from api.loyalty import service as loyalty
+from api.loyalty import earning as loyalty_earning
+from api.loyalty import errors as loyalty_errors
 from api.orders import service
 from api.orders.models import Fulfillment, Order
 from tests.orders.conftest import (
@@ -153,9 +154,9 @@ async def test_an_order_past_the_subtotal_limit_is_refused(db, shop):
 
 async def test_another_domains_refusal_in_a_sale_is_an_order_error(db, shop, monkeypatch):
     async def refuse(*args, **kwargs):
-        raise DomainError.one(loyalty.PointsErrorCode.INVALID_AMOUNT, "No.", "amount")
+        raise DomainError.one(loyalty_errors.PointsErrorCode.INVALID_AMOUNT, "No.", "amount")
 
-    monkeypatch.setattr(loyalty, "earn_for_purchase", refuse)
+    monkeypatch.setattr(loyalty_earning, "earn_for_purchase", refuse)
     refused = await problems_of(db, HQ, channel=SalesChannel.WEB, customer_id=shop.cat)
     assert [(p.code, p.field) for p in refused] == [(service.OrderErrorCode.INVALID, ("amount",))]
 

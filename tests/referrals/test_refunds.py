@@ -18,7 +18,8 @@ from sqlalchemy import select, update
 from api.coupons import claims as coupon_claims
 from api.coupons.models import Coupon, CouponChannel, CouponOrigin, CouponStatus, CouponTemplate
 from api.db import Database
-from api.loyalty import service as loyalty
+from api.loyalty import balances as loyalty_balances
+from api.loyalty import spending as loyalty_spending
 from api.orders.models import Order, OrderStatus
 from api.orders.reactions import OrderChange, OrdersChanged
 from api.referrals import service
@@ -56,9 +57,11 @@ async def invited_and_ordered(
     return campaign_id, dan, placed.order.id
 
 
-async def points_of(db: Database, customer_id: int, now: datetime = NOW) -> loyalty.Balance:
+async def points_of(
+    db: Database, customer_id: int, now: datetime = NOW
+) -> loyalty_balances.Balance:
     async with db.read() as session:
-        return (await loyalty.balances_of(session, [customer_id], now))[customer_id]
+        return (await loyalty_balances.balances_of(session, [customer_id], now))[customer_id]
 
 
 async def test_a_first_order_refunded_in_full_takes_the_pending_points_back(db, shop, life):
@@ -94,7 +97,7 @@ async def test_spendable_points_are_taken_back_and_a_shortfall_becomes_debt(db, 
     _, _, order_id = await invited_and_ordered(db, eve)
     assert (await points_of(db, eve, RELEASED)).balance == 700
     async with db.transaction() as session:
-        await loyalty.redeem(
+        await loyalty_spending.redeem(
             session,
             eve,
             600,

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 
 from api.coupons.models import Coupon, CouponOrigin
-from api.loyalty import service as loyalty
+from api.loyalty import balances as loyalty_balances
 from api.orders.models import Order
 from api.referrals.models import ReferralMilestone, ReferralReward
 from tests.orders.conftest import (
@@ -150,7 +150,7 @@ async def test_invite_registration_first_order_and_the_numbers(
 
     # Registration: 200 points to ann, pending for the return window (7 days).
     async with db.read() as session:
-        now = (await loyalty.balances_of(session, [shop.ann], NOW + DAY))[shop.ann]
+        now = (await loyalty_balances.balances_of(session, [shop.ann], NOW + DAY))[shop.ann]
     assert now.pending == 200
     (ref,) = await referrals(db)
     assert await rewards(db) == [(ref.id, "registration", "points", 200, "2.00", None)]
