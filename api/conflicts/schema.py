@@ -32,7 +32,7 @@ from api.partners import loaders as partner_loaders
 from api.partners.schema import Partner, Store
 
 if TYPE_CHECKING:
-    from api.coupons.schema import Coupon
+    from api.coupons.graphql.types import Coupon
 
 ViolationKind = strawberry.enum(
     models.ViolationKind,
@@ -131,7 +131,7 @@ class ChannelViolation(Node):
     @strawberry.field(description="The coupon redeemed out of region, if that is what it was.")
     async def coupon(
         self, info: Info
-    ) -> Annotated[Coupon, strawberry.lazy("api.coupons.schema")] | None:
+    ) -> Annotated[Coupon, strawberry.lazy("api.coupons.graphql.types")] | None:
         if self.coupon_pk is None:
             return None
         found = await info.context.load_node("Coupon", self.coupon_pk)

@@ -20,7 +20,7 @@ from strawberry.scalars import JSON
 from api.analytics.schema import CustomerMetrics, customer_metrics
 from api.audit.service import AuditEntry
 from api.auth.pii import PII_SCOPE, mask_email, mask_phone
-from api.coupons.schema import Coupon, customer_coupons
+from api.coupons.graphql.types import Coupon, customer_coupons
 from api.customers import levels, loaders, merge, models, service
 from api.errors import DomainError, InputError
 from api.graphql.context import Context, Info

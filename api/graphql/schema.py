@@ -22,7 +22,7 @@ from api.analytics import schema as analytics
 from api.auth import schema as auth
 from api.catalog import schema as catalog
 from api.conflicts import schema as conflicts
-from api.coupons import schema as coupons
+from api.coupons import graphql as coupons
 from api.customers import schema as customers
 from api.graphql.audit import AuditTrail
 from api.graphql.context import NodeLoader

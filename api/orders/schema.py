@@ -48,7 +48,7 @@ from api.partners import loaders as partner_loaders
 from api.partners.schema import Partner, Store
 
 if TYPE_CHECKING:
-    from api.coupons.schema import Coupon
+    from api.coupons.graphql.types import Coupon
     from api.customers.schema import Customer, IdentityInput
 
 OrderStatus = strawberry.enum(
@@ -132,7 +132,7 @@ class OrderCouponUse:
     @strawberry.field(description="The coupon; null if you may not see it.")
     async def coupon(
         self, info: Info
-    ) -> Annotated[Coupon, strawberry.lazy("api.coupons.schema")] | None:
+    ) -> Annotated[Coupon, strawberry.lazy("api.coupons.graphql.types")] | None:
         found = await info.context.load_node("Coupon", self.coupon_pk)
         return found  # type: ignore[return-value]
 

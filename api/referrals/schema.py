@@ -22,7 +22,7 @@ from functools import partial
 import strawberry
 
 from api.coupons import loaders as coupon_loaders
-from api.coupons.schema import CouponTemplate, any_scope
+from api.coupons.graphql.types import CouponTemplate, any_scope
 from api.customers.schema import Customer
 from api.db import utcnow
 from api.errors import DomainError, InputError
