@@ -325,7 +325,7 @@ async def _order_refusal(
     )
 
 
-def _coupon_in_reach(principal: Principal, code: str) -> Select[Any]:
+def _coupon_in_reach(principal: Principal, code: str) -> Select[Coupon, CouponTemplate]:
     """A coupon by code with its template, if the principal could ever use it.
 
     A code whose template can never be used at the principal's stores (another partner's

@@ -21,6 +21,7 @@ from api.loyalty.ledger import (
     check_points,
     check_text,
     credit_lot,
+    is_whole,
     lock_account,
     write_entry,
 )
@@ -100,7 +101,7 @@ async def adjust(
 
 
 def _check_adjustment(delta: int, idempotency_key: str, reason: str, actor: str | None) -> None:
-    if isinstance(delta, bool) or not isinstance(delta, int) or delta == 0:
+    if not is_whole(delta) or delta == 0:
         raise DomainError.one(PointsErrorCode.INVALID_AMOUNT, "The amount must not be 0.", "amount")
     check_points(abs(delta), MAX_ADJUST_POINTS, "amount")
     check_text(idempotency_key, "idempotencyKey", SOURCE_ID_MAX)

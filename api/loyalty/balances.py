@@ -107,7 +107,7 @@ async def balances_of(
     return {cid: found.get(cid, ZERO_BALANCE) for cid in customer_ids}
 
 
-def entries_query(principal: Principal) -> Select[tuple[PointsEntry]]:
+def entries_query(principal: Principal) -> Select[PointsEntry]:
     return restrict(select(PointsEntry), PointsEntry, principal)
 
 

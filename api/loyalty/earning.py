@@ -129,7 +129,7 @@ def _check_purchase(purchase: Purchase) -> None:
             raise DomainError.one(
                 PointsErrorCode.INVALID, "A line needs a SKU.", "lines", str(index), "sku"
             )
-        if not isinstance(line.amount, Decimal) or not line.amount.is_finite():
+        if not _is_finite_decimal(line.amount):
             raise DomainError.one(
                 PointsErrorCode.INVALID_AMOUNT,
                 "Amounts are decimal yuan.",
@@ -145,6 +145,11 @@ def _check_purchase(purchase: Purchase) -> None:
                 str(index),
                 "amount",
             )
+
+
+def _is_finite_decimal(value: object) -> bool:
+    # Checked at run time: callers outside the type checker may hand a float or a str.
+    return isinstance(value, Decimal) and value.is_finite()
 
 
 PURCHASE_SOURCE = "order"
@@ -280,7 +285,7 @@ async def create_earning_rule(
     return rule
 
 
-def earning_rules_query(principal: Principal) -> Select[tuple[PointsEarningRule]]:
+def earning_rules_query(principal: Principal) -> Select[PointsEarningRule]:
     """Rules are programme-wide configuration. HQ sees every rule; anyone else sees the
     rules for all stores and those for their own partner's stores, never another partner's."""
     stmt = select(PointsEarningRule)

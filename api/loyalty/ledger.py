@@ -164,7 +164,7 @@ async def write_entry(
     return entry
 
 
-def person_ids(customer_id: int) -> Select[tuple[int]]:
+def person_ids(customer_id: int) -> Select[int]:
     """The ids of the person ``customer_id`` names: its live customer and every customer
     merged into that one. Ledger entries never move in a merge, so an idempotency lookup
     must look at all of them, whichever of the ids a retry names.
@@ -364,8 +364,14 @@ def check_text(value: str | None, name: str, limit: int, *, required: bool = Tru
         )
 
 
+def is_whole(value: object) -> bool:
+    """A whole number, checked at run time: callers outside the type checker (a CLI, JSON)
+    may hand a float or a str, and a bool is an int to Python but never a number of points."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_points(points: int, limit: int = MAX_POINTS, field_name: str = "points") -> None:
-    if isinstance(points, bool) or not isinstance(points, int) or not 0 < points <= limit:
+    if not is_whole(points) or not 0 < points <= limit:
         raise DomainError.one(
             PointsErrorCode.INVALID_AMOUNT,
             f"Points must be a whole number between 1 and {limit}.",

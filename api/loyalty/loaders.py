@@ -63,12 +63,12 @@ async def entries_by_pk(
         found = await balances.entries_by_id(session, ctx.principal, keys)
         lot_ids = sorted({e.lot_id for e in found.values() if e.lot_id is not None})
         expiries = await balances.lot_expiries(session, lot_ids)
-    return [
-        (found[k], expiries.get(found[k].lot_id) if found[k].lot_id else None)
-        if k in found
-        else None
-        for k in keys
-    ]
+
+    def with_expiry(entry: PointsEntry) -> tuple[PointsEntry, datetime | None]:
+        lot_id = entry.lot_id
+        return entry, expiries.get(lot_id) if lot_id else None
+
+    return [with_expiry(found[k]) if k in found else None for k in keys]
 
 
 async def earning_rules_by_pk(ctx: Context, keys: Sequence[int]) -> list[PointsEarningRule | None]:

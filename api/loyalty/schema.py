@@ -31,14 +31,19 @@ from api.graphql.relay import (
 )
 from api.loyalty import adjustments, balances, earning, errors, loaders, models, rules
 
-PointsEntryKind = strawberry.enum(
-    models.EntryKind,
+# strawberry.enum gives an enum class its GraphQL name and description and returns the class
+# itself, so each GraphQL enum is an alias of its domain enum: fields annotated with it are
+# checked like any other type.
+PointsEntryKind = models.EntryKind
+strawberry.enum(
+    PointsEntryKind,
     name="PointsEntryKind",
     description="What a ledger entry records: EARN, RELEASE (pending points unlocked), REDEEM, "
     "EXPIRE, REVERSE (an earning undone), ADJUST (manual), TRANSFER (a customer merge), "
     "RETURN (points an order spent, given back when it is cancelled, expires or is refunded).",
 )
-PointsErrorCode = strawberry.enum(errors.PointsErrorCode)
+PointsErrorCode = errors.PointsErrorCode
+strawberry.enum(PointsErrorCode)
 
 
 @strawberry.type(
@@ -73,7 +78,7 @@ class PointsBalance:
 
 @strawberry.type(description="One line of a customer's points ledger (append-only).")
 class PointsEntry(Node):
-    kind: PointsEntryKind  # type: ignore[valid-type]
+    kind: PointsEntryKind
     amount: int = strawberry.field(description="Change of the spendable balance.")
     pending_delta: int = strawberry.field(description="Change of the pending points.")
     debt_delta: int = strawberry.field(description="Change of the points owed.")
@@ -297,7 +302,7 @@ class LoyaltyQuery:
 
 @strawberry.type
 class PointsError(UserError):
-    code: PointsErrorCode  # type: ignore[valid-type]
+    code: PointsErrorCode
 
 
 MAX_KEY_LENGTH = 64

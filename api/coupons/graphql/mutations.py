@@ -34,15 +34,15 @@ _pk = partial(input_pk, invalid=errors.CouponErrorCode.INVALID)
 
 @strawberry.type
 class CouponError(UserError):
-    code: CouponErrorCode  # type: ignore[valid-type]
+    code: CouponErrorCode
 
 
 @strawberry.input(description="Amounts are in the template's currency.")
 class CouponTemplateCreateInput:
     name: str
-    kind: CouponKind  # type: ignore[valid-type]
-    claim_channel: CouponChannel  # type: ignore[valid-type]
-    use_channel: CouponChannel  # type: ignore[valid-type]
+    kind: CouponKind
+    claim_channel: CouponChannel
+    use_channel: CouponChannel
     total_stock: int
     currency: str = "CNY"
     threshold_amount: Decimal | None = None
@@ -56,8 +56,8 @@ class CouponTemplateCreateInput:
     valid_until: datetime | None = None
     valid_days: int | None = None
     per_person_limit: int = 1
-    stacking: CouponStacking = models.Stacking.EXCLUSIVE  # type: ignore[valid-type]
-    cancel_policy: CouponCancelPolicy = models.CancelPolicy.RESTORE  # type: ignore[valid-type]
+    stacking: CouponStacking = models.Stacking.EXCLUSIVE
+    cancel_policy: CouponCancelPolicy = models.CancelPolicy.RESTORE
     store_ids: list[strawberry.ID] = strawberry.field(default_factory=list)
     partner_ids: list[strawberry.ID] = strawberry.field(default_factory=list)
 
@@ -65,16 +65,14 @@ class CouponTemplateCreateInput:
 @strawberry.input(description="Pause or resume, or raise the stock (never lowered).")
 class CouponTemplateUpdateInput:
     id: strawberry.ID
-    status: CouponTemplateStatus | None = None  # type: ignore[valid-type]
+    status: CouponTemplateStatus | None = None
     total_stock: int | None = None
 
 
 @strawberry.input
 class CouponClaimInput:
     template_id: strawberry.ID
-    channel: CouponChannel | None = strawberry.field(  # type: ignore[valid-type]
-        default=None, description=CLAIM_CHANNEL_RULE
-    )
+    channel: CouponChannel | None = strawberry.field(default=None, description=CLAIM_CHANNEL_RULE)
     customer_id: strawberry.ID | None = strawberry.field(
         default=None,
         description="Whom HQ grants it to (coupons:write). A member claims for themself: "
@@ -101,9 +99,7 @@ class CouponRedeemInput:
         description="A store of yours (default: your store). Only HQ may omit it, for an "
         "online use.",
     )
-    channel: CouponChannel | None = strawberry.field(  # type: ignore[valid-type]
-        default=None, description=USE_CHANNEL_RULE
-    )
+    channel: CouponChannel | None = strawberry.field(default=None, description=USE_CHANNEL_RULE)
     order_ref: str | None = strawberry.field(
         default=None,
         description="Your reference for the sale it is used on (free text, for your records). "

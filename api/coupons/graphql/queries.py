@@ -34,12 +34,12 @@ from api.graphql.relay import Connection, Rows, connection
 )
 class CouponLookup:
     code: str
-    status: CouponStatus  # type: ignore[valid-type]
+    status: CouponStatus
     valid_from: datetime
     valid_until: datetime
     template: CouponTemplate
     redeemable: bool = strawberry.field(description="It would redeem here, now.")
-    problem: CouponErrorCode | None = strawberry.field(  # type: ignore[valid-type]
+    problem: CouponErrorCode | None = strawberry.field(
         description="Why it would not (EXPIRED, ALREADY_REDEEMED, WRONG_CHANNEL, ...)."
     )
     holder_name: str | None = strawberry.field(description="Masked: 王*.")
@@ -48,8 +48,8 @@ class CouponLookup:
 
 @strawberry.input
 class CouponTemplateFilter:
-    statuses: list[CouponTemplateStatus] | None = None  # type: ignore[valid-type]
-    kinds: list[CouponKind] | None = None  # type: ignore[valid-type]
+    statuses: list[CouponTemplateStatus] | None = None
+    kinds: list[CouponKind] | None = None
     claimable: bool | None = strawberry.field(
         default=None,
         description="true: only those active, inside their claim window, with stock left.",
@@ -93,7 +93,7 @@ class CouponQuery:
         code: str,
         store_id: strawberry.ID | None = None,
         channel: Annotated[
-            CouponChannel | None,  # type: ignore[valid-type]
+            CouponChannel | None,
             strawberry.argument(description=USE_CHANNEL_RULE),
         ] = None,
     ) -> CouponLookup | None:

@@ -30,32 +30,39 @@ if TYPE_CHECKING:
     from api.customers.schema import Customer
 
 
-CouponKind = strawberry.enum(
-    models.CouponKind,
+# strawberry.enum gives an enum class its GraphQL name and description and returns the class
+# itself, so each GraphQL enum is an alias of its domain enum: fields annotated with it are
+# checked like any other type.
+CouponKind = models.CouponKind
+strawberry.enum(
+    CouponKind,
     description="AMOUNT_OFF_THRESHOLD 满减 (amount off over a threshold), PERCENT_OFF 折扣 "
     "(percent off, optionally capped), FIXED_OFF 直减 (fixed amount off), EXCHANGE 兑换 "
     "(one unit of a SKU).",
 )
-CouponChannel = strawberry.enum(
-    models.CouponChannel, description="Where a coupon is claimed or used (线上/线下)."
-)
-CouponTemplateStatus = strawberry.enum(models.TemplateStatus, name="CouponTemplateStatus")
-CouponStacking = strawberry.enum(
-    models.Stacking,
+CouponChannel = models.CouponChannel
+strawberry.enum(CouponChannel, description="Where a coupon is claimed or used (线上/线下).")
+CouponTemplateStatus = models.TemplateStatus
+strawberry.enum(CouponTemplateStatus, name="CouponTemplateStatus")
+CouponStacking = models.Stacking
+strawberry.enum(
+    CouponStacking,
     name="CouponStacking",
     description="EXCLUSIVE: alone on an order; STACKABLE: with other stackable coupons, "
     "one per template.",
 )
-CouponCancelPolicy = strawberry.enum(
-    models.CancelPolicy,
+CouponCancelPolicy = models.CancelPolicy
+strawberry.enum(
+    CouponCancelPolicy,
     name="CouponCancelPolicy",
     description="On order cancel: RESTORE gives a still-valid coupon back; VOID voids it.",
 )
-CouponStatus = strawberry.enum(models.CouponStatus)
-CouponOrigin = strawberry.enum(
-    models.CouponOrigin, description="CLAIM: the member claimed it; GRANT: HQ granted it."
-)
-CouponErrorCode = strawberry.enum(errors.CouponErrorCode)
+CouponStatus = models.CouponStatus
+strawberry.enum(CouponStatus)
+CouponOrigin = models.CouponOrigin
+strawberry.enum(CouponOrigin, description="CLAIM: the member claimed it; GRANT: HQ granted it.")
+CouponErrorCode = errors.CouponErrorCode
+strawberry.enum(CouponErrorCode)
 
 
 def any_scope(*scopes: str) -> type[BasePermission]:
@@ -132,8 +139,8 @@ class CouponTemplateStats:
 @strawberry.type(description="A coupon template (优惠券模板): what a coupon gives, where and when.")
 class CouponTemplate(Node):
     name: str
-    kind: CouponKind  # type: ignore[valid-type]
-    status: CouponTemplateStatus  # type: ignore[valid-type]
+    kind: CouponKind
+    status: CouponTemplateStatus
     threshold: Money | None = strawberry.field(
         description="满减: the spend that unlocks it; 折扣: an optional minimum spend."
     )
@@ -141,8 +148,8 @@ class CouponTemplate(Node):
     percent_off: int | None = strawberry.field(description="折扣: 20 means 20% off (8折).")
     max_discount: Money | None = strawberry.field(description="折扣: the cap, if any.")
     exchange_sku: str | None = strawberry.field(description="兑换: the SKU it is exchanged for.")
-    claim_channel: CouponChannel  # type: ignore[valid-type]
-    use_channel: CouponChannel  # type: ignore[valid-type]
+    claim_channel: CouponChannel
+    use_channel: CouponChannel
     claim_starts_at: datetime | None
     claim_ends_at: datetime | None
     valid_from: datetime | None = strawberry.field(description="Fixed validity, if so.")
@@ -151,8 +158,8 @@ class CouponTemplate(Node):
     total_stock: int
     issued: int
     per_person_limit: int
-    stacking: CouponStacking  # type: ignore[valid-type]
-    cancel_policy: CouponCancelPolicy  # type: ignore[valid-type]
+    stacking: CouponStacking
+    cancel_policy: CouponCancelPolicy
     created_at: datetime
     pk: strawberry.Private[int]
 
@@ -217,12 +224,12 @@ class Coupon(Node):
     code: str = strawberry.field(
         description="Whole for its holder and HQ; others see only the last 4 characters."
     )
-    status: CouponStatus  # type: ignore[valid-type]
-    origin: CouponOrigin  # type: ignore[valid-type]
+    status: CouponStatus
+    origin: CouponOrigin
     valid_from: datetime
     valid_until: datetime
     claimed_at: datetime
-    claim_channel: CouponChannel  # type: ignore[valid-type]
+    claim_channel: CouponChannel
     redeemed_at: datetime | None
     pk: strawberry.Private[int]
     template_pk: strawberry.Private[int]
@@ -269,7 +276,7 @@ class Coupon(Node):
     ) -> Annotated[Customer, strawberry.lazy("api.customers.schema")] | None:
         # Through the customers domain's node loader: batched and scoped like `node`.
         found = await info.context.load_node("Customer", self.customer_pk)
-        return found  # type: ignore[return-value]
+        return found
 
 
 async def load_templates(ctx: Context, pks: Sequence[int]) -> list[CouponTemplate | None]:
