@@ -127,14 +127,14 @@ async def test_a_job_that_fails_midway_resumes_without_granting_twice(
     db: Database, people: People, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job, _ = await start(db, replace(POINTS, segment_id=await segment(db, "member = true")))
-    real_earn = jobs.loyalty.earn
+    real_earn = jobs.loyalty_earning.earn
 
     async def earn_failing_for_bob(session: Any, customer_id: int, *args: Any, **kw: Any) -> Any:
         if customer_id == people.ids["bob"]:
             raise RuntimeError("ledger unavailable")
         return await real_earn(session, customer_id, *args, **kw)
 
-    monkeypatch.setattr(jobs.loyalty, "earn", earn_failing_for_bob)
+    monkeypatch.setattr(jobs.loyalty_earning, "earn", earn_failing_for_bob)
     with pytest.raises(RuntimeError):
         await jobs.run_grant_job(db, job.id, policy=POINTS_POLICY, batch_size=1, now=NOW)
     async with db.read() as session:
@@ -144,7 +144,7 @@ async def test_a_job_that_fails_midway_resumes_without_granting_twice(
     assert progress(failed) == (JobStatus.FAILED, 3, 1, 1, 0)
     assert failed.error == "ledger unavailable"
 
-    monkeypatch.setattr(jobs.loyalty, "earn", real_earn)
+    monkeypatch.setattr(jobs.loyalty_earning, "earn", real_earn)
     resumed = await jobs.run_grant_job(db, job.id, policy=POINTS_POLICY, batch_size=1, now=NOW)
     assert progress(resumed) == (JobStatus.COMPLETED, 3, 3, 3, 0)
     assert resumed.error is None
@@ -172,7 +172,7 @@ async def test_a_person_merged_between_batches_is_paid_once(db: Database, people
     """ann is granted in the first batch, then merged into dan before dan's turn: dan is
     the same person now, and ann's grant (kept under ann's id) already paid them."""
     job, _ = await start(db, replace(POINTS, segment_id=await segment(db, "member = true")))
-    real_earn = jobs.loyalty.earn
+    real_earn = jobs.loyalty_earning.earn
 
     async def earn_failing_for_bob(session: Any, customer_id: int, *args: Any, **kw: Any) -> Any:
         if customer_id == people.ids["bob"]:
@@ -180,7 +180,7 @@ async def test_a_person_merged_between_batches_is_paid_once(db: Database, people
         return await real_earn(session, customer_id, *args, **kw)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(jobs.loyalty, "earn", earn_failing_for_bob)
+        patch.setattr(jobs.loyalty_earning, "earn", earn_failing_for_bob)
         with pytest.raises(RuntimeError):
             await jobs.run_grant_job(db, job.id, policy=POINTS_POLICY, batch_size=1, now=NOW)
     assert await outcomes(db, people, job.id) == {"ann": "granted", "bob": None, "dan": None}
@@ -565,7 +565,7 @@ async def job_row(db: Database, job_id: int) -> SegmentGrantJob:
 def earn_stuck_at(monkeypatch: pytest.MonkeyPatch, customer_id: int) -> asyncio.Event:
     """Granting ``customer_id`` hangs (until cancelled); the event is set when it starts."""
     reached = asyncio.Event()
-    real_earn = jobs.loyalty.earn
+    real_earn = jobs.loyalty_earning.earn
 
     async def earn(session: Any, person: int, *args: Any, **kw: Any) -> Any:
         if person == customer_id:
@@ -573,7 +573,7 @@ def earn_stuck_at(monkeypatch: pytest.MonkeyPatch, customer_id: int) -> asyncio.
             await asyncio.Event().wait()
         return await real_earn(session, person, *args, **kw)
 
-    monkeypatch.setattr(jobs.loyalty, "earn", earn)
+    monkeypatch.setattr(jobs.loyalty_earning, "earn", earn)
     return reached
 
 
