@@ -29,9 +29,12 @@ from api.catalog import service as catalog
 from api.catalog.models import SalesChannel
 from api.coupons import service as coupons
 from api.coupons.models import CouponChannel, CouponKind, CouponOrigin, Stacking
-from api.customers import levels as levels_service
-from api.customers import service as customers
+from api.customers.levels import LevelDraft, create_level
+from api.customers.membership import JoinRequest, join
 from api.customers.models import ConsentPurpose, IdentityKind, LevelMetric
+from api.customers.profile import ConsentDecision, CustomerDraft
+from api.customers.qualification import record_spend
+from api.customers.upsert import upsert_customer
 from api.db import Database, utcnow
 from api.growth import service as growth
 from api.growth.models import TouchpointStep
@@ -256,10 +259,10 @@ async def _seed_crm(
     ids: dict[str, int] = {}
     levels = {}
     for code, name, rank, threshold in DEMO_LEVELS:
-        level = await levels_service.create_level(
+        level = await create_level(
             session,
             SEEDER,
-            levels_service.LevelDraft(
+            LevelDraft(
                 code=code,
                 name=name,
                 rank=rank,
@@ -325,26 +328,26 @@ async def _seed_crm(
         )
     ]
     for index, (name, phone, store, spend, points, tags) in enumerate(DEMO_CUSTOMERS):
-        draft = customers.CustomerDraft(
+        draft = CustomerDraft(
             identities=[(IdentityKind.PHONE, phone)],
             name=name,
             first_channel="store" if store else "mini_program",
             tags=tags,
-            consents=[customers.ConsentDecision(ConsentPurpose.MARKETING_MESSAGES, True, "seed")],
+            consents=[ConsentDecision(ConsentPurpose.MARKETING_MESSAGES, True, "seed")],
         )
         if store is None:
-            customer = (await customers.upsert_customer(session, draft, actor="seed")).customer
+            customer = (await upsert_customer(session, draft, actor="seed")).customer
         else:
-            customer = await levels_service.join(
+            customer = await join(
                 session,
                 SEEDER,
-                levels_service.JoinRequest(draft=draft, store_id=stores[store]),
+                JoinRequest(draft=draft, store_id=stores[store]),
                 wiring=wiring.customers,
                 now=now,
             )
         ids[name] = customer.id
         if spend != "0":
-            await customers.record_spend(
+            await record_spend(
                 session,
                 customer.id,
                 Decimal(spend),
@@ -374,9 +377,9 @@ async def _seed_crm(
                 origin=CouponOrigin.GRANT,
             )
     buyer, phone = DEMO_MARKETPLACE_BUYER
-    await customers.upsert_customer(
+    await upsert_customer(
         session,
-        customers.CustomerDraft(
+        CustomerDraft(
             identities=[(IdentityKind.MARKETPLACE_BUYER, buyer)],
             contact_phone=phone,
             first_channel="marketplace",

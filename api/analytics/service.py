@@ -51,7 +51,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.analytics.models import CustomerMetrics, OrderAttribution
-from api.customers.merging import MergeConflict, MergeMove, MergePlan
+from api.customers.merge_steps import MergeConflict, MergeMove, MergePlan
 from api.customers.models import Customer, CustomerStatus
 from api.db import UTCDateTime, utcnow
 from api.growth.models import Touchpoint

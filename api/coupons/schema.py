@@ -2,7 +2,7 @@
 
 ``customer_coupons`` is what the customers domain wires into ``Customer.coupons``: one
 ROW_NUMBER statement pages the coupons of every customer in a list. This module must not
-import ``api.customers.schema`` at module level (that one imports this); the back-reference
+import ``api.customers.graphql`` at module level (that one imports this); the back-reference
 ``Coupon.customer`` is lazy.
 """
 
@@ -32,7 +32,7 @@ from api.partners import loaders as partner_loaders
 from api.partners.schema import Partner, Store
 
 if TYPE_CHECKING:
-    from api.customers.schema import Customer
+    from api.customers.graphql.types import Customer
 
 CouponKind = strawberry.enum(
     models.CouponKind,
@@ -273,7 +273,7 @@ class Coupon(Node):
     @strawberry.field(description="Its holder; null if you may not see the customer.")
     async def customer(
         self, info: Info
-    ) -> Annotated[Customer, strawberry.lazy("api.customers.schema")] | None:
+    ) -> Annotated[Customer, strawberry.lazy("api.customers.graphql.types")] | None:
         # Through the customers domain's node loader: batched and scoped like `node`.
         found = await info.context.load_node("Customer", self.customer_pk)
         return found  # type: ignore[return-value]

@@ -68,9 +68,9 @@ from api.coupons.models import (
     Stacking,
     TemplateStatus,
 )
-from api.customers.merging import MergeConflict, MergeMove, MergePlan
+from api.customers.locks import lock_customer, resolve_customer_id
+from api.customers.merge_steps import MergeConflict, MergeMove, MergePlan
 from api.customers.models import Customer, CustomerIdentity, IdentityKind
-from api.customers.service import lock_customer, resolve_customer_id
 from api.db import UTCDateTime, advisory_lock, update_returning, utcnow
 from api.errors import DomainError, Problem
 from api.partners.models import Partner, Store

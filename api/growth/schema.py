@@ -19,7 +19,7 @@ from typing import Annotated
 
 import strawberry
 
-from api.customers.schema import Customer, IdentityInput
+from api.customers.graphql.types import Customer, IdentityInput
 from api.db import utcnow
 from api.errors import DomainError, Problem
 from api.graphql.context import Context, Info

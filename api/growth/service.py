@@ -77,11 +77,13 @@ from sqlalchemy.orm import aliased
 from api.auth.models import StaffUser
 from api.auth.principal import Principal
 from api.catalog.models import MARKETPLACES
-from api.customers import service as customers
-from api.customers.merging import MergeConflict, MergeMove, MergePlan
+from api.customers.identities import normalize_identities
+from api.customers.lookup import customers_by_id
+from api.customers.merge_steps import MergeConflict, MergeMove, MergePlan
 from api.customers.models import Customer, CustomerIdentity, CustomerStatus, IdentityKind
+from api.customers.profile import CustomerDraft
 from api.customers.reactions import MemberJoined
-from api.customers.service import CustomerDraft
+from api.customers.upsert import upsert_customer
 from api.errors import DomainError, Problem
 from api.growth.models import Touchpoint, TouchpointStep
 from api.orders.models import COUNTED_STATUSES, Order
@@ -293,7 +295,7 @@ def _check_shape(principal: Principal, item: _Item, now: datetime) -> None:
         )
     elif ref.identities:
         try:
-            item.pairs = customers.normalize_identities(ref.identities)
+            item.pairs = normalize_identities(ref.identities)
         except DomainError as error:
             item.problems += _translated(error, "customer")
 
@@ -487,7 +489,7 @@ async def _resolve_customers(
     identities name; one statement for all ids and one for all identities. Items whose
     identities are not all on file (HQ) or name nobody (others) are marked for an upsert."""
     asked = {i.draft.customer.id for i in items if i.draft.customer.id is not None}
-    by_id = await customers.customers_by_id(session, principal, list(asked)) if asked else {}
+    by_id = await customers_by_id(session, principal, list(asked)) if asked else {}
     pairs = {pair for item in items if not item.problems for pair in item.pairs}
     owners: dict[tuple[IdentityKind, str], int] = {}
     if pairs:
@@ -550,7 +552,7 @@ async def _upsert_customer(
     (or, for a partner, an identity that would attach to someone on file) leaves nothing."""
     savepoint = await session.begin_nested()
     try:
-        result = await customers.upsert_customer(
+        result = await upsert_customer(
             session,
             CustomerDraft(
                 identities=item.pairs,

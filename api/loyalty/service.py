@@ -53,13 +53,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.principal import Principal
 from api.auth.scope import restrict
-from api.customers.merging import (
-    MergeConflict,
-    MergeMove,
-    MergePlan,
-)
+from api.customers.locks import lock_customer, resolve_customer_id
+from api.customers.merge_steps import MergeConflict, MergeMove, MergePlan
 from api.customers.models import Customer, MemberLevel
-from api.customers.service import evaluate_level, lock_customer, resolve_customer_id
+from api.customers.qualification import evaluate_level
 from api.db import advisory_lock, insert_or_get, update_returning
 from api.errors import DomainError, Problem
 from api.loyalty import rules as rules_engine

@@ -99,8 +99,8 @@ from api.catalog import service as catalog
 from api.catalog.models import MARKETPLACES, SalesChannel
 from api.conflicts.models import ChannelViolation, ViolationKind
 from api.conflicts.service import record_violation
+from api.customers.identities import IdentityError, normalize_identity, normalize_phone
 from api.customers.models import Customer, CustomerIdentity, CustomerStatus, IdentityKind
-from api.customers.service import IdentityError, normalize_identity, normalize_phone
 from api.orders.models import Fulfillment, Order, OrderEvent, OrderLine, OrderStatus
 from api.orders.reactions import OrderChange, OrdersWiring
 from api.partners.models import Partner, PartnerType

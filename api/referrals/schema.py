@@ -23,7 +23,7 @@ import strawberry
 
 from api.coupons import loaders as coupon_loaders
 from api.coupons.schema import CouponTemplate, any_scope
-from api.customers.schema import Customer
+from api.customers.graphql.types import Customer
 from api.db import utcnow
 from api.errors import DomainError, InputError
 from api.graphql.context import Context, Info

@@ -70,9 +70,10 @@ from api.catalog.models import MARKETPLACES
 from api.coupons import service as coupons
 from api.coupons.models import CouponChannel, CouponKind, CouponOrigin, CouponTemplate
 from api.coupons.models import TemplateStatus as CouponTemplateStatus
-from api.customers.merging import MergeConflict, MergeMove, MergePlan
+from api.customers.locks import lock_customer, resolve_customer_id
+from api.customers.lookup import customers_by_id
+from api.customers.merge_steps import MergeConflict, MergeMove, MergePlan
 from api.customers.models import Customer, CustomerIdentity, IdentityKind
-from api.customers.service import customers_by_id, lock_customer, resolve_customer_id
 from api.db import update_returning
 from api.errors import DomainError, Problem
 from api.loyalty import service as loyalty

@@ -36,8 +36,8 @@ from api.auth.principal import Principal, Role
 from api.coupons import service as coupons
 from api.coupons.models import CouponChannel, CouponOrigin
 from api.coupons.service import CouponErrorCode
+from api.customers.locks import lock_customer
 from api.customers.models import ConsentPurpose, Customer, CustomerConsent
-from api.customers.service import lock_customer
 from api.db import Database, update_returning, utcnow
 from api.errors import DomainError
 from api.loyalty import service as loyalty

@@ -10,7 +10,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from api.catalog.models import SalesChannel
-from api.customers.levels import JoinRequest, join
+from api.customers.membership import JoinRequest, join
 from api.customers.merge import merge_customers
 from api.growth.funnel import FunnelQuery, conversion_funnel
 from api.growth.models import Touchpoint, TouchpointStep
