@@ -44,7 +44,8 @@ from api.orders import service as orders
 from api.orders.models import Fulfillment
 from api.partners import service
 from api.partners.models import Partner, PartnerStatus, PartnerTier, PartnerType
-from api.referrals import service as referrals
+from api.referrals.campaigns import CampaignDraft, RewardDraft, create_campaign
+from api.referrals.invites import create_invite
 from api.segments import service as segments
 from api.wiring import Wiring
 
@@ -563,21 +564,21 @@ async def _seed_growth(
             ),
             now=now,
         )
-    campaign = await referrals.create_campaign(
+    campaign = await create_campaign(
         session,
         SEEDER,
-        referrals.CampaignDraft(
+        CampaignDraft(
             name="老带新·邀请有礼",
             starts_at=now - timedelta(days=1),
             ends_at=now + timedelta(days=60),
-            registration_reward=referrals.RewardDraft(points=100),
-            first_order_reward=referrals.RewardDraft(points=500),
+            registration_reward=RewardDraft(points=100),
+            first_order_reward=RewardDraft(points=500),
             max_rewarded_per_inviter=20,
         ),
         now=now,
     )
     inviter = Principal(subject="seed", role=Role.MEMBER, customer_id=members["王芳"])
-    await referrals.create_invite(session, inviter, campaign.id, now=now)
+    await create_invite(session, inviter, campaign.id, now=now)
     for name, query in DEMO_SEGMENTS:
         await segments.create_segment(
             session, SEEDER, name=name, query=query, description=None, now=now

@@ -40,7 +40,8 @@ from api.growth.service import (
 from api.loyalty.service import PointsMergeStep
 from api.orders.reactions import OrdersWiring
 from api.orders.service import OrderMergeStep
-from api.referrals.service import FirstOrderRewards, ReferralMergeStep
+from api.referrals.first_orders import FirstOrderRewards
+from api.referrals.merge_step import ReferralMergeStep
 from api.settings import Settings
 
 
