@@ -36,8 +36,8 @@ from api.customers.profile import ConsentDecision, CustomerDraft
 from api.customers.qualification import record_spend
 from api.customers.upsert import upsert_customer
 from api.db import Database, utcnow
-from api.growth import service as growth
 from api.growth.models import TouchpointStep
+from api.growth.recording import CustomerRef, TouchpointDraft, record_touchpoint
 from api.inventory import service as inventory
 from api.loyalty import service as loyalty
 from api.orders import service as orders
@@ -535,13 +535,13 @@ async def _seed_growth(
     王芳's invite, saved segments, and RFM scores over the demo orders."""
     now = utcnow()
     for index, (name, step, store, days_ago, campaign) in enumerate(DEMO_TOUCHES):
-        await growth.record_touchpoint(
+        await record_touchpoint(
             session,
             SEEDER,
-            growth.TouchpointDraft(
+            TouchpointDraft(
                 event_id=f"seed-{index}",
                 step=step,
-                customer=growth.CustomerRef(id=members[name]),
+                customer=CustomerRef(id=members[name]),
                 occurred_at=now - timedelta(days=days_ago),
                 source_channel="wecom" if step is TouchpointStep.WECOM_ADDED else None,
                 store_id=stores[store],

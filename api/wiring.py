@@ -32,11 +32,8 @@ from dataclasses import dataclass
 from api.analytics.service import AttributionPolicy, MetricsAndAttribution, MetricsMergeStep
 from api.coupons.service import CouponMergeStep
 from api.customers.reactions import CustomersWiring
-from api.growth.service import (
-    TouchpointMergeStep,
-    record_member_registered,
-    record_order_touchpoints,
-)
+from api.growth.merge_step import TouchpointMergeStep
+from api.growth.system_touches import record_member_registered, record_order_touchpoints
 from api.loyalty.service import PointsMergeStep
 from api.orders.reactions import OrdersWiring
 from api.orders.service import OrderMergeStep

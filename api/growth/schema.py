@@ -1,7 +1,8 @@
 """GraphQL surface of growth: ``touchpointRecord``, ``touchpointsRecord``, ``touchpoints``,
-``conversionFunnel`` and the ``Touchpoint`` node. Thin wrappers over service.py and funnel.py.
+``conversionFunnel`` and the ``Touchpoint`` node. Thin wrappers over recording.py, reads.py and
+funnel.py.
 
-Scope (see service.py): a partner (admin or integration) records and reads its own partner's
+Scope (see reads.py): a partner (admin or integration) records and reads its own partner's
 touchpoints, store staff their store's, HQ all; members none. Recording needs growth:write,
 reading (the connection, the funnel and ``node``) analytics:read, which store staff do not
 hold. A touchpoint's customer, store and order load through the scoped loaders: one the
@@ -33,7 +34,8 @@ from api.graphql.relay import (
     page_request,
     root_connection,
 )
-from api.growth import funnel, loaders, models, service
+from api.growth import errors as growth_errors
+from api.growth import funnel, loaders, models, reads, recording
 from api.orders.schema import Order
 from api.partners import loaders as partner_loaders
 from api.partners.schema import Partner, Store
@@ -50,7 +52,7 @@ TouchpointStep = strawberry.enum(
     "REPURCHASE (a later one). The last three and order-borne MARKETPLACE_PURCHASE are "
     "recorded by Qudao itself.",
 )
-GrowthErrorCode = strawberry.enum(service.GrowthErrorCode)
+GrowthErrorCode = strawberry.enum(growth_errors.GrowthErrorCode)
 FunnelGroupBy = strawberry.enum(
     funnel.FunnelGroupBy,
     description="What splits a funnel's cohort: a dimension of the entry touch, or the week "
@@ -112,7 +114,7 @@ class Touchpoint(Node):
     @strawberry.field(description="Null when you may not see the customer.")
     async def customer(self, info: Info) -> Customer | None:
         found = await info.context.load_node("Customer", self.customer_pk)
-        return found  # type: ignore[return-value]
+        return found
 
     @strawberry.field
     async def store(self, info: Info) -> Store | None:
@@ -133,7 +135,7 @@ class Touchpoint(Node):
         if self.order_pk is None:
             return None
         found = await info.context.load_node("Order", self.order_pk)
-        return found  # type: ignore[return-value]
+        return found
 
 
 async def _load_touchpoints(ctx: Context, pks: Sequence[int]) -> list[Touchpoint | None]:
@@ -154,7 +156,7 @@ class GrowthError(UserError):
 
 
 # An input id's primary key; a malformed id is a payload error on that field.
-_pk = partial(input_pk, invalid=service.GrowthErrorCode.INVALID)
+_pk = partial(input_pk, invalid=growth_errors.GrowthErrorCode.INVALID)
 
 
 @strawberry.input(description="The customer: by id, or by identities (found, else created).")
@@ -201,13 +203,13 @@ class TouchpointRecordInput:
     )
 
 
-def _draft(input: TouchpointRecordInput, *path: str) -> service.TouchpointDraft:
+def _draft(input: TouchpointRecordInput, *path: str) -> recording.TouchpointDraft:
     """The service's draft; DomainError (INVALID) for a malformed id, on its field."""
     ref = input.customer
-    return service.TouchpointDraft(
+    return recording.TouchpointDraft(
         event_id=input.event_id,
         step=input.step,
-        customer=service.CustomerRef(
+        customer=recording.CustomerRef(
             id=_pk(ref.id, "Customer", *path, "customer", "id") if ref.id else None,
             identities=[(i.kind, i.value) for i in ref.identities or ()],
         ),
@@ -234,7 +236,7 @@ class TouchpointRecordPayload:
 @strawberry.input
 class TouchpointsRecordInput:
     touchpoints: list[TouchpointRecordInput] = strawberry.field(
-        description=f"At most {service.MAX_BATCH}; each is recorded or refused on its own."
+        description=f"At most {recording.MAX_BATCH}; each is recorded or refused on its own."
     )
 
 
@@ -269,7 +271,7 @@ class GrowthMutation:
         try:
             draft = _draft(input)
             async with ctx.db.transaction() as session:
-                result = await service.record_touchpoint(
+                result = await recording.record_touchpoint(
                     session, ctx.principal, draft, now=utcnow()
                 )
         except DomainError as error:
@@ -289,14 +291,14 @@ class GrowthMutation:
     ) -> TouchpointsRecordPayload:
         ctx = info.context
         items = input.touchpoints
-        if len(items) > service.MAX_BATCH:
+        if len(items) > recording.MAX_BATCH:
             error = DomainError.one(
-                service.GrowthErrorCode.LIMIT_EXCEEDED,
-                f"At most {service.MAX_BATCH} touchpoints at once.",
+                growth_errors.GrowthErrorCode.LIMIT_EXCEEDED,
+                f"At most {recording.MAX_BATCH} touchpoints at once.",
                 "touchpoints",
             )
             return TouchpointsRecordPayload(errors=user_errors(GrowthError, error))
-        drafts: list[service.TouchpointDraft] = []
+        drafts: list[recording.TouchpointDraft] = []
         positions: list[int] = []  # the input index of each draft
         refused: dict[int, DomainError] = {}
         for index, item in enumerate(items):
@@ -307,7 +309,7 @@ class GrowthMutation:
                 refused[index] = error
         try:
             async with ctx.db.transaction() as session:
-                outcomes = await service.record_touchpoints(
+                outcomes = await recording.record_touchpoints(
                     session, ctx.principal, drafts, now=utcnow()
                 )
         except DomainError as error:
@@ -360,8 +362,8 @@ class TouchpointFilter:
         default=None, name="to", description="Occurred before (exclusive)."
     )
 
-    def to_service(self) -> service.TouchpointFilter:
-        return service.TouchpointFilter(
+    def to_service(self) -> reads.TouchpointFilter:
+        return reads.TouchpointFilter(
             customer_ids=[decode_id_of(self.customer_id, "Customer")] if self.customer_id else (),
             steps=self.step or (),
             campaign_ids=[self.campaign_id] if self.campaign_id else (),
@@ -491,9 +493,9 @@ class GrowthQuery:
     ) -> Connection[Touchpoint]:
         ctx = info.context
         request = page_request(info, first, after, last, before)
-        stmt = service.touchpoints_query(ctx.principal, filter.to_service() if filter else None)
+        stmt = reads.touchpoints_query(ctx.principal, filter.to_service() if filter else None)
         return await root_connection(
-            ctx, stmt, service.TOUCHPOINT_KEYSET, request, Touchpoint.from_row, reverse=reverse
+            ctx, stmt, reads.TOUCHPOINT_KEYSET, request, Touchpoint.from_row, reverse=reverse
         )
 
     @strawberry.field(
