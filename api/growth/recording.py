@@ -28,7 +28,7 @@ constraint decides races: INSERT ... ON CONFLICT DO NOTHING, then the loser read
 Customers are named by id (one the caller may see) or by identities. By identities HQ upserts
 as ``customerUpsert`` does (finds or creates, attaches the identities not on file); anyone
 else finds the customer the identities name, or creates one with them, but never attaches an
-identity to a customer on file: as for a counter enrolment (api/customers/levels.py
+identity to a customer on file: as for a counter enrolment (api/customers/membership.py
 ``_counter_draft``), a phone or WeChat id attached by a partner would let whoever holds it
 sign in as someone else.
 
