@@ -43,8 +43,11 @@ from api.partners.schema import Partner, Store
 # Reading touchpoints and funnels is analytics (recording them is growth:write).
 ANALYTICS_READ = "analytics:read"
 
-TouchpointStep = strawberry.enum(
-    models.TouchpointStep,
+# strawberry.enum registers the GraphQL enum on the Python enum class itself (and returns
+# it): fields are annotated with the class, which is a type to mypy too.
+TouchpointStep = models.TouchpointStep
+strawberry.enum(
+    TouchpointStep,
     description="The conversion steps (公域引流 → 私域转化 → 复购), in funnel order: "
     "MARKETPLACE_PURCHASE (bought on Tmall / JD / Douyin), QR_SCAN (scanned a package-insert "
     "QR code, 包裹卡), WECOM_ADDED (added a guide on WeCom), COMMUNITY_JOINED (joined a "
@@ -52,9 +55,11 @@ TouchpointStep = strawberry.enum(
     "REPURCHASE (a later one). The last three and order-borne MARKETPLACE_PURCHASE are "
     "recorded by Qudao itself.",
 )
-GrowthErrorCode = strawberry.enum(growth_errors.GrowthErrorCode)
-FunnelGroupBy = strawberry.enum(
-    funnel.FunnelGroupBy,
+GrowthErrorCode = growth_errors.GrowthErrorCode
+strawberry.enum(GrowthErrorCode)
+FunnelGroupBy = funnel.FunnelGroupBy
+strawberry.enum(
+    FunnelGroupBy,
     description="What splits a funnel's cohort: a dimension of the entry touch, or the week "
     "(from Monday) or month of its time in the business calendar (UTC+8, like the LTV and "
     "retention reports).",
@@ -73,7 +78,7 @@ class TouchpointOutcomeStatus(enum.Enum):
 
 @strawberry.type(description="One conversion step a customer took (触点).")
 class Touchpoint(Node):
-    step: TouchpointStep  # type: ignore[valid-type]
+    step: TouchpointStep
     event_id: str = strawberry.field(description="The recorder's id of the event.")
     recorded_scope: str = strawberry.field(
         description="Whose event ids: hq, partner:<id>, store:<id>, or system (Qudao's own: "
@@ -152,7 +157,7 @@ async def _load_touchpoints(ctx: Context, pks: Sequence[int]) -> list[Touchpoint
 
 @strawberry.type
 class GrowthError(UserError):
-    code: GrowthErrorCode  # type: ignore[valid-type]
+    code: GrowthErrorCode
 
 
 # An input id's primary key; a malformed id is a payload error on that field.
@@ -180,7 +185,7 @@ class TouchpointRecordInput:
         "payload returns the first touchpoint (created: false); another payload is "
         "EVENT_ID_REUSED."
     )
-    step: TouchpointStep  # type: ignore[valid-type]
+    step: TouchpointStep
     customer: TouchpointCustomerInput
     occurred_at: datetime = strawberry.field(
         description="With a UTC offset; not in the future, at most 5 years ago."
@@ -352,7 +357,7 @@ class GrowthMutation:
 @strawberry.input(description="Every given condition must hold.")
 class TouchpointFilter:
     customer_id: strawberry.ID | None = None
-    step: list[TouchpointStep] | None = None  # type: ignore[valid-type]
+    step: list[TouchpointStep] | None = None
     campaign_id: str | None = None
     store_id: strawberry.ID | None = None
     occurred_from: datetime | None = strawberry.field(
@@ -375,7 +380,7 @@ class TouchpointFilter:
 
 @strawberry.type(description="One funnel step of a group.")
 class FunnelStep:
-    step: TouchpointStep  # type: ignore[valid-type]
+    step: TouchpointStep
     customers: int = strawberry.field(description="Customers of the cohort who reached it.")
     conversion_from_previous: Decimal | None = strawberry.field(
         description="customers ÷ the previous step's (4 places); null for the first step or "
@@ -467,9 +472,14 @@ def _group(group: funnel.FunnelGroup, group_by: funnel.FunnelGroupBy | None) -> 
 
 
 def _argument_errors(error: DomainError) -> list[GrowthError]:
-    # A query's errors name its arguments, not an input object.
+    # A query's errors name its arguments, not an input object. The funnel's problems are the
+    # growth domain's codes (the member of the same value).
     return [
-        GrowthError(field=list(p.field) if p.field else None, message=p.message, code=p.code)
+        GrowthError(
+            field=list(p.field) if p.field else None,
+            message=p.message,
+            code=GrowthErrorCode(p.code.value),
+        )
         for p in error.problems
     ]
 
@@ -511,14 +521,14 @@ class GrowthQuery:
         occurred_from: Annotated[datetime, strawberry.argument(name="from")],
         occurred_to: Annotated[datetime, strawberry.argument(name="to")],
         steps: Annotated[
-            list[TouchpointStep] | None,  # type: ignore[valid-type]
+            list[TouchpointStep] | None,
             strawberry.argument(description="2 to 7 distinct steps; default all, in order."),
         ] = None,
         source_channel: str | None = None,
         partner_id: strawberry.ID | None = None,
         store_id: strawberry.ID | None = None,
         campaign_id: str | None = None,
-        group_by: FunnelGroupBy | None = None,  # type: ignore[valid-type]
+        group_by: FunnelGroupBy | None = None,
     ) -> ConversionFunnel:
         ctx = info.context
         try:

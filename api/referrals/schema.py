@@ -40,15 +40,18 @@ from api.graphql.relay import (
 )
 from api.referrals import accepting, campaigns, errors, invites, loaders, models, stats, tree
 
-ReferralRewardKind = strawberry.enum(
-    models.RewardKind, name="ReferralRewardKind", description="POINTS or a COUPON."
-)
-ReferralMilestone = strawberry.enum(
-    models.ReferralMilestone,
+# strawberry.enum registers the GraphQL enum on the Python enum class itself (and returns
+# it): fields are annotated with the class, which is a type to mypy too.
+ReferralRewardKind = models.RewardKind
+strawberry.enum(ReferralRewardKind, name="ReferralRewardKind", description="POINTS or a COUPON.")
+ReferralMilestone = models.ReferralMilestone
+strawberry.enum(
+    ReferralMilestone,
     description="REGISTRATION: the invitee accepted the invite; FIRST_ORDER: the invitee's "
     "first private-domain order completed.",
 )
-ReferralErrorCode = strawberry.enum(errors.ReferralErrorCode)
+ReferralErrorCode = errors.ReferralErrorCode
+strawberry.enum(ReferralErrorCode)
 
 _pk = partial(input_pk, invalid=errors.ReferralErrorCode.INVALID)
 
@@ -77,7 +80,7 @@ async def _campaign(info: Info, pk: int | None) -> ReferralCampaign | None:
 
 @strawberry.type(description="What a milestone pays the inviter: points or a coupon.")
 class ReferralRewardRule:
-    kind: ReferralRewardKind  # type: ignore[valid-type]
+    kind: ReferralRewardKind
     points: int | None
     template_pk: strawberry.Private[int | None]
 
@@ -361,7 +364,7 @@ class ReferralQuery:
 
 @strawberry.type
 class ReferralError(UserError):
-    code: ReferralErrorCode  # type: ignore[valid-type]
+    code: ReferralErrorCode
 
 
 @strawberry.input(description="Exactly one of points or a coupon template.")

@@ -44,12 +44,12 @@ from api.graphql.permissions import requires
 
 @strawberry.type
 class CustomerError(UserError):
-    code: CustomerErrorCode  # type: ignore[valid-type]
+    code: CustomerErrorCode
 
 
 @strawberry.input
 class ConsentInput:
-    purpose: ConsentPurpose  # type: ignore[valid-type]
+    purpose: ConsentPurpose
     granted: bool
     source: str = strawberry.field(description="Where it was given: mini_program, store, ...")
     decided_at: datetime | None = strawberry.field(
@@ -63,7 +63,7 @@ class CustomerUpsertInput:
         description="Finds the customer by any of them; the ones not on file are attached."
     )
     name: str | None = None
-    gender: Gender | None = None  # type: ignore[valid-type]
+    gender: Gender | None = None
     birthday: date | None = None
     contact_phone: str | None = None
     contact_email: str | None = None
@@ -94,7 +94,7 @@ class CustomerUpsertPayload:
 class CustomerUpdateInput:
     id: strawberry.ID
     name: str | None = GQL_UNSET
-    gender: Gender | None = GQL_UNSET  # type: ignore[valid-type]
+    gender: Gender | None = GQL_UNSET
     birthday: date | None = GQL_UNSET
     contact_phone: str | None = GQL_UNSET
     contact_email: str | None = GQL_UNSET
@@ -171,7 +171,7 @@ class MemberLevelCreateInput:
     code: str
     name: str
     rank: int = strawberry.field(description="0 is the entry level; higher is better.")
-    metric: LevelMetric  # type: ignore[valid-type]
+    metric: LevelMetric
     threshold: Decimal
     window_days: int = 365
     grace_days: int = 30

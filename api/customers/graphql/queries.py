@@ -42,7 +42,7 @@ class DateTimeRangeInput:
 
 @strawberry.input
 class ConsentFilterInput:
-    purpose: ConsentPurpose  # type: ignore[valid-type]
+    purpose: ConsentPurpose
     granted: bool = True
 
 
@@ -121,7 +121,7 @@ class CustomerQuery:
         self,
         info: Info,
         filter: CustomerFilter | None = None,
-        sort_key: CustomerSortKeys = customer_filter.CustomerSortKey.ID,  # type: ignore[valid-type]
+        sort_key: CustomerSortKeys = customer_filter.CustomerSortKey.ID,
         reverse: bool = False,
         first: int | None = None,
         after: str | None = None,

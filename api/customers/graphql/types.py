@@ -40,22 +40,28 @@ from api.orders.schema import Order, customer_orders
 from api.partners import loaders as partner_loaders
 from api.partners.schema import Partner, Store
 
-IdentityKind = strawberry.enum(
-    models.IdentityKind,
+# strawberry.enum registers the GraphQL enum on the Python enum class itself (and returns
+# it): fields are annotated with the class, which is a type to mypy too.
+IdentityKind = models.IdentityKind
+strawberry.enum(
+    IdentityKind,
     description="A way to recognise a person. WECHAT_OPENID values are '<appid>:<openid>', "
     "MARKETPLACE_BUYER values '<marketplace>:<buyer id>' (tmall, jd, douyin, pdd, other).",
 )
-ConsentPurpose = strawberry.enum(models.ConsentPurpose, description="What a consent covers (PIPL).")
-CustomerStatus = strawberry.enum(
-    models.CustomerStatus, description="MERGED customers redirect to the survivor."
-)
-LevelMetric = strawberry.enum(
-    models.LevelMetric, description="What a level counts in its rolling window."
-)
-Gender = strawberry.enum(profile.Gender)
-CustomerErrorCode = strawberry.enum(errors.CustomerErrorCode)
-DuplicateReason = strawberry.enum(duplicates.DuplicateReason)
-CustomerSortKeys = strawberry.enum(customer_filter.CustomerSortKey, name="CustomerSortKeys")
+ConsentPurpose = models.ConsentPurpose
+strawberry.enum(ConsentPurpose, description="What a consent covers (PIPL).")
+CustomerStatus = models.CustomerStatus
+strawberry.enum(CustomerStatus, description="MERGED customers redirect to the survivor.")
+LevelMetric = models.LevelMetric
+strawberry.enum(LevelMetric, description="What a level counts in its rolling window.")
+Gender = profile.Gender
+strawberry.enum(Gender)
+CustomerErrorCode = errors.CustomerErrorCode
+strawberry.enum(CustomerErrorCode)
+DuplicateReason = duplicates.DuplicateReason
+strawberry.enum(DuplicateReason)
+CustomerSortKeys = customer_filter.CustomerSortKey
+strawberry.enum(CustomerSortKeys, name="CustomerSortKeys")
 
 _PII_KINDS = frozenset({models.IdentityKind.PHONE, models.IdentityKind.EMAIL})
 
@@ -77,7 +83,7 @@ def _masked(kind: models.IdentityKind, value: str) -> str:
 
 @strawberry.type(description="One identity of a customer; unique per kind across customers.")
 class CustomerIdentity:
-    kind: IdentityKind  # type: ignore[valid-type]
+    kind: IdentityKind
     value: str = strawberry.field(
         description="Phone numbers and emails are masked without the pii:read scope."
     )
@@ -89,7 +95,7 @@ class CustomerIdentity:
 
 @strawberry.type(description="The latest decision about one purpose, when and where it was made.")
 class CustomerConsent:
-    purpose: ConsentPurpose  # type: ignore[valid-type]
+    purpose: ConsentPurpose
     granted: bool
     source: str
     decided_at: datetime
@@ -100,7 +106,7 @@ class MemberLevel(Node):
     code: str
     name: str
     rank: int = strawberry.field(description="Higher is better; 0 is the entry level.")
-    metric: LevelMetric  # type: ignore[valid-type]
+    metric: LevelMetric
     threshold: Decimal = strawberry.field(
         description="Yuan of qualifying spend (SPEND) or points earned (POINTS) in the window."
     )
@@ -205,9 +211,9 @@ class Membership:
 @strawberry.type(description="One person across every channel (客户).")
 class Customer(Node):
     name: str | None
-    gender: Gender | None  # type: ignore[valid-type]
+    gender: Gender | None
     birthday: date | None
-    status: CustomerStatus  # type: ignore[valid-type]
+    status: CustomerStatus
     first_channel: str | None
     attributes: JSON
     membership: Membership | None = strawberry.field(
@@ -373,7 +379,7 @@ async def load_levels(ctx: Context, pks: Sequence[int]) -> list[MemberLevel | No
 @strawberry.type(description="A customer that is probably the same person, and why.")
 class CustomerDuplicate:
     customer: Customer
-    reasons: list[DuplicateReason]  # type: ignore[valid-type]
+    reasons: list[DuplicateReason]
     score: float = strawberry.field(
         description="0-1: how likely the same person (signals combine as independent evidence)."
     )
@@ -394,5 +400,5 @@ class MergeConflict:
 
 @strawberry.input
 class IdentityInput:
-    kind: IdentityKind  # type: ignore[valid-type]
+    kind: IdentityKind
     value: str
