@@ -14,12 +14,7 @@ from api.auth.principal import Principal
 from api.auth.scope import restrict
 from api.customers.errors import CustomerErrorCode
 from api.customers.lookup import get_customer
-from api.customers.models import (
-    Customer,
-    CustomerIdentity,
-    CustomerStatus,
-    IdentityKind,
-)
+from api.customers.models import Customer, CustomerIdentity, CustomerStatus, IdentityKind
 from api.errors import DomainError
 
 

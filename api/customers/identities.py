@@ -8,9 +8,7 @@ import re
 from collections.abc import Sequence
 
 from api.customers.errors import CustomerErrorCode
-from api.customers.models import (
-    IdentityKind,
-)
+from api.customers.models import IdentityKind
 from api.errors import DomainError, Problem
 
 

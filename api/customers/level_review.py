@@ -14,11 +14,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.customers.levels import all_levels
-from api.customers.models import (
-    Customer,
-    CustomerStatus,
-    MemberLevel,
-)
+from api.customers.models import Customer, CustomerStatus, MemberLevel
 from api.customers.qualification import (
     ChangeReason,
     best_qualifying,

@@ -9,12 +9,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.customers.models import (
-    Customer,
-    CustomerIdentity,
-    CustomerStatus,
-    IdentityKind,
-)
+from api.customers.models import Customer, CustomerIdentity, CustomerStatus, IdentityKind
 from api.db import advisory_lock
 
 # A chain of redirects is at most one hop (a merge re-points customers merged into its

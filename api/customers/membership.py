@@ -17,10 +17,7 @@ from api.customers.identities import normalize_identities
 from api.customers.levels import all_levels
 from api.customers.locks import lock_identities, lock_identity_owner
 from api.customers.lookup import get_customer
-from api.customers.models import (
-    Customer,
-    IdentityKind,
-)
+from api.customers.models import Customer, IdentityKind
 from api.customers.profile import CustomerDraft
 from api.customers.qualification import ChangeReason, evaluate_level, level_change, period_end
 from api.customers.reactions import CustomersWiring, MemberJoined

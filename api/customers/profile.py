@@ -16,12 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.customers.errors import CustomerErrorCode
 from api.customers.identities import IdentityError, normalize_email, normalize_phone
-from api.customers.models import (
-    ConsentPurpose,
-    CustomerConsent,
-    CustomerTag,
-    IdentityKind,
-)
+from api.customers.models import ConsentPurpose, CustomerConsent, CustomerTag, IdentityKind
 from api.errors import Problem
 
 

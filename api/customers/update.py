@@ -22,12 +22,7 @@ from api.customers.locks import (
     resolve_customer_id,
 )
 from api.customers.lookup import get_customer
-from api.customers.models import (
-    Customer,
-    CustomerIdentity,
-    CustomerTag,
-    IdentityKind,
-)
+from api.customers.models import Customer, CustomerIdentity, CustomerTag, IdentityKind
 from api.customers.profile import (
     MAX_ATTRIBUTE_KEYS,
     MAX_TAGS_PER_CALL,

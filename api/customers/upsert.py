@@ -18,12 +18,7 @@ from api.customers.locks import (
     lock_live_customers,
     resolve_customer_id,
 )
-from api.customers.models import (
-    Customer,
-    CustomerIdentity,
-    CustomerStatus,
-    IdentityKind,
-)
+from api.customers.models import Customer, CustomerIdentity, CustomerStatus, IdentityKind
 from api.customers.profile import (
     CustomerDraft,
     add_tags,

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import (
-    func,
-    select,
-    update,
-)
+from sqlalchemy import func, select, update
 
 from api.customers.merge_steps import MergeConflict, MergeMove, MergePlan
 from api.growth.models import Touchpoint

@@ -8,12 +8,7 @@ import hashlib
 import hmac
 from datetime import UTC, datetime, time, timedelta
 
-from sqlalchemy import (
-    exists,
-    func,
-    or_,
-    select,
-)
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.keys import KeyRing
@@ -27,12 +22,7 @@ from api.orders.models import COUNTED_STATUSES, Order
 from api.referrals.campaigns import is_running
 from api.referrals.errors import ReferralErrorCode
 from api.referrals.invites import member_customer_id, normalize_invite_code
-from api.referrals.models import (
-    InviteCode,
-    Referral,
-    ReferralCampaign,
-    ReferralMilestone,
-)
+from api.referrals.models import InviteCode, Referral, ReferralCampaign, ReferralMilestone
 from api.referrals.rewards import INVITER_LIMIT, RewardSettings, pay_reward
 from api.text import forbidden_character
 

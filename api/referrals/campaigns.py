@@ -8,12 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    Select,
-    false,
-    or_,
-    select,
-)
+from sqlalchemy import Select, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.principal import Principal
@@ -22,10 +17,7 @@ from api.coupons.models import TemplateStatus as CouponTemplateStatus
 from api.errors import DomainError, Problem
 from api.loyalty import service as loyalty
 from api.referrals.errors import ReferralErrorCode
-from api.referrals.models import (
-    ReferralCampaign,
-    RewardKind,
-)
+from api.referrals.models import ReferralCampaign, RewardKind
 from api.text import forbidden_character
 
 MAX_NAME = 100

@@ -7,9 +7,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import (
-    select,
-)
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.principal import Principal
@@ -19,10 +17,7 @@ from api.db import dialect_insert
 from api.errors import DomainError
 from api.referrals.campaigns import is_running
 from api.referrals.errors import ReferralErrorCode
-from api.referrals.models import (
-    InviteCode,
-    ReferralCampaign,
-)
+from api.referrals.models import InviteCode, ReferralCampaign
 
 # Invite codes: the coupons' alphabet (no 0/O, 1/I/L look-alikes), 8 characters: 31**8 ≈ 2**39.
 # Short enough to read out or type from a poster; a guessed code only attributes the guesser

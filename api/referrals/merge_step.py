@@ -6,14 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import cast
 
-from sqlalchemy import (
-    Table,
-    delete,
-    func,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import Table, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.customers.merge_steps import MergeConflict, MergeMove, MergePlan

@@ -6,22 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from sqlalchemy import (
-    func,
-    select,
-)
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.principal import Principal
 from api.errors import DomainError
 from api.referrals.errors import ReferralErrorCode
-from api.referrals.models import (
-    InviteCode,
-    Referral,
-    ReferralCampaign,
-    ReferralReward,
-    RewardKind,
-)
+from api.referrals.models import InviteCode, Referral, ReferralCampaign, ReferralReward, RewardKind
 
 _CENT = Decimal("0.01")
 

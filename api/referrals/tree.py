@@ -6,13 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    Select,
-    exists,
-    literal_column,
-    select,
-    true,
-)
+from sqlalchemy import Select, exists, literal_column, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.principal import Principal
@@ -21,9 +15,7 @@ from api.customers.lookup import customers_by_id
 from api.customers.models import Customer
 from api.errors import DomainError
 from api.referrals.errors import ReferralErrorCode
-from api.referrals.models import (
-    Referral,
-)
+from api.referrals.models import Referral
 
 MAX_TREE_DEPTH = 5
 DEFAULT_TREE_DEPTH = 3

@@ -14,16 +14,7 @@ from strawberry import UNSET as GQL_UNSET
 from strawberry.scalars import JSON
 
 from api.audit.service import AuditEntry
-from api.customers import (
-    errors,
-    levels,
-    membership,
-    merge,
-    models,
-    profile,
-    update,
-    upsert,
-)
+from api.customers import errors, levels, membership, merge, models, profile, update, upsert
 from api.customers.graphql.types import (
     ConsentPurpose,
     Customer,

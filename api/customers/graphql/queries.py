@@ -7,11 +7,7 @@ from datetime import datetime
 
 import strawberry
 
-from api.customers import (
-    customer_filter,
-    duplicates,
-    levels,
-)
+from api.customers import customer_filter, duplicates, levels
 from api.customers.graphql.types import (
     ConsentPurpose,
     Customer,
@@ -26,9 +22,7 @@ from api.graphql.context import Info
 from api.graphql.ids import decode_id_of
 from api.graphql.permissions import requires
 from api.graphql.relay import Connection, page_request
-from api.loyalty.schema import (
-    root_connection,
-)
+from api.loyalty.schema import root_connection
 
 
 @strawberry.input(description="A time range: from (inclusive) to (exclusive).")

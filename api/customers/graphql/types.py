@@ -19,23 +19,11 @@ from api.analytics.schema import CustomerMetrics, customer_metrics
 from api.audit.service import AuditEntry
 from api.auth.pii import PII_SCOPE, mask_email, mask_phone
 from api.coupons.schema import Coupon, customer_coupons
-from api.customers import (
-    customer_filter,
-    duplicates,
-    errors,
-    loaders,
-    models,
-    profile,
-)
+from api.customers import customer_filter, duplicates, errors, loaders, models, profile
 from api.graphql.context import Context, Info
 from api.graphql.ids import encode_id
 from api.graphql.relay import Children, Connection, Node, connection, page_request, to_connection
-from api.loyalty.schema import (
-    PointsBalance,
-    PointsEntry,
-    customer_points,
-    customer_points_ledger,
-)
+from api.loyalty.schema import PointsBalance, PointsEntry, customer_points, customer_points_ledger
 from api.orders.schema import Order, customer_orders
 from api.partners import loaders as partner_loaders
 from api.partners.schema import Partner, Store
