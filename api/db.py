@@ -207,6 +207,22 @@ async def advisory_lock(session: AsyncSession, key: int | str) -> None:
     await session.execute(select(func.pg_advisory_xact_lock(lock_key)))
 
 
+def dialect_insert(session: AsyncSession) -> Any:
+    """The INSERT construct of the session's engine, PostgreSQL's or SQLite's: both have
+    ``ON CONFLICT DO NOTHING``, spelled the same."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def bucketed(values: Sequence[str]) -> list[str]:
+    """``values`` padded to the next power of two (repeating the last): an IN list of any
+    length then renders one of a dozen statement texts, which the driver's prepared-statement
+    cache and the server reuse, instead of a new statement (and cache entry) per length."""
+    size = 1
+    while size < len(values):
+        size *= 2
+    return [*values, *[values[-1]] * (size - len(values))] if values else []
+
+
 M = TypeVar("M", bound=Base)
 
 

@@ -30,12 +30,15 @@ from api.catalog.models import SalesChannel
 from api.coupons import claims as coupon_claims
 from api.coupons import templates as coupon_templates
 from api.coupons.models import CouponChannel, CouponKind, CouponOrigin, Stacking
-from api.customers import levels as levels_service
-from api.customers import service as customers
+from api.customers.levels import LevelDraft, create_level
+from api.customers.membership import JoinRequest, join
 from api.customers.models import ConsentPurpose, IdentityKind, LevelMetric
+from api.customers.profile import ConsentDecision, CustomerDraft
+from api.customers.qualification import record_spend
+from api.customers.upsert import upsert_customer
 from api.db import Database, utcnow
-from api.growth import service as growth
 from api.growth.models import TouchpointStep
+from api.growth.recording import CustomerRef, TouchpointDraft, record_touchpoint
 from api.inventory import service as inventory
 from api.loyalty import adjustments as loyalty_adjustments
 from api.loyalty import earning as loyalty_earning
@@ -43,7 +46,8 @@ from api.orders import service as orders
 from api.orders.models import Fulfillment
 from api.partners import service
 from api.partners.models import Partner, PartnerStatus, PartnerTier, PartnerType
-from api.referrals import service as referrals
+from api.referrals.campaigns import CampaignDraft, RewardDraft, create_campaign
+from api.referrals.invites import create_invite
 from api.segments import service as segments
 from api.wiring import Wiring
 
@@ -258,10 +262,10 @@ async def _seed_crm(
     ids: dict[str, int] = {}
     levels = {}
     for code, name, rank, threshold in DEMO_LEVELS:
-        level = await levels_service.create_level(
+        level = await create_level(
             session,
             SEEDER,
-            levels_service.LevelDraft(
+            LevelDraft(
                 code=code,
                 name=name,
                 rank=rank,
@@ -327,26 +331,26 @@ async def _seed_crm(
         )
     ]
     for index, (name, phone, store, spend, points, tags) in enumerate(DEMO_CUSTOMERS):
-        draft = customers.CustomerDraft(
+        draft = CustomerDraft(
             identities=[(IdentityKind.PHONE, phone)],
             name=name,
             first_channel="store" if store else "mini_program",
             tags=tags,
-            consents=[customers.ConsentDecision(ConsentPurpose.MARKETING_MESSAGES, True, "seed")],
+            consents=[ConsentDecision(ConsentPurpose.MARKETING_MESSAGES, True, "seed")],
         )
         if store is None:
-            customer = (await customers.upsert_customer(session, draft, actor="seed")).customer
+            customer = (await upsert_customer(session, draft, actor="seed")).customer
         else:
-            customer = await levels_service.join(
+            customer = await join(
                 session,
                 SEEDER,
-                levels_service.JoinRequest(draft=draft, store_id=stores[store]),
+                JoinRequest(draft=draft, store_id=stores[store]),
                 wiring=wiring.customers,
                 now=now,
             )
         ids[name] = customer.id
         if spend != "0":
-            await customers.record_spend(
+            await record_spend(
                 session,
                 customer.id,
                 Decimal(spend),
@@ -376,9 +380,9 @@ async def _seed_crm(
                 origin=CouponOrigin.GRANT,
             )
     buyer, phone = DEMO_MARKETPLACE_BUYER
-    await customers.upsert_customer(
+    await upsert_customer(
         session,
-        customers.CustomerDraft(
+        CustomerDraft(
             identities=[(IdentityKind.MARKETPLACE_BUYER, buyer)],
             contact_phone=phone,
             first_channel="marketplace",
@@ -533,13 +537,13 @@ async def _seed_growth(
     王芳's invite, saved segments, and RFM scores over the demo orders."""
     now = utcnow()
     for index, (name, step, store, days_ago, campaign) in enumerate(DEMO_TOUCHES):
-        await growth.record_touchpoint(
+        await record_touchpoint(
             session,
             SEEDER,
-            growth.TouchpointDraft(
+            TouchpointDraft(
                 event_id=f"seed-{index}",
                 step=step,
-                customer=growth.CustomerRef(id=members[name]),
+                customer=CustomerRef(id=members[name]),
                 occurred_at=now - timedelta(days=days_ago),
                 source_channel="wecom" if step is TouchpointStep.WECOM_ADDED else None,
                 store_id=stores[store],
@@ -562,21 +566,21 @@ async def _seed_growth(
             ),
             now=now,
         )
-    campaign = await referrals.create_campaign(
+    campaign = await create_campaign(
         session,
         SEEDER,
-        referrals.CampaignDraft(
+        CampaignDraft(
             name="老带新·邀请有礼",
             starts_at=now - timedelta(days=1),
             ends_at=now + timedelta(days=60),
-            registration_reward=referrals.RewardDraft(points=100),
-            first_order_reward=referrals.RewardDraft(points=500),
+            registration_reward=RewardDraft(points=100),
+            first_order_reward=RewardDraft(points=500),
             max_rewarded_per_inviter=20,
         ),
         now=now,
     )
     inviter = Principal(subject="seed", role=Role.MEMBER, customer_id=members["王芳"])
-    await referrals.create_invite(session, inviter, campaign.id, now=now)
+    await create_invite(session, inviter, campaign.id, now=now)
     for name, query in DEMO_SEGMENTS:
         await segments.create_segment(
             session, SEEDER, name=name, query=query, description=None, now=now

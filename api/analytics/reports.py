@@ -73,8 +73,8 @@ from api.auth.models import StaffUser
 from api.auth.principal import Principal
 from api.auth.scope import restrict
 from api.catalog.models import SalesChannel
+from api.customers.customer_filter import customers_query
 from api.customers.models import Customer
-from api.customers.service import customers_query
 from api.db import insert_or_get
 from api.errors import DomainError, Problem
 from api.orders.models import COUNTED_STATUSES, Order, OrderLine

@@ -7,7 +7,7 @@ are HQ's alone, like the brand's cost everywhere (``Order.costTotal``, ``Sku.cos
 null for everyone else. Bad arguments (a range that ends before it starts or spans more than
 three years, a date outside 2000-2100, a malformed id) come back as the report's ``errors``
 with a code, never as an exception. ``customerMetrics`` is what the customers domain wires
-into ``Customer.metrics``, so this module must not import ``api.customers.schema`` at module
+into ``Customer.metrics``, so this module must not import ``api.customers.graphql`` at module
 level; member levels are reached lazily.
 """
 
@@ -47,7 +47,7 @@ from api.partners import loaders as partner_loaders
 from api.partners.schema import Partner, Store
 
 if TYPE_CHECKING:
-    from api.customers.schema import MemberLevel
+    from api.customers.graphql.types import MemberLevel
 
 ANALYTICS_READ = "analytics:read"
 
@@ -263,7 +263,7 @@ class ReportGroup:
     @strawberry.field(description="LEVEL rows: the member level.")
     async def level(
         self, info: Info
-    ) -> Annotated[MemberLevel, strawberry.lazy("api.customers.schema")] | None:
+    ) -> Annotated[MemberLevel, strawberry.lazy("api.customers.graphql.types")] | None:
         pk = self._pk_of(Dimension.LEVEL)
         if pk is None:
             return None

@@ -51,11 +51,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.analytics.models import CustomerMetrics, OrderAttribution
-from api.customers.merging import MergeConflict, MergeMove, MergePlan
+from api.customers.merge_steps import MergeConflict, MergeMove, MergePlan
 from api.customers.models import Customer, CustomerStatus
 from api.db import UTCDateTime, utcnow
 from api.growth.models import Touchpoint
-from api.growth.service import attributable_touch
+from api.growth.reads import attributable_touch
 from api.orders.models import COUNTED_STATUSES, Order, OrderLine, OrderStatus
 from api.orders.reactions import OrderChange, OrdersChanged
 from api.partners.models import Store

@@ -58,15 +58,12 @@ from api.auth.principal import Role
 from api.auth.sms import SmsError, SmsSender, build_sender
 from api.auth.wechat import WeChatClient, WeChatRefused, WeChatUnavailable
 from api.cache import Cache
+from api.customers.errors import CustomerErrorCode
+from api.customers.identities import IdentityError, normalize_phone
+from api.customers.locks import resolve_customer_id
 from api.customers.models import IdentityKind
-from api.customers.service import (
-    CustomerDraft,
-    CustomerErrorCode,
-    IdentityError,
-    normalize_phone,
-    resolve_customer_id,
-    upsert_customer,
-)
+from api.customers.profile import CustomerDraft
+from api.customers.upsert import upsert_customer
 from api.db import Database
 from api.errors import DomainError
 from api.settings import Settings

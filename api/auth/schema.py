@@ -28,7 +28,7 @@ from api.partners import loaders as partner_loaders
 from api.partners.schema import Partner, Store
 
 if TYPE_CHECKING:
-    from api.customers.schema import Customer
+    from api.customers.graphql.types import Customer
 
 Role = strawberry.enum(RoleEnum)
 
@@ -76,7 +76,7 @@ class Viewer:
     )
     async def customer(
         self, info: Info
-    ) -> Annotated[Customer, strawberry.lazy("api.customers.schema")] | None:
+    ) -> Annotated[Customer, strawberry.lazy("api.customers.graphql.types")] | None:
         if self.customer_pk is None:
             return None
         # Through the customers domain's node loader: scoped like `node`, so the token's

@@ -37,8 +37,8 @@ from api.coupons.models import (
     TemplateStatus,
 )
 from api.coupons.templates import require_hq
+from api.customers.locks import lock_customer, resolve_customer_id
 from api.customers.models import Customer
-from api.customers.service import lock_customer, resolve_customer_id
 from api.db import advisory_lock, update_returning, utcnow
 from api.errors import DomainError
 from api.partners.models import Store

@@ -6,7 +6,7 @@ from sqlalchemy import delete, func, select, update
 
 from api.coupons.claims import dialect_insert
 from api.coupons.models import Coupon, CouponClaimCount, CouponTemplate
-from api.customers.merging import MergeConflict, MergeMove, MergePlan
+from api.customers.merge_steps import MergeConflict, MergeMove, MergePlan
 
 
 class CouponMergeStep:

@@ -9,7 +9,7 @@ import typer
 from api.cli_time import parse_now
 
 if TYPE_CHECKING:
-    from api.customers.levels import ReviewSummary
+    from api.customers.level_review import ReviewSummary
     from api.db import Database
 
 members_app = typer.Typer(help="Members and member levels.", no_args_is_help=True)
@@ -25,17 +25,17 @@ def review_levels(
     """Period-end level review: renew, start grace, or downgrade after grace (run daily)."""
     # Imported here: `qudao --help` should not load the database layer.
     from api.commands import load_settings, with_db
-    from api.customers import levels
+    from api.customers.level_review import ReviewSummary, review_levels
     from api.db import utcnow
 
     at = parse_now(now) or utcnow()
 
     async def work(db: Database) -> ReviewSummary:
-        total = levels.ReviewSummary()
+        total = ReviewSummary()
         while True:
             # One transaction per batch: locks stay short and a crash loses one batch at most.
             async with db.transaction() as session:
-                part = await levels.review_levels(session, at, limit=batch)
+                part = await review_levels(session, at, limit=batch)
             total.add(part)
             # Every reviewed member leaves the due set (a new period, a grace end in the
             # future, or a level with no period), so a short batch means none is left.

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import select
 
-from api.customers import service
+from api.customers.lookup import consents_of, customers_by_id, identities_of, tags_of
 from api.customers.models import (
     Customer,
     CustomerConsent,
@@ -24,25 +24,25 @@ LEVEL_HISTORY_KEYSET = (MemberLevelChange.id,)
 async def customers_by_pk(ctx: Context, keys: Sequence[int]) -> list[Customer | None]:
     """Customers by id within the caller's scope; a merged id yields the survivor."""
     async with ctx.db.read() as session:
-        found = await service.customers_by_id(session, ctx.principal, keys)
+        found = await customers_by_id(session, ctx.principal, keys)
     return [found.get(k) for k in keys]
 
 
 async def identities_by_customer(ctx: Context, keys: Sequence[int]) -> list[list[CustomerIdentity]]:
     async with ctx.db.read() as session:
-        found = await service.identities_of(session, keys)
+        found = await identities_of(session, keys)
     return [found[k] for k in keys]
 
 
 async def consents_by_customer(ctx: Context, keys: Sequence[int]) -> list[list[CustomerConsent]]:
     async with ctx.db.read() as session:
-        found = await service.consents_of(session, keys)
+        found = await consents_of(session, keys)
     return [found[k] for k in keys]
 
 
 async def tags_by_customer(ctx: Context, keys: Sequence[int]) -> list[list[str]]:
     async with ctx.db.read() as session:
-        found = await service.tags_of(session, keys)
+        found = await tags_of(session, keys)
     return [found[k] for k in keys]
 
 

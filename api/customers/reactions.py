@@ -15,7 +15,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.customers.merging import MergeStep
+from api.customers.merge_steps import MergeStep
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from api.auth import schema as auth
 from api.catalog import schema as catalog
 from api.conflicts import schema as conflicts
 from api.coupons import graphql as coupons
-from api.customers import schema as customers
+from api.customers import graphql as customers
 from api.graphql.audit import AuditTrail
 from api.graphql.context import NodeLoader
 from api.graphql.errors import log_unexpected

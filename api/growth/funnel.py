@@ -22,7 +22,7 @@ Definition (what ``funnel_statement`` computes, and what a hand-written query mu
   nobody reached it).
 
 A partner principal's funnel reads only its own partner's touches (store staff their store's),
-entry and later steps alike (``service.touch_scope``): another partner's id as a filter finds
+entry and later steps alike (``reads.touch_scope``): another partner's id as a filter finds
 nothing, exactly like an id that does not exist.
 
 One statement computes every group's counts (and, on PostgreSQL, the medians with
@@ -62,8 +62,9 @@ from sqlalchemy.orm import aliased
 from api.analytics.reports import BUSINESS_OFFSET
 from api.auth.principal import Principal
 from api.errors import DomainError, Problem
+from api.growth.errors import GrowthErrorCode
 from api.growth.models import FUNNEL_STEPS, Touchpoint, TouchpointStep
-from api.growth.service import GrowthErrorCode, touch_scope
+from api.growth.reads import touch_scope
 
 MIN_STEPS = 2
 MAX_STEPS = len(FUNNEL_STEPS)

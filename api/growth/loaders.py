@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from api.graphql.context import Context
-from api.growth import service
 from api.growth.models import Touchpoint
+from api.growth.reads import touchpoints_by_id
 
 
 async def touchpoints_by_pk(ctx: Context, keys: Sequence[int]) -> list[Touchpoint | None]:
     async with ctx.db.read() as session:
-        found = await service.touchpoints_by_id(session, ctx.principal, keys)
+        found = await touchpoints_by_id(session, ctx.principal, keys)
     return [found.get(k) for k in keys]

@@ -26,6 +26,11 @@ class TouchpointStep(enum.Enum):
 
 FUNNEL_STEPS: tuple[TouchpointStep, ...] = tuple(TouchpointStep)
 
+# Touchpoint.recorded_scope of what Qudao records itself (orders, memberJoin) and of HQ's
+# callers; a partner's is "partner:<id>", a store-bound caller's "store:<id>".
+SYSTEM_SCOPE = "system"
+HQ_SCOPE = "hq"
+
 
 class Touchpoint(Base):
     __tablename__ = "touchpoint"

@@ -1,7 +1,8 @@
 """GraphQL surface of growth: ``touchpointRecord``, ``touchpointsRecord``, ``touchpoints``,
-``conversionFunnel`` and the ``Touchpoint`` node. Thin wrappers over service.py and funnel.py.
+``conversionFunnel`` and the ``Touchpoint`` node. Thin wrappers over recording.py, reads.py and
+funnel.py.
 
-Scope (see service.py): a partner (admin or integration) records and reads its own partner's
+Scope (see reads.py): a partner (admin or integration) records and reads its own partner's
 touchpoints, store staff their store's, HQ all; members none. Recording needs growth:write,
 reading (the connection, the funnel and ``node``) analytics:read, which store staff do not
 hold. A touchpoint's customer, store and order load through the scoped loaders: one the
@@ -19,7 +20,7 @@ from typing import Annotated
 
 import strawberry
 
-from api.customers.schema import Customer, IdentityInput
+from api.customers.graphql.types import Customer, IdentityInput
 from api.db import utcnow
 from api.errors import DomainError, Problem
 from api.graphql.context import Context, Info
@@ -33,7 +34,8 @@ from api.graphql.relay import (
     page_request,
     root_connection,
 )
-from api.growth import funnel, loaders, models, service
+from api.growth import errors as growth_errors
+from api.growth import funnel, loaders, models, reads, recording
 from api.orders.schema import Order
 from api.partners import loaders as partner_loaders
 from api.partners.schema import Partner, Store
@@ -41,8 +43,11 @@ from api.partners.schema import Partner, Store
 # Reading touchpoints and funnels is analytics (recording them is growth:write).
 ANALYTICS_READ = "analytics:read"
 
-TouchpointStep = strawberry.enum(
-    models.TouchpointStep,
+# strawberry.enum registers the GraphQL enum on the Python enum class itself (and returns
+# it): fields are annotated with the class, which is a type to mypy too.
+TouchpointStep = models.TouchpointStep
+strawberry.enum(
+    TouchpointStep,
     description="The conversion steps (公域引流 → 私域转化 → 复购), in funnel order: "
     "MARKETPLACE_PURCHASE (bought on Tmall / JD / Douyin), QR_SCAN (scanned a package-insert "
     "QR code, 包裹卡), WECOM_ADDED (added a guide on WeCom), COMMUNITY_JOINED (joined a "
@@ -50,9 +55,11 @@ TouchpointStep = strawberry.enum(
     "REPURCHASE (a later one). The last three and order-borne MARKETPLACE_PURCHASE are "
     "recorded by Qudao itself.",
 )
-GrowthErrorCode = strawberry.enum(service.GrowthErrorCode)
-FunnelGroupBy = strawberry.enum(
-    funnel.FunnelGroupBy,
+GrowthErrorCode = growth_errors.GrowthErrorCode
+strawberry.enum(GrowthErrorCode)
+FunnelGroupBy = funnel.FunnelGroupBy
+strawberry.enum(
+    FunnelGroupBy,
     description="What splits a funnel's cohort: a dimension of the entry touch, or the week "
     "(from Monday) or month of its time in the business calendar (UTC+8, like the LTV and "
     "retention reports).",
@@ -71,7 +78,7 @@ class TouchpointOutcomeStatus(enum.Enum):
 
 @strawberry.type(description="One conversion step a customer took (触点).")
 class Touchpoint(Node):
-    step: TouchpointStep  # type: ignore[valid-type]
+    step: TouchpointStep
     event_id: str = strawberry.field(description="The recorder's id of the event.")
     recorded_scope: str = strawberry.field(
         description="Whose event ids: hq, partner:<id>, store:<id>, or system (Qudao's own: "
@@ -112,7 +119,7 @@ class Touchpoint(Node):
     @strawberry.field(description="Null when you may not see the customer.")
     async def customer(self, info: Info) -> Customer | None:
         found = await info.context.load_node("Customer", self.customer_pk)
-        return found  # type: ignore[return-value]
+        return found
 
     @strawberry.field
     async def store(self, info: Info) -> Store | None:
@@ -133,7 +140,7 @@ class Touchpoint(Node):
         if self.order_pk is None:
             return None
         found = await info.context.load_node("Order", self.order_pk)
-        return found  # type: ignore[return-value]
+        return found
 
 
 async def _load_touchpoints(ctx: Context, pks: Sequence[int]) -> list[Touchpoint | None]:
@@ -150,11 +157,11 @@ async def _load_touchpoints(ctx: Context, pks: Sequence[int]) -> list[Touchpoint
 
 @strawberry.type
 class GrowthError(UserError):
-    code: GrowthErrorCode  # type: ignore[valid-type]
+    code: GrowthErrorCode
 
 
 # An input id's primary key; a malformed id is a payload error on that field.
-_pk = partial(input_pk, invalid=service.GrowthErrorCode.INVALID)
+_pk = partial(input_pk, invalid=growth_errors.GrowthErrorCode.INVALID)
 
 
 @strawberry.input(description="The customer: by id, or by identities (found, else created).")
@@ -178,7 +185,7 @@ class TouchpointRecordInput:
         "payload returns the first touchpoint (created: false); another payload is "
         "EVENT_ID_REUSED."
     )
-    step: TouchpointStep  # type: ignore[valid-type]
+    step: TouchpointStep
     customer: TouchpointCustomerInput
     occurred_at: datetime = strawberry.field(
         description="With a UTC offset; not in the future, at most 5 years ago."
@@ -201,13 +208,13 @@ class TouchpointRecordInput:
     )
 
 
-def _draft(input: TouchpointRecordInput, *path: str) -> service.TouchpointDraft:
+def _draft(input: TouchpointRecordInput, *path: str) -> recording.TouchpointDraft:
     """The service's draft; DomainError (INVALID) for a malformed id, on its field."""
     ref = input.customer
-    return service.TouchpointDraft(
+    return recording.TouchpointDraft(
         event_id=input.event_id,
         step=input.step,
-        customer=service.CustomerRef(
+        customer=recording.CustomerRef(
             id=_pk(ref.id, "Customer", *path, "customer", "id") if ref.id else None,
             identities=[(i.kind, i.value) for i in ref.identities or ()],
         ),
@@ -234,7 +241,7 @@ class TouchpointRecordPayload:
 @strawberry.input
 class TouchpointsRecordInput:
     touchpoints: list[TouchpointRecordInput] = strawberry.field(
-        description=f"At most {service.MAX_BATCH}; each is recorded or refused on its own."
+        description=f"At most {recording.MAX_BATCH}; each is recorded or refused on its own."
     )
 
 
@@ -269,7 +276,7 @@ class GrowthMutation:
         try:
             draft = _draft(input)
             async with ctx.db.transaction() as session:
-                result = await service.record_touchpoint(
+                result = await recording.record_touchpoint(
                     session, ctx.principal, draft, now=utcnow()
                 )
         except DomainError as error:
@@ -289,14 +296,14 @@ class GrowthMutation:
     ) -> TouchpointsRecordPayload:
         ctx = info.context
         items = input.touchpoints
-        if len(items) > service.MAX_BATCH:
+        if len(items) > recording.MAX_BATCH:
             error = DomainError.one(
-                service.GrowthErrorCode.LIMIT_EXCEEDED,
-                f"At most {service.MAX_BATCH} touchpoints at once.",
+                growth_errors.GrowthErrorCode.LIMIT_EXCEEDED,
+                f"At most {recording.MAX_BATCH} touchpoints at once.",
                 "touchpoints",
             )
             return TouchpointsRecordPayload(errors=user_errors(GrowthError, error))
-        drafts: list[service.TouchpointDraft] = []
+        drafts: list[recording.TouchpointDraft] = []
         positions: list[int] = []  # the input index of each draft
         refused: dict[int, DomainError] = {}
         for index, item in enumerate(items):
@@ -307,7 +314,7 @@ class GrowthMutation:
                 refused[index] = error
         try:
             async with ctx.db.transaction() as session:
-                outcomes = await service.record_touchpoints(
+                outcomes = await recording.record_touchpoints(
                     session, ctx.principal, drafts, now=utcnow()
                 )
         except DomainError as error:
@@ -350,7 +357,7 @@ class GrowthMutation:
 @strawberry.input(description="Every given condition must hold.")
 class TouchpointFilter:
     customer_id: strawberry.ID | None = None
-    step: list[TouchpointStep] | None = None  # type: ignore[valid-type]
+    step: list[TouchpointStep] | None = None
     campaign_id: str | None = None
     store_id: strawberry.ID | None = None
     occurred_from: datetime | None = strawberry.field(
@@ -360,8 +367,8 @@ class TouchpointFilter:
         default=None, name="to", description="Occurred before (exclusive)."
     )
 
-    def to_service(self) -> service.TouchpointFilter:
-        return service.TouchpointFilter(
+    def to_service(self) -> reads.TouchpointFilter:
+        return reads.TouchpointFilter(
             customer_ids=[decode_id_of(self.customer_id, "Customer")] if self.customer_id else (),
             steps=self.step or (),
             campaign_ids=[self.campaign_id] if self.campaign_id else (),
@@ -373,7 +380,7 @@ class TouchpointFilter:
 
 @strawberry.type(description="One funnel step of a group.")
 class FunnelStep:
-    step: TouchpointStep  # type: ignore[valid-type]
+    step: TouchpointStep
     customers: int = strawberry.field(description="Customers of the cohort who reached it.")
     conversion_from_previous: Decimal | None = strawberry.field(
         description="customers ÷ the previous step's (4 places); null for the first step or "
@@ -465,9 +472,14 @@ def _group(group: funnel.FunnelGroup, group_by: funnel.FunnelGroupBy | None) -> 
 
 
 def _argument_errors(error: DomainError) -> list[GrowthError]:
-    # A query's errors name its arguments, not an input object.
+    # A query's errors name its arguments, not an input object. The funnel's problems are the
+    # growth domain's codes (the member of the same value).
     return [
-        GrowthError(field=list(p.field) if p.field else None, message=p.message, code=p.code)
+        GrowthError(
+            field=list(p.field) if p.field else None,
+            message=p.message,
+            code=GrowthErrorCode(p.code.value),
+        )
         for p in error.problems
     ]
 
@@ -491,9 +503,9 @@ class GrowthQuery:
     ) -> Connection[Touchpoint]:
         ctx = info.context
         request = page_request(info, first, after, last, before)
-        stmt = service.touchpoints_query(ctx.principal, filter.to_service() if filter else None)
+        stmt = reads.touchpoints_query(ctx.principal, filter.to_service() if filter else None)
         return await root_connection(
-            ctx, stmt, service.TOUCHPOINT_KEYSET, request, Touchpoint.from_row, reverse=reverse
+            ctx, stmt, reads.TOUCHPOINT_KEYSET, request, Touchpoint.from_row, reverse=reverse
         )
 
     @strawberry.field(
@@ -509,14 +521,14 @@ class GrowthQuery:
         occurred_from: Annotated[datetime, strawberry.argument(name="from")],
         occurred_to: Annotated[datetime, strawberry.argument(name="to")],
         steps: Annotated[
-            list[TouchpointStep] | None,  # type: ignore[valid-type]
+            list[TouchpointStep] | None,
             strawberry.argument(description="2 to 7 distinct steps; default all, in order."),
         ] = None,
         source_channel: str | None = None,
         partner_id: strawberry.ID | None = None,
         store_id: strawberry.ID | None = None,
         campaign_id: str | None = None,
-        group_by: FunnelGroupBy | None = None,  # type: ignore[valid-type]
+        group_by: FunnelGroupBy | None = None,
     ) -> ConversionFunnel:
         ctx = info.context
         try:

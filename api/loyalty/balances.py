@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.principal import Principal
 from api.auth.scope import restrict
+from api.customers.locks import resolve_customer_id
 from api.customers.models import Customer
-from api.customers.service import resolve_customer_id
 from api.loyalty.models import PointsAccount, PointsEntry, PointsLot
 from api.partners.models import Store
 from api.partners.service import stores_query

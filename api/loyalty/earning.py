@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.auth.principal import Principal
 from api.auth.scope import restrict
 from api.customers.models import MemberLevel
-from api.customers.service import evaluate_level
+from api.customers.qualification import evaluate_level
 from api.errors import DomainError, Problem
 from api.loyalty import rules as rules_engine
 from api.loyalty.errors import PointsErrorCode

@@ -34,8 +34,8 @@ from typing import Any
 from sqlalchemy import Select, and_, false, func, insert, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.customers.locks import lock_customer
 from api.customers.models import Customer
-from api.customers.service import lock_customer
 from api.db import insert_or_get, update_returning
 from api.errors import DomainError
 from api.loyalty.errors import PointsErrorCode

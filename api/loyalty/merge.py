@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.customers.merging import MergeConflict, MergeMove, MergePlan
+from api.customers.merge_steps import MergeConflict, MergeMove, MergePlan
 from api.loyalty.balances import balances_of
 from api.loyalty.ledger import Move, consume, lock_account_row, settle, write_entry
 from api.loyalty.models import EntryKind, PointsLot

@@ -3,7 +3,7 @@
 ``customer_points`` and ``customer_points_ledger`` are what the customers domain wires into
 ``Customer.points`` and ``Customer.pointsLedger``; both batch through DataLoaders, so a page
 of customers costs a fixed number of statements. This module must not import
-``api.customers.schema`` at module level (that one imports this).
+``api.customers.graphql`` at module level (that one imports this).
 """
 
 from __future__ import annotations

@@ -37,7 +37,8 @@ from api.auth.principal import Principal
 from api.auth.scope import restrict
 from api.cache import Cache
 from api.coupons import release as coupon_release
-from api.customers.service import lock_customer, record_spend
+from api.customers.locks import lock_customer
+from api.customers.qualification import record_spend
 from api.db import update_returning
 from api.errors import DomainError, Problem
 from api.inventory import service as inventory

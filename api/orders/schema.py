@@ -4,7 +4,7 @@ Thin wrappers over service.py and loaders.py.
 Every list under an order (lines, their SKU and product, coupons, history) and every object
 it names (customer, store, partner) loads through a DataLoader, so a page of orders costs a
 fixed number of statements whatever its size. ``customer_orders`` is what the customers domain
-wires into ``Customer.orders``. This module must not import ``api.customers.schema`` at module
+wires into ``Customer.orders``. This module must not import ``api.customers.graphql`` at module
 level (that one imports this): the customer types are lazy.
 
 Who sees what on an order, beyond the order itself (scoped like every partner-owned row):
@@ -26,7 +26,7 @@ from strawberry.tools import merge_types
 
 from api.catalog import loaders as catalog_loaders
 from api.catalog.schema import Product, SalesChannel, Sku
-from api.customers.service import CustomerDraft
+from api.customers.profile import CustomerDraft
 from api.db import utcnow
 from api.errors import DomainError
 from api.graphql.context import Context, Info
@@ -49,7 +49,7 @@ from api.partners.schema import Partner, Store
 
 if TYPE_CHECKING:
     from api.coupons.graphql.types import Coupon
-    from api.customers.schema import Customer, IdentityInput
+    from api.customers.graphql.types import Customer, IdentityInput
 
 OrderStatus = strawberry.enum(
     models.OrderStatus,
@@ -229,7 +229,7 @@ class Order(Node):
     @strawberry.field(description="Null when there is none, or you may not see the customer.")
     async def customer(
         self, info: Info
-    ) -> Annotated[Customer, strawberry.lazy("api.customers.schema")] | None:
+    ) -> Annotated[Customer, strawberry.lazy("api.customers.graphql.types")] | None:
         if self.customer_pk is None:
             return None
         found = await info.context.load_node("Customer", self.customer_pk)
@@ -402,7 +402,7 @@ class OrderLineInput:
     "identities, else created."
 )
 class OrderCustomerInput:
-    identities: list[Annotated[IdentityInput, strawberry.lazy("api.customers.schema")]]
+    identities: list[Annotated[IdentityInput, strawberry.lazy("api.customers.graphql.types")]]
     name: str | None = None
 
 

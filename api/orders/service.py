@@ -55,10 +55,14 @@ from api.coupons import codes as coupon_codes
 from api.coupons import discounts as coupon_discounts
 from api.coupons import redemption as coupon_redemption
 from api.coupons.models import CouponChannel, CouponKind
-from api.customers import service as customers
-from api.customers.merging import MergeConflict, MergeMove, MergePlan
+from api.customers.identities import normalize_identities
+from api.customers.locks import lock_customer, resolve_customer_id
+from api.customers.lookup import get_customer
+from api.customers.merge_steps import MergeConflict, MergeMove, MergePlan
 from api.customers.models import Customer
-from api.customers.service import CustomerDraft
+from api.customers.profile import CustomerDraft
+from api.customers.qualification import record_spend
+from api.customers.upsert import upsert_customer
 from api.db import advisory_lock
 from api.errors import DomainError, Problem
 from api.inventory import service as inventory
@@ -554,14 +558,14 @@ async def _order_customer(
     Identities are only checked here; ``_upsert_customer`` finds or creates their person."""
     if principal.is_member:
         assert principal.customer_id is not None  # _check_caller
-        own = await customers.resolve_customer_id(session, principal.customer_id)
+        own = await resolve_customer_id(session, principal.customer_id)
         if own is None:
             raise DomainError.one(OrderErrorCode.NOT_FOUND, "No such customer.", "customerId")
         asked = draft.customer_id
         if asked is not None and asked != principal.customer_id:
             # Any other id is refused alike, existing or not: nothing is told about it. An
             # old (merged) id of the member's names the member.
-            if await customers.resolve_customer_id(session, asked) != own:
+            if await resolve_customer_id(session, asked) != own:
                 raise DomainError.one(
                     OrderErrorCode.FORBIDDEN,
                     "Members place orders for themselves.",
@@ -570,7 +574,7 @@ async def _order_customer(
         return own
     if draft.customer_id is not None:
         try:
-            found = await customers.get_customer(session, principal, draft.customer_id)
+            found = await get_customer(session, principal, draft.customer_id)
         except DomainError:
             raise DomainError.one(
                 OrderErrorCode.NOT_FOUND, "No such customer.", "customerId"
@@ -579,7 +583,7 @@ async def _order_customer(
     if draft.customer is not None:
         # Checked now, found or created after the stock (``_upsert_customer``).
         try:
-            customers.normalize_identities(draft.customer.identities)
+            normalize_identities(draft.customer.identities)
         except DomainError as error:
             raise _translated(error, OrderErrorCode.INVALID, "customer") from None
     return None
@@ -592,7 +596,7 @@ async def _upsert_customer(
     profile = draft.customer
     assert profile is not None
     try:
-        result = await customers.upsert_customer(
+        result = await upsert_customer(
             session,
             CustomerDraft(
                 identities=profile.identities,
@@ -630,7 +634,7 @@ async def _lock_order_customer(
         customer_id = await _upsert_customer(session, principal, draft, now)
     if customer_id is None:
         return None
-    locked = await customers.lock_customer(session, customer_id)
+    locked = await lock_customer(session, customer_id)
     if locked is None:
         raise DomainError.one(OrderErrorCode.NOT_FOUND, "No such customer.", "customerId")
     if draft.customer is not None and (draft.points_to_use or draft.coupon_codes):
@@ -1278,7 +1282,7 @@ async def complete_sale(
         entry = await loyalty_earning.earn_for_purchase(
             session, order.customer_id, purchase, now, actor=actor, policy=policy
         )
-        await customers.record_spend(
+        await record_spend(
             session,
             order.customer_id,
             order.total,

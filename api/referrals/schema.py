@@ -1,5 +1,5 @@
 """GraphQL surface of referrals (裂变): campaigns, invites, accepting an invite, the referral
-tree and campaign stats. Thin wrappers over service.py.
+tree and campaign stats. Thin wrappers over the use-case modules.
 
 Who may do what:
 
@@ -23,7 +23,7 @@ import strawberry
 
 from api.coupons import loaders as coupon_loaders
 from api.coupons.graphql.types import CouponTemplate, any_scope
-from api.customers.schema import Customer
+from api.customers.graphql.types import Customer
 from api.db import utcnow
 from api.errors import DomainError, InputError
 from api.graphql.context import Context, Info
@@ -38,19 +38,22 @@ from api.graphql.relay import (
     page_request,
     root_connection,
 )
-from api.referrals import loaders, models, service
+from api.referrals import accepting, campaigns, errors, invites, loaders, models, stats, tree
 
-ReferralRewardKind = strawberry.enum(
-    models.RewardKind, name="ReferralRewardKind", description="POINTS or a COUPON."
-)
-ReferralMilestone = strawberry.enum(
-    models.ReferralMilestone,
+# strawberry.enum registers the GraphQL enum on the Python enum class itself (and returns
+# it): fields are annotated with the class, which is a type to mypy too.
+ReferralRewardKind = models.RewardKind
+strawberry.enum(ReferralRewardKind, name="ReferralRewardKind", description="POINTS or a COUPON.")
+ReferralMilestone = models.ReferralMilestone
+strawberry.enum(
+    ReferralMilestone,
     description="REGISTRATION: the invitee accepted the invite; FIRST_ORDER: the invitee's "
     "first private-domain order completed.",
 )
-ReferralErrorCode = strawberry.enum(service.ReferralErrorCode)
+ReferralErrorCode = errors.ReferralErrorCode
+strawberry.enum(ReferralErrorCode)
 
-_pk = partial(input_pk, invalid=service.ReferralErrorCode.INVALID)
+_pk = partial(input_pk, invalid=errors.ReferralErrorCode.INVALID)
 
 _CAMPAIGN_READERS = any_scope("referrals:write", "referrals:join", "analytics:read")
 _NOT_YOURS = "Referral campaigns are HQ's programme (members see them to invite)."
@@ -62,7 +65,7 @@ async def _customer(info: Info, pk: int | None) -> Customer | None:
     if pk is None:
         return None
     found = await info.context.load_node("Customer", pk)
-    return found  # type: ignore[return-value]
+    return found
 
 
 async def _campaign(info: Info, pk: int | None) -> ReferralCampaign | None:
@@ -77,7 +80,7 @@ async def _campaign(info: Info, pk: int | None) -> ReferralCampaign | None:
 
 @strawberry.type(description="What a milestone pays the inviter: points or a coupon.")
 class ReferralRewardRule:
-    kind: ReferralRewardKind  # type: ignore[valid-type]
+    kind: ReferralRewardKind
     points: int | None
     template_pk: strawberry.Private[int | None]
 
@@ -216,16 +219,16 @@ class ReferralTree:
     depth: int = strawberry.field(description="The levels shown (a member's tree: 1).")
     nodes: list[ReferralTreeNode]
     truncated: bool = strawberry.field(
-        description=f"More than {service.MAX_TREE_NODES} nodes: the deepest are left out."
+        description=f"More than {tree.MAX_TREE_NODES} nodes: the deepest are left out."
     )
     root: Customer
 
     @classmethod
-    def of(cls, tree: service.ReferralTree) -> ReferralTree:
+    def of(cls, found: tree.ReferralTree) -> ReferralTree:
         return cls(
-            depth=tree.depth,
-            truncated=tree.truncated,
-            root=Customer.from_row(tree.root),
+            depth=found.depth,
+            truncated=found.truncated,
+            root=Customer.from_row(found.root),
             nodes=[
                 ReferralTreeNode(
                     depth=n.depth,
@@ -236,7 +239,7 @@ class ReferralTree:
                     customer_pk=n.customer_id,
                     campaign_pk=n.campaign_id,
                 )
-                for n in tree.nodes
+                for n in found.nodes
             ],
         )
 
@@ -271,20 +274,20 @@ class ReferralCampaignStats:
     )
 
     @classmethod
-    def of(cls, stats: service.CampaignStats) -> ReferralCampaignStats:
+    def of(cls, numbers: stats.CampaignStats) -> ReferralCampaignStats:
         return cls(
-            invites=stats.invites,
-            registrations=stats.registrations,
-            first_orders=stats.first_orders,
-            rewards_paid=stats.rewards_paid,
-            points_paid=stats.points_paid,
-            coupons_paid=stats.coupons_paid,
-            rewards_withheld=stats.rewards_withheld,
+            invites=numbers.invites,
+            registrations=numbers.registrations,
+            first_orders=numbers.first_orders,
+            rewards_paid=numbers.rewards_paid,
+            points_paid=numbers.points_paid,
+            coupons_paid=numbers.coupons_paid,
+            rewards_withheld=numbers.rewards_withheld,
             withheld_by_reason=[
                 ReferralWithheldCount(reason=r, count=n)
-                for r, n in stats.withheld_by_reason.items()
+                for r, n in numbers.withheld_by_reason.items()
             ],
-            reward_cost=Money(amount=stats.reward_cost, currency="CNY"),
+            reward_cost=Money(amount=numbers.reward_cost, currency="CNY"),
         )
 
 
@@ -309,12 +312,17 @@ class ReferralQuery:
         before: str | None = None,
     ) -> Connection[ReferralCampaign]:
         ctx = info.context
-        if not service.may_see_campaigns(ctx.principal):
+        if not campaigns.may_see_campaigns(ctx.principal):
             raise PermissionDenied(_NOT_YOURS)
         request = page_request(info, first, after, last, before)
-        stmt = service.campaigns_query(ctx.principal, running_at=utcnow() if running else None)
+        stmt = campaigns.campaigns_query(ctx.principal, running_at=utcnow() if running else None)
         return await root_connection(
-            ctx, stmt, service.CAMPAIGN_KEYSET, request, ReferralCampaign.from_row, reverse=reverse
+            ctx,
+            stmt,
+            campaigns.CAMPAIGN_KEYSET,
+            request,
+            ReferralCampaign.from_row,
+            reverse=reverse,
         )
 
     @strawberry.field(
@@ -325,15 +333,15 @@ class ReferralQuery:
         permission_classes=[_CAMPAIGN_READERS],
     )
     async def referral_tree(
-        self, info: Info, customer_id: strawberry.ID, depth: int = service.DEFAULT_TREE_DEPTH
+        self, info: Info, customer_id: strawberry.ID, depth: int = tree.DEFAULT_TREE_DEPTH
     ) -> ReferralTree | None:
         ctx = info.context
-        if not 0 < depth <= service.MAX_TREE_DEPTH:
-            raise InputError(f"`depth` must be between 1 and {service.MAX_TREE_DEPTH}.")
+        if not 0 < depth <= tree.MAX_TREE_DEPTH:
+            raise InputError(f"`depth` must be between 1 and {tree.MAX_TREE_DEPTH}.")
         customer_pk = decode_id_of(customer_id, "Customer")
         async with ctx.db.read() as session:
-            tree = await service.referral_tree(session, ctx.principal, customer_pk, depth)
-        return ReferralTree.of(tree) if tree else None
+            found = await tree.referral_tree(session, ctx.principal, customer_pk, depth)
+        return ReferralTree.of(found) if found else None
 
     @strawberry.field(
         description="A campaign's invites, registrations, first orders and rewards (HQ).",
@@ -347,8 +355,8 @@ class ReferralQuery:
             raise PermissionDenied("Campaign stats are HQ's.")
         campaign_pk = decode_id_of(campaign_id, "ReferralCampaign")
         async with ctx.db.read() as session:
-            stats = await service.campaign_stats(session, ctx.principal, campaign_pk)
-        return ReferralCampaignStats.of(stats) if stats else None
+            numbers = await stats.campaign_stats(session, ctx.principal, campaign_pk)
+        return ReferralCampaignStats.of(numbers) if numbers else None
 
 
 # --- mutations -----------------------------------------------------------------------------
@@ -356,7 +364,7 @@ class ReferralQuery:
 
 @strawberry.type
 class ReferralError(UserError):
-    code: ReferralErrorCode  # type: ignore[valid-type]
+    code: ReferralErrorCode
 
 
 @strawberry.input(description="Exactly one of points or a coupon template.")
@@ -370,13 +378,13 @@ class ReferralRewardInput:
         "in CNY, with stock, whose claims and validity outlast the campaign's start.",
     )
 
-    def to_service(self, path: str) -> service.RewardDraft:
+    def to_service(self, path: str) -> campaigns.RewardDraft:
         template = (
             _pk(self.coupon_template_id, "CouponTemplate", path, "couponTemplateId")
             if self.coupon_template_id is not None
             else None
         )
-        return service.RewardDraft(points=self.points, template_id=template)
+        return campaigns.RewardDraft(points=self.points, template_id=template)
 
 
 @strawberry.input
@@ -429,7 +437,7 @@ def _secret(ctx: Context) -> bytes:
     request (a job) loads the settings' own."""
     request = ctx.request
     keys = request.app.state.keys if request is not None else ctx.settings.key_ring()
-    return service.referral_secret(keys)
+    return accepting.referral_secret(keys)
 
 
 @strawberry.type
@@ -443,7 +451,7 @@ class ReferralMutation:
     ) -> ReferralCampaignCreatePayload:
         ctx = info.context
         try:
-            draft = service.CampaignDraft(
+            draft = campaigns.CampaignDraft(
                 name=input.name,
                 starts_at=input.starts_at,
                 ends_at=input.ends_at,
@@ -457,7 +465,7 @@ class ReferralMutation:
                 max_registrations_per_day=input.max_registrations_per_day,
             )
             async with ctx.db.transaction() as session:
-                row = await service.create_campaign(session, ctx.principal, draft, now=utcnow())
+                row = await campaigns.create_campaign(session, ctx.principal, draft, now=utcnow())
         except DomainError as error:
             return ReferralCampaignCreatePayload(errors=user_errors(ReferralError, error))
         ctx.touched(info, "ReferralCampaign", row.id)
@@ -475,7 +483,7 @@ class ReferralMutation:
         try:
             campaign_pk = _pk(input.campaign_id, "ReferralCampaign", "campaignId")
             async with ctx.db.transaction() as session:
-                result = await service.create_invite(
+                result = await invites.create_invite(
                     session, ctx.principal, campaign_pk, now=utcnow()
                 )
         except DomainError as error:
@@ -503,7 +511,7 @@ class ReferralMutation:
         ctx = info.context
         try:
             async with ctx.db.transaction() as session:
-                row = await service.accept(
+                row = await accepting.accept(
                     session,
                     ctx.principal,
                     input.code,

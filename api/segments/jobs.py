@@ -36,8 +36,8 @@ from api.auth.principal import Principal, Role
 from api.coupons import claims as coupon_claims
 from api.coupons.errors import CouponErrorCode
 from api.coupons.models import CouponChannel, CouponOrigin
+from api.customers.locks import lock_customer
 from api.customers.models import ConsentPurpose, Customer, CustomerConsent
-from api.customers.service import lock_customer
 from api.db import Database, update_returning, utcnow
 from api.errors import DomainError
 from api.loyalty import earning as loyalty_earning

@@ -67,7 +67,7 @@ from lark import Lark, Token, Tree, UnexpectedCharacters, UnexpectedInput, Unexp
 
 from api.analytics.service import RFM_SEGMENTS
 from api.catalog.models import SalesChannel
-from api.customers.service import Gender
+from api.customers.profile import Gender
 from api.text import describe_character, forbidden_character
 
 MAX_QUERY_CHARS = 2000

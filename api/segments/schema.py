@@ -19,7 +19,7 @@ from datetime import datetime
 import strawberry
 
 from api.coupons.graphql.types import CouponTemplate, any_scope
-from api.customers.schema import Customer
+from api.customers.graphql.types import Customer
 from api.db import utcnow
 from api.errors import DomainError, InputError, Problem
 from api.graphql.context import Context, Info

@@ -33,7 +33,8 @@ from api.auth.scopes import ROLE_SCOPES
 from api.auth.sms import LogSender, SmsError
 from api.cache import Cache, InProcessCache, RedisCache
 from api.customers.models import Customer, CustomerIdentity, IdentityKind
-from api.customers.service import CustomerDraft, upsert_customer
+from api.customers.profile import CustomerDraft
+from api.customers.upsert import upsert_customer
 from api.errors import DomainError
 from api.graphql.ids import encode_id
 from api.logs import JsonFormatter

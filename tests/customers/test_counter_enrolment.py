@@ -19,8 +19,10 @@ from sqlalchemy import func, select
 from api.app import create_app
 from api.auth.principal import Principal, Role
 from api.cache import InProcessCache
-from api.customers import levels, service
+from api.customers import membership
+from api.customers.errors import CustomerErrorCode
 from api.customers.models import Customer, CustomerIdentity, IdentityKind
+from api.customers.profile import CustomerDraft
 from api.errors import DomainError
 from tests.customers.conftest import MEMBER_JOIN, add_staff, create_level, gid, join, pk
 from tests.factories import create_customer
@@ -255,12 +257,12 @@ async def test_concurrent_counter_enrolments_of_one_phone_across_partners_make_o
     ]
 
     async def enrol(i: int) -> str:
-        request = levels.JoinRequest(
-            draft=service.CustomerDraft([(IdentityKind.PHONE, "13912340200")], name=f"n{i}")
+        request = membership.JoinRequest(
+            draft=CustomerDraft([(IdentityKind.PHONE, "13912340200")], name=f"n{i}")
         )
         try:
             async with db.transaction() as session:
-                await levels.join(session, clerks[i % 3], request, wiring=CUSTOMERS)
+                await membership.join(session, clerks[i % 3], request, wiring=CUSTOMERS)
             return "joined"
         except DomainError as error:
             return error.problems[0].code.name
@@ -279,13 +281,13 @@ async def test_the_service_refuses_a_counter_draft_carrying_more_than_a_phone(db
         partner_id=pk(network["A"]["id"]),
         store_id=pk(network["SA"]["id"]),
     )
-    draft = service.CustomerDraft(
-        [(IdentityKind.PHONE, "13912340300")], unionid_hint="oHint", tags=["vip"]
-    )
+    draft = CustomerDraft([(IdentityKind.PHONE, "13912340300")], unionid_hint="oHint", tags=["vip"])
     with pytest.raises(DomainError) as refused:
         async with db.transaction() as session:
-            await levels.join(session, clerk, levels.JoinRequest(draft=draft), wiring=CUSTOMERS)
-    assert [p.code for p in refused.value.problems] == [service.CustomerErrorCode.FORBIDDEN]
+            await membership.join(
+                session, clerk, membership.JoinRequest(draft=draft), wiring=CUSTOMERS
+            )
+    assert [p.code for p in refused.value.problems] == [CustomerErrorCode.FORBIDDEN]
 
 
 async def test_master_data_writes_stay_hq_only_even_with_the_scope(gql, as_principal, network):

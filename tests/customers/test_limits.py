@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from api.auth.principal import Principal, Role
-from api.customers import service
+from api.customers.customer_filter import CustomerFilter, customers_query
+from api.customers.errors import CustomerErrorCode
 from api.errors import DomainError
 from tests.customers.conftest import gid, pk
 from tests.factories import create_customer
@@ -93,15 +94,15 @@ async def test_every_oversized_field_is_named_at_once(gql):
 
 def test_the_service_refuses_oversized_filters_for_callers_outside_graphql():
     hq = Principal(subject="user:1", role=Role.HQ_ADMIN)
-    where = service.CustomerFilter(level_ids=list(range(51)), search="x" * 101)
+    where = CustomerFilter(level_ids=list(range(51)), search="x" * 101)
     with pytest.raises(DomainError) as refused:
-        service.customers_query(hq, where)
+        customers_query(hq, where)
     assert [(p.code, p.field) for p in refused.value.problems] == [
-        (service.CustomerErrorCode.INVALID, ("filter", "levelIds")),
-        (service.CustomerErrorCode.INVALID, ("filter", "search")),
+        (CustomerErrorCode.INVALID, ("filter", "levelIds")),
+        (CustomerErrorCode.INVALID, ("filter", "search")),
     ]
     # At the cap it builds.
-    service.customers_query(hq, service.CustomerFilter(level_ids=list(range(50))))
+    customers_query(hq, CustomerFilter(level_ids=list(range(50))))
 
 
 UPSERT = """mutation($input: CustomerUpsertInput!) {

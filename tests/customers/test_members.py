@@ -12,8 +12,12 @@ from typer.testing import CliRunner
 
 from api import cli
 from api.auth.principal import Principal, Role
-from api.customers import levels, service
+from api.customers import membership
+from api.customers.level_review import review_levels
+from api.customers.levels import all_levels
 from api.customers.models import Customer, IdentityKind, MemberLevelChange
+from api.customers.profile import CustomerDraft
+from api.customers.qualification import evaluate_level, record_spend
 from api.db import utcnow
 from api.errors import DomainError
 from api.loyalty import earning as loyalty_earning
@@ -166,11 +170,11 @@ async def test_already_a_member_elsewhere_is_refused_without_saying_where(
 
 async def _member(db, phone: str, store_pk: int, now) -> int:
     async with db.transaction() as session:
-        customer = await levels.join(
+        customer = await membership.join(
             session,
             HQ,
-            levels.JoinRequest(
-                draft=service.CustomerDraft([(IdentityKind.PHONE, phone)]), store_id=store_pk
+            membership.JoinRequest(
+                draft=CustomerDraft([(IdentityKind.PHONE, phone)]), store_id=store_pk
             ),
             wiring=CUSTOMERS,
             now=now,
@@ -181,7 +185,7 @@ async def _member(db, phone: str, store_pk: int, now) -> int:
 async def _state(db, customer_id: int) -> tuple[str | None, object, object, list[str]]:
     async with db.read() as session:
         customer = await session.get(Customer, customer_id)
-        by_id = {lv.id: lv.code for lv in await levels.all_levels(session)}
+        by_id = {lv.id: lv.code for lv in await all_levels(session)}
         history = list(
             await session.scalars(
                 select(MemberLevelChange.reason)
@@ -210,14 +214,14 @@ async def test_spend_upgrades_at_once_and_period_end_grace_then_downgrade(db, pr
     t0 = utcnow()
     member = await _member(db, "13900000004", pk(programme["SA"]["id"]), t0)
     async with db.transaction() as session:
-        assert await service.record_spend(
+        assert await record_spend(
             session, member, Decimal("600"), source_type="order", source_id="o1", at=t0, now=t0
         )
-        assert await service.record_spend(
+        assert await record_spend(
             session, member, Decimal("600"), source_type="order", source_id="o2", at=t0, now=t0
         )
         # A retried order counts once.
-        assert not await service.record_spend(
+        assert not await record_spend(
             session, member, Decimal("600"), source_type="order", source_id="o2", at=t0, now=t0
         )
     level, period, grace, history = await _state(db, member)
@@ -226,18 +230,18 @@ async def test_spend_upgrades_at_once_and_period_end_grace_then_downgrade(db, pr
 
     # Nothing is due before the period ends.
     async with db.transaction() as session:
-        assert (await levels.review_levels(session, t0 + timedelta(days=364))).reviewed == 0
+        assert (await review_levels(session, t0 + timedelta(days=364))).reviewed == 0
     # The spend has left the window at period end: grace until period end + 30 days.
     async with db.transaction() as session:
-        summary = await levels.review_levels(session, t0 + timedelta(days=366))
+        summary = await review_levels(session, t0 + timedelta(days=366))
     assert (summary.reviewed, summary.entered_grace) == (1, 1)
     level, period, grace, _ = await _state(db, member)
     assert (level, grace) == ("gold", t0 + timedelta(days=395))
     async with db.transaction() as session:
-        assert (await levels.review_levels(session, t0 + timedelta(days=390))).reviewed == 0
+        assert (await review_levels(session, t0 + timedelta(days=390))).reviewed == 0
     # Still not qualifying when grace ends: down to the best level they qualify for.
     async with db.transaction() as session:
-        summary = await levels.review_levels(session, t0 + timedelta(days=396))
+        summary = await review_levels(session, t0 + timedelta(days=396))
     assert (summary.reviewed, summary.downgraded) == (1, 1)
     level, period, grace, history = await _state(db, member)
     assert (level, period, grace) == ("silver", None, None)
@@ -248,14 +252,14 @@ async def test_qualifying_again_in_grace_keeps_the_level_for_a_new_period(db, pr
     t0 = utcnow()
     member = await _member(db, "13900000005", pk(programme["SA"]["id"]), t0)
     async with db.transaction() as session:
-        await service.record_spend(
+        await record_spend(
             session, member, Decimal("1000"), source_type="order", source_id="a", at=t0, now=t0
         )
-        await levels.review_levels(session, t0 + timedelta(days=366))
+        await review_levels(session, t0 + timedelta(days=366))
     assert (await _state(db, member))[2] is not None  # in grace
     t1 = t0 + timedelta(days=370)
     async with db.transaction() as session:
-        await service.record_spend(
+        await record_spend(
             session, member, Decimal("1000"), source_type="order", source_id="b", at=t1, now=t1
         )
     level, period, grace, history = await _state(db, member)
@@ -265,10 +269,10 @@ async def test_qualifying_again_in_grace_keeps_the_level_for_a_new_period(db, pr
     # reviewed again until the next period ends.
     async with db.transaction() as session:
         t2 = t1 + timedelta(days=100)
-        await service.record_spend(
+        await record_spend(
             session, member, Decimal("1000"), source_type="order", source_id="c", at=t2, now=t2
         )
-        summary = await levels.review_levels(session, t1 + timedelta(days=365))
+        summary = await review_levels(session, t1 + timedelta(days=365))
     assert (summary.reviewed, summary.renewed) == (1, 1)
     assert (await _state(db, member))[1] == t1 + timedelta(days=730)
 
@@ -293,20 +297,20 @@ async def test_a_manual_level_is_a_floor(gql, db, programme):
     }
     # Spend reaching platinum upgrades past the floor...
     async with db.transaction() as session:
-        await service.record_spend(
+        await record_spend(
             session, member, Decimal("5000"), source_type="order", source_id="big", at=t0, now=t0
         )
     assert (await _state(db, member))[0] == "platinum"
     # ...and when it lapses, the member drops to the floor, not below.
     async with db.transaction() as session:
-        await levels.review_levels(session, t0 + timedelta(days=366))
-        await levels.review_levels(session, t0 + timedelta(days=400))
+        await review_levels(session, t0 + timedelta(days=366))
+        await review_levels(session, t0 + timedelta(days=400))
     level, _, grace, history = await _state(db, member)
     assert (level, grace) == ("gold", None)
     assert history == ["join", "manual", "upgrade", "downgrade"]
     # At gold's period end, the floor holds: renewed rather than graced.
     async with db.transaction() as session:
-        summary = await levels.review_levels(session, t0 + timedelta(days=400 + 366))
+        summary = await review_levels(session, t0 + timedelta(days=400 + 366))
     assert (summary.renewed, summary.entered_grace) == (1, 0)
 
     cleared = (await gql(set_level, {"c": gid("Customer", member), "l": None}))["memberLevelSet"]
@@ -337,7 +341,7 @@ async def test_points_levels_count_points_earned_in_the_window(gql, db, network)
             now=t0,
             policy=POINTS_POLICY,
         )
-        await levels.evaluate_level(session, member, t0)
+        await evaluate_level(session, member, t0)
     assert (await _state(db, member))[0] == "fan"
     async with db.transaction() as session:
         await loyalty_earning.earn(
@@ -352,7 +356,7 @@ async def test_points_levels_count_points_earned_in_the_window(gql, db, network)
             pending=True,  # pending points count as earned
             policy=POINTS_POLICY,
         )
-        await levels.evaluate_level(session, member, t0)
+        await evaluate_level(session, member, t0)
     assert (await _state(db, member))[0] == "star"
 
 
@@ -452,7 +456,7 @@ async def lapsed_member(db, programme):
     t0 = utcnow() - timedelta(days=366)
     member = await _member(db, "13900000009", pk(programme["SA"]["id"]), t0)
     async with db.transaction() as session:
-        await service.record_spend(
+        await record_spend(
             session, member, Decimal("2000"), source_type="order", source_id="old", at=t0, now=t0
         )
     return member
@@ -478,13 +482,13 @@ async def test_concurrent_enrolments_of_one_walk_in_make_one_member(db, network)
     stores = [pk(network[s]["id"]) for s in ("SA", "SA2", "SB")]
 
     async def enrol(i: int) -> str:
-        request = levels.JoinRequest(
-            draft=service.CustomerDraft([(IdentityKind.PHONE, "13900000010")]),
+        request = membership.JoinRequest(
+            draft=CustomerDraft([(IdentityKind.PHONE, "13900000010")]),
             store_id=stores[i % 3],
         )
         try:
             async with db.transaction() as session:
-                await levels.join(session, HQ, request, wiring=CUSTOMERS)
+                await membership.join(session, HQ, request, wiring=CUSTOMERS)
             return "joined"
         except DomainError as error:
             return error.problems[0].code.name

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, insert, select, update
 
-from api.auth.principal import Role
+from api.auth.principal import Principal, Role
 from api.coupons.models import (
     Coupon,
     CouponChannel,
@@ -18,9 +18,11 @@ from api.coupons.models import (
     CouponStatus,
     CouponTemplate,
 )
-from api.customers import service
 from api.customers.merge import merge_customers
 from api.customers.models import Customer, CustomerIdentity, CustomerStatus, IdentityKind
+from api.customers.profile import CustomerDraft
+from api.customers.qualification import record_spend
+from api.customers.upsert import upsert_customer
 from api.errors import DomainError
 from api.loyalty import earning as loyalty_earning
 from tests.customers.conftest import create_level, gid, join, pk
@@ -299,27 +301,27 @@ async def test_merges_are_audited_with_what_moved(gql, as_principal, duplicates)
 async def test_a_merge_racing_upserts_loses_no_identity(db):
     async with db.transaction() as session:
         target = (
-            await service.upsert_customer(
-                session, service.CustomerDraft([(IdentityKind.PHONE, "13700003333")]), actor=None
+            await upsert_customer(
+                session, CustomerDraft([(IdentityKind.PHONE, "13700003333")]), actor=None
             )
         ).customer.id
         source = (
-            await service.upsert_customer(
-                session, service.CustomerDraft([(IdentityKind.PHONE, "13700004444")]), actor=None
+            await upsert_customer(
+                session, CustomerDraft([(IdentityKind.PHONE, "13700004444")]), actor=None
             )
         ).customer.id
-    hq = service.Principal(subject="user:1", role=Role.HQ_ADMIN)
+    hq = Principal(subject="user:1", role=Role.HQ_ADMIN)
 
     async def do_merge():
         async with db.transaction() as session:
             await merge_customers(session, hq, target, [source], dry_run=False, wiring=CUSTOMERS)
 
     async def attach(i: int) -> int:
-        draft = service.CustomerDraft(
+        draft = CustomerDraft(
             [(IdentityKind.PHONE, "13700004444"), (IdentityKind.WECHAT_OPENID, f"wxapp:o{i}")]
         )
         async with db.transaction() as session:
-            return (await service.upsert_customer(session, draft, actor=None)).customer.id
+            return (await upsert_customer(session, draft, actor=None)).customer.id
 
     outcomes = await asyncio.gather(
         *(attach(i) for i in range(10)), do_merge(), *(attach(i) for i in range(10, 20))
@@ -344,15 +346,15 @@ async def test_a_merged_customer_cannot_be_merged_again_concurrently(db):
     async with db.transaction() as session:
         ids = [
             (
-                await service.upsert_customer(
+                await upsert_customer(
                     session,
-                    service.CustomerDraft([(IdentityKind.PHONE, f"1370000555{i}")]),
+                    CustomerDraft([(IdentityKind.PHONE, f"1370000555{i}")]),
                     actor=None,
                 )
             ).customer.id
             for i in range(3)
         ]
-    hq = service.Principal(subject="user:1", role=Role.HQ_ADMIN)
+    hq = Principal(subject="user:1", role=Role.HQ_ADMIN)
 
     async def attempt(target: int, source: int):
         try:
@@ -375,17 +377,17 @@ async def test_spend_recorded_during_a_merge_lands_on_the_survivor(db):
     async with db.transaction() as session:
         target, source = [
             (
-                await service.upsert_customer(
-                    session, service.CustomerDraft([(IdentityKind.PHONE, phone)]), actor=None
+                await upsert_customer(
+                    session, CustomerDraft([(IdentityKind.PHONE, phone)]), actor=None
                 )
             ).customer.id
             for phone in ("13700006661", "13700006662")
         ]
-    hq = service.Principal(subject="user:1", role=Role.HQ_ADMIN)
+    hq = Principal(subject="user:1", role=Role.HQ_ADMIN)
 
     async def spend(i: int) -> None:
         async with db.transaction() as session:
-            await service.record_spend(
+            await record_spend(
                 session,
                 source,
                 Decimal(10),

@@ -9,8 +9,11 @@ import pytest
 from sqlalchemy import func, select
 
 from api.auth.principal import Role
-from api.customers import service
+from api.customers.errors import CustomerErrorCode
+from api.customers.identities import IdentityError, normalize_identity
 from api.customers.models import Customer, CustomerIdentity, IdentityKind
+from api.customers.profile import CustomerDraft
+from api.customers.upsert import upsert_customer
 from api.errors import DomainError
 from tests.factories import create_customer
 
@@ -50,7 +53,7 @@ async def upsert(gql, **payload):
     ],
 )
 def test_identities_are_normalized(kind, raw, stored):
-    assert service.normalize_identity(kind, raw) == stored
+    assert normalize_identity(kind, raw) == stored
 
 
 @pytest.mark.parametrize(
@@ -72,8 +75,8 @@ def test_identities_are_normalized(kind, raw, stored):
     ],
 )
 def test_bad_identities_are_refused(kind, raw):
-    with pytest.raises(service.IdentityError):
-        service.normalize_identity(kind, raw)
+    with pytest.raises(IdentityError):
+        normalize_identity(kind, raw)
 
 
 async def test_upsert_creates_then_finds_by_any_identity_and_attaches_new_ones(gql):
@@ -300,13 +303,13 @@ async def test_only_hq_staff_upsert(as_principal):
 
 async def _upsert_in_own_transaction(db, draft):
     async with db.transaction() as session:
-        result = await service.upsert_customer(session, draft, actor="test")
+        result = await upsert_customer(session, draft, actor="test")
         return result.customer.id, result.created
 
 
 async def test_thirty_concurrent_upserts_of_one_new_phone_create_one_customer(db):
     drafts = [
-        service.CustomerDraft(
+        CustomerDraft(
             identities=[
                 (IdentityKind.PHONE, "+86 13700001111" if i % 2 else "13700001111"),
                 (IdentityKind.WECHAT_OPENID, f"wxapp:o{i}"),
@@ -326,15 +329,15 @@ async def test_thirty_concurrent_upserts_of_one_new_phone_create_one_customer(db
 
 async def test_concurrent_upserts_that_cross_two_customers_conflict_instead_of_mixing(db):
     async with db.transaction() as session:
-        await service.upsert_customer(
-            session, service.CustomerDraft([(IdentityKind.PHONE, "13700002222")]), actor=None
+        await upsert_customer(
+            session, CustomerDraft([(IdentityKind.PHONE, "13700002222")]), actor=None
         )
-        await service.upsert_customer(
-            session, service.CustomerDraft([(IdentityKind.EMAIL, "a@example.com")]), actor=None
+        await upsert_customer(
+            session, CustomerDraft([(IdentityKind.EMAIL, "a@example.com")]), actor=None
         )
 
     async def attempt(i: int):
-        draft = service.CustomerDraft(
+        draft = CustomerDraft(
             [(IdentityKind.PHONE, "13700002222"), (IdentityKind.EMAIL, "a@example.com")]
             if i % 2
             else [(IdentityKind.PHONE, "13700002222"), (IdentityKind.WECHAT_UNIONID, "u1")]
@@ -345,7 +348,7 @@ async def test_concurrent_upserts_that_cross_two_customers_conflict_instead_of_m
             return error.problems[0].code
 
     outcomes = await asyncio.gather(*(attempt(i) for i in range(10)))
-    assert outcomes.count(service.CustomerErrorCode.IDENTITY_CONFLICT) == 5
+    assert outcomes.count(CustomerErrorCode.IDENTITY_CONFLICT) == 5
     assert {o for o in outcomes if isinstance(o, tuple)} == {(1, False)}
 
 

@@ -19,8 +19,15 @@ from api.auth.models import StaffUser
 from api.auth.principal import Role
 from api.customers.models import IdentityKind
 from api.db import Database
-from api.growth import service
 from api.growth.models import Touchpoint, TouchpointStep
+from api.growth.recording import (
+    CustomerRef,
+    RecordOutcome,
+    RecordResult,
+    TouchpointDraft,
+    record_touchpoint,
+    record_touchpoints,
+)
 from tests.orders.conftest import NOW, shop
 
 HOUR = timedelta(hours=1)
@@ -62,31 +69,31 @@ async def guides(db: Database, shop: Any) -> Guides:
     return Guides(*ids)
 
 
-def draft(**overrides: Any) -> service.TouchpointDraft:
+def draft(**overrides: Any) -> TouchpointDraft:
     """A QR scan (campaign card-1, via tmall) an hour ago by the person with PHONE."""
     values: dict[str, Any] = {
         "event_id": "e1",
         "step": TouchpointStep.QR_SCAN,
-        "customer": service.CustomerRef(identities=[(IdentityKind.PHONE, PHONE)]),
+        "customer": CustomerRef(identities=[(IdentityKind.PHONE, PHONE)]),
         "occurred_at": NOW - HOUR,
         "source_channel": "tmall",
         "campaign_id": "card-1",
     }
     values.update(overrides)
-    return service.TouchpointDraft(**values)
+    return TouchpointDraft(**values)
 
 
-async def record(db: Database, principal: Any, **overrides: Any) -> service.RecordResult:
+async def record(db: Database, principal: Any, **overrides: Any) -> RecordResult:
     """Record ``draft(**overrides)`` as ``principal`` in its own transaction."""
     async with db.transaction() as session:
-        return await service.record_touchpoint(session, principal, draft(**overrides), now=NOW)
+        return await record_touchpoint(session, principal, draft(**overrides), now=NOW)
 
 
 async def record_many(
-    db: Database, principal: Any, drafts: list[service.TouchpointDraft]
-) -> list[service.RecordOutcome]:
+    db: Database, principal: Any, drafts: list[TouchpointDraft]
+) -> list[RecordOutcome]:
     async with db.transaction() as session:
-        return await service.record_touchpoints(session, principal, drafts, now=NOW)
+        return await record_touchpoints(session, principal, drafts, now=NOW)
 
 
 async def all_touches(db: Database) -> list[Touchpoint]:

@@ -1,4 +1,4 @@
-"""Which touches may decide attribution (``service.attributable_touch``): any partner may
+"""Which touches may decide attribution (``attributable_touch``): any partner may
 record a touch of anyone it can name by phone, so under last_touch attribution partner B's
 scan of partner A's member would otherwise take A's revenue.
 
@@ -10,8 +10,9 @@ from sqlalchemy import select
 
 from api.catalog.models import SalesChannel
 from api.customers.models import Customer, IdentityKind
-from api.growth import service
 from api.growth.models import Touchpoint
+from api.growth.reads import attributable_touch
+from api.growth.recording import CustomerRef
 from api.orders.models import Fulfillment, Order
 from tests.growth.conftest import HOUR, record
 from tests.orders.conftest import HQ, NOW, partner_admin, place, store_staff
@@ -19,14 +20,14 @@ from tests.orders.conftest import HQ, NOW, partner_admin, place, store_staff
 ANN_PHONE = "13812341234"
 
 
-def ann() -> service.CustomerRef:
-    return service.CustomerRef(identities=[(IdentityKind.PHONE, ANN_PHONE)])
+def ann() -> CustomerRef:
+    return CustomerRef(identities=[(IdentityKind.PHONE, ANN_PHONE)])
 
 
 async def attributable(db) -> dict[str, bool]:
     """Every touchpoint's event id → whether it may attribute."""
     async with db.read() as session:
-        rows = await session.execute(select(Touchpoint.event_id, service.attributable_touch()))
+        rows = await session.execute(select(Touchpoint.event_id, attributable_touch()))
     return dict(rows.all())
 
 
@@ -39,7 +40,7 @@ async def test_only_the_recruiting_partner_hq_and_qudao_touches_attribute(db, sh
         db,
         partner_admin(shop.partner_b),
         event_id="b-on-bob",
-        customer=service.CustomerRef(id=shop.bob),
+        customer=CustomerRef(id=shop.bob),
     )
     # An HQ-run store's staff: HQ's own customers, not a partner's.
     hq_store = store_staff(None, shop.hq)
@@ -107,7 +108,7 @@ async def test_partner_b_cannot_take_over_the_last_touch_of_as_member(db, shop):
     async with db.read() as session:
         row = (
             await session.execute(
-                select(latest(), latest(service.attributable_touch()))
+                select(latest(), latest(attributable_touch()))
                 .select_from(Order)
                 .join(Customer, Customer.id == Order.customer_id)
                 .where(Order.id == order.id)

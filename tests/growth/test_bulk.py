@@ -9,14 +9,14 @@ from sqlalchemy import func, select
 
 from api.customers.models import Customer, IdentityKind
 from api.errors import DomainError
-from api.growth import service
 from api.growth.models import TouchpointStep
+from api.growth.recording import MAX_BATCH, CustomerRef, RecordOutcome, TouchpointDraft
 from tests.growth.conftest import HOUR, all_touches, draft, record, record_many
 from tests.growth.test_record import ANN_PHONE, by_phone, partner
 from tests.orders.conftest import HQ, NOW, caller, gid, partner_admin, token_of
 
 
-def outcome(result: service.RecordOutcome) -> tuple:
+def outcome(result: RecordOutcome) -> tuple:
     if result.problems:
         return tuple((p.code.name, p.field) for p in result.problems)
     assert result.touchpoint is not None
@@ -35,8 +35,8 @@ async def test_each_item_is_recorded_found_or_refused_on_its_own(db, shop):
             draft(event_id="before"),  # a retry of an earlier request
             draft(event_id="new"),  # the same event twice in the batch
             draft(event_id="new", campaign_id="card-2"),  # ... or not the same
-            draft(event_id="bob", customer=service.CustomerRef(id=shop.bob)),
-            draft(event_id="ann", customer=service.CustomerRef(id=shop.ann), store_id=shop.a1),
+            draft(event_id="bob", customer=CustomerRef(id=shop.bob)),
+            draft(event_id="ann", customer=CustomerRef(id=shop.ann), store_id=shop.a1),
         ],
     )
     assert [outcome(r) for r in results] == [
@@ -64,7 +64,7 @@ async def test_an_event_on_file_sent_twice_with_another_payload_is_refused_twice
 
 
 async def test_a_batch_over_the_limit_records_nothing(db, shop):
-    drafts = [draft(event_id=f"e{i}") for i in range(service.MAX_BATCH + 1)]
+    drafts = [draft(event_id=f"e{i}") for i in range(MAX_BATCH + 1)]
     try:
         await record_many(db, HQ, drafts)
     except DomainError as error:
@@ -80,12 +80,12 @@ async def test_an_empty_batch_records_nothing(db, shop):
     assert await record_many(db, HQ, []) == []
 
 
-def known(count: int, shop, guides, offset: int = 0) -> list[service.TouchpointDraft]:
+def known(count: int, shop, guides, offset: int = 0) -> list[TouchpointDraft]:
     """Touches of customers on file: ann by phone and by id, at store a1 with its guide."""
     return [
         draft(
             event_id=f"k{offset + i}",
-            customer=by_phone(ANN_PHONE) if i % 2 else service.CustomerRef(id=shop.ann),
+            customer=by_phone(ANN_PHONE) if i % 2 else CustomerRef(id=shop.ann),
             store_id=shop.a1,
             guide_id=guides.a1,
             occurred_at=NOW - i * HOUR,
@@ -111,7 +111,7 @@ async def test_a_batch_of_known_customers_costs_six_statements_whatever_its_size
 async def test_only_new_customers_cost_statements_of_their_own(db, shop, guides, count_queries):
     """Two new persons among 10 or among 60 known ones: the same statements."""
 
-    def batch(known_count: int, offset: int) -> list[service.TouchpointDraft]:
+    def batch(known_count: int, offset: int) -> list[TouchpointDraft]:
         new = [
             draft(event_id=f"n{offset + i}", customer=by_phone(f"1390000{offset + i:04d}"))
             for i in range(2)
@@ -177,7 +177,7 @@ async def test_touchpoints_record_over_graphql(app, shop, issue_token):
 
 
 async def test_touchpoints_record_refuses_a_batch_over_the_limit(gql, shop):
-    items = [item(f"w{i}") for i in range(service.MAX_BATCH + 1)]
+    items = [item(f"w{i}") for i in range(MAX_BATCH + 1)]
     payload = (await gql(BULK, {"input": {"touchpoints": items}}))["touchpointsRecord"]
     assert payload["results"] == []
     assert [(e["code"], e["field"]) for e in payload["errors"]] == [
@@ -186,6 +186,6 @@ async def test_touchpoints_record_refuses_a_batch_over_the_limit(gql, shop):
 
 
 async def test_identities_in_a_batch_are_normalized_before_they_are_looked_up(db, shop):
-    spaced = service.CustomerRef(identities=[(IdentityKind.PHONE, "+86 138-1234-1234")])
+    spaced = CustomerRef(identities=[(IdentityKind.PHONE, "+86 138-1234-1234")])
     (result,) = await record_many(db, HQ, [draft(customer=spaced)])
     assert result.touchpoint.customer_id == shop.ann

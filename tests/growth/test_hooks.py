@@ -10,11 +10,11 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from api.catalog.models import SalesChannel
-from api.customers.levels import JoinRequest, join
+from api.customers.membership import JoinRequest, join
 from api.customers.merge import merge_customers
 from api.growth.funnel import FunnelQuery, conversion_funnel
 from api.growth.models import Touchpoint, TouchpointStep
-from api.growth.service import record_order_touchpoints
+from api.growth.system_touches import record_order_touchpoints
 from api.orders import lifecycle
 from api.orders.models import Fulfillment, Order, OrderStatus
 from api.orders.reactions import OrderChange, OrdersChanged

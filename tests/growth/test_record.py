@@ -11,8 +11,8 @@ from sqlalchemy import select
 from api.auth.principal import Principal, Role
 from api.customers.models import Customer, CustomerIdentity, IdentityKind
 from api.errors import DomainError
-from api.growth import service
 from api.growth.models import TouchpointStep
+from api.growth.recording import CustomerRef
 from tests.growth.conftest import HOUR, PHONE, all_touches, record
 from tests.orders.conftest import (
     HQ,
@@ -38,8 +38,8 @@ def partner(partner_id: int) -> Principal:
     )
 
 
-def by_phone(phone: str) -> service.CustomerRef:
-    return service.CustomerRef(identities=[(IdentityKind.PHONE, phone)])
+def by_phone(phone: str) -> CustomerRef:
+    return CustomerRef(identities=[(IdentityKind.PHONE, phone)])
 
 
 async def identities_of(db, customer_id: int) -> set[tuple[IdentityKind, str]]:
@@ -87,7 +87,7 @@ async def test_identities_nobody_holds_make_a_new_customer(db, shop):
 
 
 async def test_a_customer_is_named_by_id(db, shop):
-    result = await record(db, HQ, customer=service.CustomerRef(id=shop.bob))
+    result = await record(db, HQ, customer=CustomerRef(id=shop.bob))
     assert result.touchpoint.customer_id == shop.bob
 
 
@@ -227,7 +227,7 @@ async def test_another_partners_things_answer_like_missing_ones(db, shop, guides
     def overrides(fields: dict) -> dict:
         values = {k: named.get(v, v) for k, v in fields.items()}
         if "customer" in values:
-            values["customer"] = service.CustomerRef(id=values["customer"])
+            values["customer"] = CustomerRef(id=values["customer"])
         return values
 
     a = partner(shop.partner_a)
@@ -247,7 +247,7 @@ async def test_only_hq_records_the_steps_qudao_records_itself(db, shop, step):
 
 
 async def test_a_partner_names_its_own_members_by_id(db, shop):
-    result = await record(db, partner(shop.partner_a), customer=service.CustomerRef(id=shop.ann))
+    result = await record(db, partner(shop.partner_a), customer=CustomerRef(id=shop.ann))
     assert result.touchpoint.customer_id == shop.ann
 
 
@@ -255,7 +255,7 @@ async def test_a_partner_never_attaches_an_identity_to_a_customer_on_file(db, sh
     """ann's phone with a WeCom id nobody holds: the touch is ann's, and the WeCom id stays
     unattached (else a partner could add its own login to anyone's account). HQ attaches."""
     wecom = (IdentityKind.WECOM_EXTERNAL_USERID, "wm_new_1")
-    both = service.CustomerRef(identities=[(IdentityKind.PHONE, ANN_PHONE), wecom])
+    both = CustomerRef(identities=[(IdentityKind.PHONE, ANN_PHONE), wecom])
     result = await record(db, partner(shop.partner_a), customer=both)
     assert result.touchpoint.customer_id == shop.ann
     assert wecom not in await identities_of(db, shop.ann)
@@ -272,7 +272,7 @@ async def test_identities_of_two_customers_are_refused(db, shop):
                 customer_id=shop.bob, kind=IdentityKind.WECOM_EXTERNAL_USERID, value="wm_bob"
             )
         )
-    two = service.CustomerRef(
+    two = CustomerRef(
         identities=[(IdentityKind.PHONE, ANN_PHONE), (IdentityKind.WECOM_EXTERNAL_USERID, "wm_bob")]
     )
     for principal in (HQ, partner(shop.partner_a)):
@@ -317,16 +317,16 @@ async def test_members_and_unscoped_callers_record_nothing(db, shop):
         ({"campaign_id": None}, ("REQUIRED", ("campaignId",))),
         ({"campaign_id": "c" * 65}, ("INVALID", ("campaignId",))),
         ({"campaign_id": "a\nb"}, ("INVALID", ("campaignId",))),
-        ({"customer": service.CustomerRef()}, ("REQUIRED", ("customer",))),
+        ({"customer": CustomerRef()}, ("REQUIRED", ("customer",))),
         (
-            {"customer": service.CustomerRef(id=1, identities=[(IdentityKind.PHONE, PHONE)])},
+            {"customer": CustomerRef(id=1, identities=[(IdentityKind.PHONE, PHONE)])},
             ("REQUIRED", ("customer",)),
         ),
         (
             {"customer": by_phone("12345")},
             ("INVALID", ("customer", "identities", "0", "value")),
         ),
-        ({"customer": service.CustomerRef(id=99_999)}, ("NOT_FOUND", ("customer", "id"))),
+        ({"customer": CustomerRef(id=99_999)}, ("NOT_FOUND", ("customer", "id"))),
         ({"store_id": 99_999}, ("NOT_FOUND", ("storeId",))),
     ],
 )

@@ -13,9 +13,9 @@ import pytest
 
 from api.auth.principal import Principal, Role
 from api.auth.scopes import ROLE_SCOPES
-from api.customers.levels import qualification
 from api.customers.merge import merge_customers
 from api.customers.models import LevelMetric, MemberLevel
+from api.customers.qualification import qualification
 from api.db import Database
 from api.errors import DomainError
 from api.loyalty import ledger as loyalty_ledger

@@ -32,8 +32,8 @@ from sqlalchemy import select
 
 from api.auth.principal import Principal, Role
 from api.auth.scopes import ROLE_SCOPES
+from api.customers.locks import resolve_customer_id
 from api.customers.merge import merge_customers
-from api.customers.service import resolve_customer_id
 from api.db import Database
 from api.errors import DomainError
 from api.loyalty import jobs as loyalty_jobs

@@ -453,7 +453,7 @@ async def test_the_check_finds_caches_that_disagree_with_the_ledger_or_the_lots(
 
 
 async def test_a_merge_moves_points_lots_and_debt_with_transfers_on_both_sides(db, points):
-    from api.customers.merging import MergePlan
+    from api.customers.merge_steps import MergePlan
 
     target, rich, owing = await new_customers(db, 3)
     await points.earn(target, 10, "t-1")

@@ -21,7 +21,6 @@ from sqlalchemy import func, select
 from api.analytics.service import metrics_differences
 from api.catalog.models import SalesChannel, Sku
 from api.conflicts.models import ChannelViolation, ViolationKind
-from api.customers import service as customers
 from api.customers.models import (
     Customer,
     CustomerIdentity,
@@ -29,6 +28,8 @@ from api.customers.models import (
     IdentityKind,
     QualifyingSpend,
 )
+from api.customers.profile import CustomerDraft
+from api.customers.upsert import upsert_customer
 from api.db import Database
 from api.loyalty.models import PointsEntry
 from api.orders import importer
@@ -404,9 +405,9 @@ async def test_a_buyer_whose_phone_a_customer_holds_is_matched_to_that_customer(
 
 async def test_a_customer_found_by_buyer_id_keeps_their_profile(db, shop):
     async with db.transaction() as session:
-        known = await customers.upsert_customer(
+        known = await upsert_customer(
             session,
-            customers.CustomerDraft(
+            CustomerDraft(
                 identities=[(IdentityKind.MARKETPLACE_BUYER, "Tmall:tb_known")],
                 contact_phone="13700000000",
                 first_channel="mini_program",
@@ -788,9 +789,9 @@ async def test_an_import_and_upserts_of_the_same_buyers_make_one_customer_each(d
 
     async def upsert(buyer: str) -> int:
         async with db.transaction() as session:
-            result = await customers.upsert_customer(
+            result = await upsert_customer(
                 session,
-                customers.CustomerDraft(
+                CustomerDraft(
                     identities=[(IdentityKind.MARKETPLACE_BUYER, f"tmall:{buyer}")],
                     first_channel="tmall",
                 ),
@@ -820,11 +821,9 @@ async def test_concurrent_imports_filling_the_same_customers_blanks_do_not_deadl
     buyers = [f"tb_{i}" for i in range(8)]
     async with db.transaction() as session:
         for buyer in buyers:
-            await customers.upsert_customer(
+            await upsert_customer(
                 session,
-                customers.CustomerDraft(
-                    identities=[(IdentityKind.MARKETPLACE_BUYER, f"tmall:{buyer}")]
-                ),
+                CustomerDraft(identities=[(IdentityKind.MARKETPLACE_BUYER, f"tmall:{buyer}")]),
                 actor="test",
                 now=NOW,
             )

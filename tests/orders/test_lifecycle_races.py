@@ -90,7 +90,7 @@ def held_point(
     """Hold the merge right after it locked the customers, or the lifecycle at
     ``lifecycle_step`` (a stock move: after its customer and order locks)."""
     if merge_first:
-        return hold(monkeypatch, merge, "_apply")
+        return hold(monkeypatch, merge, "move_customer_data")
     return hold(monkeypatch, lifecycle.inventory, lifecycle_step)
 
 

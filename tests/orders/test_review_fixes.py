@@ -13,7 +13,7 @@ from api.catalog.models import SalesChannel
 from api.conflicts.models import ChannelViolation, ViolationKind
 from api.coupons.models import CouponKind, Stacking
 from api.customers.models import IdentityKind
-from api.customers.service import CustomerDraft
+from api.customers.profile import CustomerDraft
 from api.errors import DomainError, Problem
 from api.loyalty import earning as loyalty_earning
 from api.loyalty import errors as loyalty_errors

@@ -18,7 +18,9 @@ from sqlalchemy import select
 
 from api.customers.models import Customer, CustomerIdentity, IdentityKind
 from api.db import Database
-from api.referrals import service
+from api.referrals import accepting
+from api.referrals.campaigns import CampaignDraft, RewardDraft, create_campaign
+from api.referrals.invites import create_invite
 from api.referrals.models import InviteCode, Referral, ReferralCampaign, ReferralReward
 from tests.orders.conftest import DAY, HQ, NOW, Policy, member, shop
 
@@ -41,16 +43,14 @@ async def make_campaign(
         "name": "老带新",
         "starts_at": STARTS,
         "ends_at": ENDS,
-        "registration_reward": service.RewardDraft(points=200),
-        "first_order_reward": service.RewardDraft(template_id=template_id)
+        "registration_reward": RewardDraft(points=200),
+        "first_order_reward": RewardDraft(template_id=template_id)
         if template_id is not None
-        else service.RewardDraft(points=500),
+        else RewardDraft(points=500),
     }
     values.update(overrides)
     async with db.transaction() as session:
-        campaign = await service.create_campaign(
-            session, HQ, service.CampaignDraft(**values), now=now
-        )
+        campaign = await create_campaign(session, HQ, CampaignDraft(**values), now=now)
     return campaign.id
 
 
@@ -72,7 +72,7 @@ async def newcomer(
 
 async def invite(db: Database, inviter: int, campaign_id: int, now: datetime = NOW) -> str:
     async with db.transaction() as session:
-        result = await service.create_invite(session, member(inviter), campaign_id, now=now)
+        result = await create_invite(session, member(inviter), campaign_id, now=now)
     return result.invite.code
 
 
@@ -85,7 +85,7 @@ async def accept(
 ) -> Referral:
     """``invitee`` accepts ``code`` from their own device (``dev-<id>`` unless told)."""
     async with db.transaction() as session:
-        return await service.accept(
+        return await accepting.accept(
             session,
             member(invitee),
             code,

@@ -15,9 +15,10 @@ from api.db import Database
 from api.loyalty.models import PointsEntry
 from api.orders.models import Fulfillment, Order, OrderStatus
 from api.orders.reactions import OrderChange, OrdersChanged
-from api.referrals import service
+from api.referrals.campaigns import RewardDraft
+from api.referrals.first_orders import FirstOrderRewards
 from api.referrals.models import InviteCode, Referral
-from api.referrals.service import FirstOrderRewards
+from api.referrals.rewards import SOURCE_TYPE
 from tests.orders.conftest import HQ, NOW, member, place, refusal
 from tests.referrals.conftest import (
     accept,
@@ -138,11 +139,7 @@ def grant_locks(db: Database) -> int:
 
 @pytest.mark.parametrize("reward", ["points", "coupon"])
 async def test_a_first_order_costs_a_fixed_number_of_statements(db, shop, count_queries, reward):
-    rule = (
-        service.RewardDraft(points=500)
-        if reward == "points"
-        else service.RewardDraft(template_id=shop.template)
-    )
+    rule = RewardDraft(points=500) if reward == "points" else RewardDraft(template_id=shop.template)
     campaign_id = await make_campaign(db, first_order_reward=rule)
     order_id, referral_id = await referred_with_an_order(db, shop, campaign_id)
     count = await hook_statements(db, count_queries, OrderChange.CREATED, (order_id,), 0)
@@ -174,9 +171,7 @@ async def test_a_first_order_is_rewarded_once_however_often_the_hook_runs(db, sh
     async with db.read() as session:
         earned = (
             await session.scalars(
-                select(PointsEntry.pending_delta).where(
-                    PointsEntry.source_type == service.SOURCE_TYPE
-                )
+                select(PointsEntry.pending_delta).where(PointsEntry.source_type == SOURCE_TYPE)
             )
         ).all()
     assert earned == [500]

@@ -14,7 +14,8 @@ from sqlalchemy import select
 
 from api.customers.merge import merge_customers
 from api.loyalty.models import PointsEntry
-from api.referrals import service
+from api.referrals.rewards import ORDER_REFUNDED, SELF_REFERRAL, SOURCE_TYPE
+from api.referrals.tree import referral_tree
 from tests.orders.conftest import HQ, NOW, balance
 from tests.orders.test_lifecycle import new_life
 from tests.referrals.conftest import accept, invite, make_campaign, newcomer, referrals, rewards
@@ -33,7 +34,7 @@ async def referral_earnings(db) -> list[tuple[int, str, int]]:
     async with db.read() as session:
         rows = await session.execute(
             select(PointsEntry.customer_id, PointsEntry.source_id, PointsEntry.pending_delta)
-            .where(PointsEntry.source_type == service.SOURCE_TYPE, PointsEntry.pending_delta > 0)
+            .where(PointsEntry.source_type == SOURCE_TYPE, PointsEntry.pending_delta > 0)
             .order_by(PointsEntry.id)
         )
         return [tuple(r) for r in rows]
@@ -52,7 +53,7 @@ async def test_a_merged_inviter_and_invitee_earn_nothing_for_inviting_themself(d
     assert ref.inviter_id == ref.invitee_id == target
     # Paid before the merge stays paid; the first order will never pay.
     assert await rewards(db) == [
-        (ref.id, "first_order", "points", 0, "0.00", service.SELF_REFERRAL),
+        (ref.id, "first_order", "points", 0, "0.00", SELF_REFERRAL),
         (ref.id, "registration", "points", 200, "2.00", None),
     ]
 
@@ -60,12 +61,12 @@ async def test_a_merged_inviter_and_invitee_earn_nothing_for_inviting_themself(d
     (ref,) = await referrals(db)
     assert ref.first_order_id == order_id  # they did buy: recorded, not rewarded
     assert await referral_earnings(db) == [(eve, f"{ref.id}:registration", 200)]
-    assert (await rewards(db))[0][-1] == service.SELF_REFERRAL
+    assert (await rewards(db))[0][-1] == SELF_REFERRAL
     numbers = await stats(db, campaign_id)
     assert (numbers.rewards_paid, numbers.withheld_by_reason) == (1, {"self_referral": 1})
     # Nor is the person their own invitee in their tree.
     async with db.read() as session:
-        tree = await service.referral_tree(session, HQ, target, 5)
+        tree = await referral_tree(session, HQ, target, 5)
     assert tree is not None and tree.nodes == []
 
 
@@ -81,7 +82,7 @@ async def test_a_self_referral_found_by_a_later_merge_of_an_old_id(db, shop):
     ann_ref, cat_ref = await referrals(db)
     assert (cat_ref.inviter_id, cat_ref.invitee_id) == (kim, dan)
     assert [r[-1] for r in await rewards(db) if r[0] == cat_ref.id] == [
-        service.SELF_REFERRAL,
+        SELF_REFERRAL,
         None,
     ]
     assert [r[-1] for r in await rewards(db) if r[0] == ann_ref.id] == [None]
@@ -142,6 +143,6 @@ async def test_a_refunded_first_order_of_a_merged_invitee_is_still_taken_back(db
     assert (ann_ref.invitee_id, ann_ref.first_order_id) == (dan, None)
     assert (await balance(db, shop.ann)).pending == 200
     assert [r[-1] for r in await rewards(db) if r[0] == ann_ref.id] == [
-        service.ORDER_REFUNDED,
+        ORDER_REFUNDED,
         None,
     ]

@@ -22,7 +22,7 @@ from api.loyalty import balances as loyalty_balances
 from api.loyalty import spending as loyalty_spending
 from api.orders.models import Order, OrderStatus
 from api.orders.reactions import OrderChange, OrdersChanged
-from api.referrals import service
+from api.referrals.rewards import ORDER_REFUNDED
 from tests.orders.conftest import DAY, HQ, NOW, balance, line, lines_of, member, place
 from tests.orders.test_lifecycle import new_life
 from tests.referrals.conftest import (
@@ -75,7 +75,7 @@ async def test_a_first_order_refunded_in_full_takes_the_pending_points_back(db, 
     (ref,) = await referrals(db)
     assert (ref.first_order_id, ref.first_order_at) == (None, None)
     assert await rewards(db) == [
-        (ref.id, "first_order", "points", 500, "5.00", service.ORDER_REFUNDED),
+        (ref.id, "first_order", "points", 500, "5.00", ORDER_REFUNDED),
         (ref.id, "registration", "points", 200, "2.00", None),
     ]
     numbers = await stats(db, campaign_id)
@@ -88,7 +88,7 @@ async def test_a_first_order_refunded_in_full_takes_the_pending_points_back(db, 
     (ref,) = await referrals(db)
     assert ref.first_order_id == second
     assert (await balance(db, shop.ann)).pending == 200
-    assert (await rewards(db))[0][-1] == service.ORDER_REFUNDED
+    assert (await rewards(db))[0][-1] == ORDER_REFUNDED
     assert (await stats(db, campaign_id)).first_orders == 1
 
 
@@ -147,7 +147,7 @@ async def test_a_cancelled_or_expired_first_order_is_undone_alike(db, shop, chan
         await hook(session, OrdersChanged(change, (order_id,), (dan,), NOW))
     (ref,) = await referrals(db)
     assert ref.first_order_id is None
-    assert (await rewards(db))[0][-1] == service.ORDER_REFUNDED
+    assert (await rewards(db))[0][-1] == ORDER_REFUNDED
     assert (await balance(db, shop.ann)).pending == 200
 
 

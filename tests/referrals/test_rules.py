@@ -15,7 +15,11 @@ from api.coupons import templates as coupon_templates
 from api.coupons.models import CouponChannel, CouponOrigin
 from api.customers.models import CustomerIdentity, IdentityKind
 from api.db import Database
-from api.referrals import service
+from api.referrals import accepting
+from api.referrals.accepting import NEW_MEMBER_WINDOW
+from api.referrals.campaigns import RewardDraft
+from api.referrals.invites import INVITE_CODE_LENGTH, create_invite
+from api.referrals.stats import CampaignStats, campaign_stats
 from tests.orders.conftest import DAY, HQ, NOW, coupon_draft, member, partner_admin, place, refusal
 from tests.referrals.conftest import (
     ENDS,
@@ -41,9 +45,9 @@ async def new_template(db: Database, **overrides: object) -> int:
     return template.id
 
 
-async def stats(db: Database, campaign_id: int) -> service.CampaignStats:
+async def stats(db: Database, campaign_id: int) -> CampaignStats:
     async with db.read() as session:
-        found = await service.campaign_stats(session, HQ, campaign_id)
+        found = await campaign_stats(session, HQ, campaign_id)
     assert found is not None
     return found
 
@@ -63,7 +67,7 @@ async def test_one_code_per_member_and_campaign_from_an_unambiguous_alphabet(db,
     other = await invite(db, shop.ann, second)
     assert other != code
     for made in (code, other):
-        assert len(made) == service.INVITE_CODE_LENGTH
+        assert len(made) == INVITE_CODE_LENGTH
         assert not set(made) & set("01OIL")
     assert len(await invite_codes(db)) == 2
 
@@ -74,17 +78,15 @@ async def test_invites_only_while_the_campaign_runs_and_only_by_members(db, shop
     earlier = STARTS - timedelta(seconds=1)
     for now in (later, earlier):
         async with db.transaction() as session:
-            problems = await refusal(
-                service.create_invite(session, member(shop.ann), campaign_id, now=now)
-            )
+            problems = await refusal(create_invite(session, member(shop.ann), campaign_id, now=now))
         assert problems == [("CAMPAIGN_NOT_RUNNING", ("campaignId",))]
     async with db.transaction() as session:
         assert await refusal(
-            service.create_invite(session, member(shop.ann), campaign_id + 99, now=NOW)
+            create_invite(session, member(shop.ann), campaign_id + 99, now=NOW)
         ) == [("NOT_FOUND", ("campaignId",))]
         assert codes(
             await refusal(
-                service.create_invite(session, partner_admin(shop.partner_a), campaign_id, now=NOW)
+                create_invite(session, partner_admin(shop.partner_a), campaign_id, now=NOW)
             )
         ) == ["FORBIDDEN"]
 
@@ -143,7 +145,7 @@ async def test_not_new_a_member_for_more_than_a_day_though_they_joined_during_th
     # The campaign has run for ten days; a new member registers and accepts in one session.
     campaign_id = await make_campaign(db, starts_at=NOW - 10 * DAY)
     code = await invite(db, shop.cat, campaign_id)
-    window = service.NEW_MEMBER_WINDOW
+    window = NEW_MEMBER_WINDOW
     settled = await newcomer(db, member_since=NOW - window - timedelta(seconds=1))
     just_joined = await newcomer(db, member_since=NOW - timedelta(minutes=3))
     this_morning = await newcomer(db, member_since=NOW - window + timedelta(minutes=1))
@@ -246,7 +248,7 @@ async def test_only_members_accept_and_for_themselves(db, shop):
     code = await invite(db, shop.ann, await make_campaign(db))
     async with db.transaction() as session:
         problems = await refusal(
-            service.accept(
+            accepting.accept(
                 session,
                 partner_admin(shop.partner_a),
                 code,
@@ -306,8 +308,8 @@ async def test_a_coupon_that_cannot_be_granted_is_withheld_and_the_registration_
     once = await new_template(db, per_person_limit=1, discount_amount=Decimal("8.00"))
     campaign_id = await make_campaign(
         db,
-        registration_reward=service.RewardDraft(template_id=scarce),
-        first_order_reward=service.RewardDraft(template_id=once),
+        registration_reward=RewardDraft(template_id=scarce),
+        first_order_reward=RewardDraft(template_id=once),
     )
     # Someone else takes one of the two in stock before the campaign pays.
     async with db.transaction() as session:

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Dialect
 
 from api.analytics.service import RFM_SEGMENTS
 from api.catalog.models import SalesChannel
-from api.customers.service import Gender
+from api.customers.profile import Gender
 from api.db import utcnow
 from api.segments.compiler import (
     count_statement,

@@ -27,7 +27,7 @@ from api.partners import loaders as partner_loaders
 from api.partners.schema import Partner, Store
 
 if TYPE_CHECKING:
-    from api.customers.schema import Customer
+    from api.customers.graphql.types import Customer
 
 
 # strawberry.enum gives an enum class its GraphQL name and description and returns the class

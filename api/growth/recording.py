@@ -1,6 +1,6 @@
-"""Touchpoints (触点): recording the conversion steps and reading them back.
-
-Plain async functions over a session; no GraphQL here. The funnel over them is in funnel.py.
+"""Recording touchpoints (触点): ``touchpointRecord`` and ``touchpointsRecord``. What Qudao
+records itself is ``system_touches.py``, reading them back ``reads.py``, the funnel
+``funnel.py``.
 
 Who records what
 ----------------
@@ -28,7 +28,7 @@ constraint decides races: INSERT ... ON CONFLICT DO NOTHING, then the loser read
 Customers are named by id (one the caller may see) or by identities. By identities HQ upserts
 as ``customerUpsert`` does (finds or creates, attaches the identities not on file); anyone
 else finds the customer the identities name, or creates one with them, but never attaches an
-identity to a customer on file: as for a counter enrolment (api/customers/levels.py
+identity to a customer on file: as for a counter enrolment (api/customers/membership.py
 ``_counter_draft``), a phone or WeChat id attached by a partner would let whoever holds it
 sign in as someone else.
 
@@ -38,71 +38,32 @@ customers by id and by identity (one statement each, only when some item needs i
 INSERT for every new touchpoint; a read-back only when a concurrent writer won an event id.
 An item that introduces a new customer (or, for HQ, a new identity) goes through
 ``upsert_customer`` on its own, in a savepoint, so its failure leaves nothing behind.
-
-Reads: a partner principal sees the touchpoints of its own partner id (store staff their
-store's), not every touchpoint of the customers it recruited: a touchpoint names the store,
-guide and campaign of whoever recorded it, and one partner's member may well scan another
-partner's QR code. Members see none.
 """
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Select,
-    String,
-    and_,
-    case,
-    cast,
-    delete,
-    exists,
-    false,
-    func,
-    literal,
-    or_,
-    select,
-    update,
-)
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from api.auth.models import StaffUser
 from api.auth.principal import Principal
-from api.catalog.models import MARKETPLACES
-from api.customers import service as customers
-from api.customers.merging import MergeConflict, MergeMove, MergePlan
+from api.customers.identities import normalize_identities
+from api.customers.lookup import customers_by_id
 from api.customers.models import Customer, CustomerIdentity, CustomerStatus, IdentityKind
-from api.customers.reactions import MemberJoined
-from api.customers.service import CustomerDraft
+from api.customers.profile import CustomerDraft
+from api.customers.upsert import upsert_customer
+from api.db import dialect_insert
 from api.errors import DomainError, Problem
-from api.growth.models import Touchpoint, TouchpointStep
-from api.orders.models import COUNTED_STATUSES, Order
-from api.orders.reactions import OrderChange, OrdersChanged
+from api.growth.errors import GrowthErrorCode
+from api.growth.models import HQ_SCOPE, Touchpoint, TouchpointStep
 from api.partners.service import partners_by_id, stores_by_id
 
-# Declared for generic readers (``node`` loaders elsewhere); this module scopes its own reads
-# with ``touch_scope``, which also works on aliases (the funnel reads the table many times).
-
-
-class GrowthErrorCode(enum.Enum):
-    INVALID = "invalid"
-    REQUIRED = "required"
-    NOT_FOUND = "not_found"
-    FORBIDDEN = "forbidden"
-    EVENT_ID_REUSED = "event_id_reused"
-    LIMIT_EXCEEDED = "limit_exceeded"
-
-
-SYSTEM_SCOPE = "system"
-HQ_SCOPE = "hq"
 # The steps Qudao records itself (memberJoin, orders); callers other than HQ may not.
 SYSTEM_STEPS = frozenset(
     {TouchpointStep.MEMBER_REGISTERED, TouchpointStep.FIRST_ORDER, TouchpointStep.REPURCHASE}
@@ -116,10 +77,6 @@ CLOCK_SKEW = timedelta(minutes=5)
 MAX_AGE = timedelta(days=5 * 365 + 1)
 # The format customers' first_channel takes (a touch's channel may become it).
 _CHANNEL = re.compile(r"[a-z][a-z0-9_]{0,31}")
-_PRIVATE_STEPS = (TouchpointStep.FIRST_ORDER, TouchpointStep.REPURCHASE)
-
-
-# --- drafts and results --------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,16 +117,6 @@ class RecordOutcome:
 
 
 @dataclass(slots=True)
-class TouchpointFilter:
-    customer_ids: Sequence[int] = ()
-    steps: Sequence[TouchpointStep] = ()
-    campaign_ids: Sequence[str] = ()
-    store_ids: Sequence[int] = ()
-    occurred_from: datetime | None = None  # inclusive
-    occurred_to: datetime | None = None  # exclusive
-
-
-@dataclass(slots=True)
 class _Item:
     """One draft on its way through a batch: normalized, then resolved."""
 
@@ -202,9 +149,6 @@ class _Item:
             "guide_id": self.draft.guide_id,
             "campaign_id": self.campaign_id,
         }
-
-
-# --- who records ---------------------------------------------------------------------------
 
 
 def recorded_scope(principal: Principal) -> str:
@@ -293,16 +237,9 @@ def _check_shape(principal: Principal, item: _Item, now: datetime) -> None:
         )
     elif ref.identities:
         try:
-            item.pairs = customers.normalize_identities(ref.identities)
+            item.pairs = normalize_identities(ref.identities)
         except DomainError as error:
             item.problems += _translated(error, "customer")
-
-
-# --- recording -----------------------------------------------------------------------------
-
-
-def _insert(session: AsyncSession) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 async def record_touchpoint(
@@ -487,7 +424,7 @@ async def _resolve_customers(
     identities name; one statement for all ids and one for all identities. Items whose
     identities are not all on file (HQ) or name nobody (others) are marked for an upsert."""
     asked = {i.draft.customer.id for i in items if i.draft.customer.id is not None}
-    by_id = await customers.customers_by_id(session, principal, list(asked)) if asked else {}
+    by_id = await customers_by_id(session, principal, list(asked)) if asked else {}
     pairs = {pair for item in items if not item.problems for pair in item.pairs}
     owners: dict[tuple[IdentityKind, str], int] = {}
     if pairs:
@@ -550,7 +487,7 @@ async def _upsert_customer(
     (or, for a partner, an identity that would attach to someone on file) leaves nothing."""
     savepoint = await session.begin_nested()
     try:
-        result = await customers.upsert_customer(
+        result = await upsert_customer(
             session,
             CustomerDraft(
                 identities=item.pairs,
@@ -581,7 +518,7 @@ async def _insert_touchpoints(
     if not items:
         return
     stmt = (
-        _insert(session)(Touchpoint)
+        dialect_insert(session)(Touchpoint)
         .values(
             [
                 {
@@ -608,261 +545,3 @@ async def _insert_touchpoints(
         winners = await _events_on_file(session, scope, [i.event_id for i in lost])
         for item in lost:
             _retried(winners[item.event_id], item)
-
-
-# --- what Qudao records itself ---------------------------------------------------------------
-
-
-def _repeat(order: Any) -> ColumnElement[bool]:
-    """Whether the order's customer has an earlier counted private-domain order (by
-    placed_at, then id): its order is then a REPURCHASE, else the FIRST_ORDER."""
-    earlier = aliased(Order, name="earlier_order")
-    return exists().where(
-        earlier.customer_id == order.customer_id,
-        earlier.id != order.id,
-        earlier.channel.not_in(MARKETPLACES),
-        earlier.status.in_(COUNTED_STATUSES),
-        or_(
-            earlier.placed_at < order.placed_at,
-            and_(earlier.placed_at == order.placed_at, earlier.id < order.id),
-        ),
-    )
-
-
-async def record_order_touchpoints(session: AsyncSession, changed: OrdersChanged) -> None:
-    """The order hook. Placed and imported orders become touchpoints, in one statement
-    whatever the batch's size: a counted order of a customer is a MARKETPLACE_PURCHASE on a
-    marketplace channel, else FIRST_ORDER or REPURCHASE (``_repeat``). Idempotent: event
-    "order:<id>". An order that stops counting (cancelled, expired, wholly refunded) is
-    undone: ``_withdraw_order_touchpoints``."""
-    if changed.change in (OrderChange.CANCELLED, OrderChange.EXPIRED, OrderChange.REFUNDED):
-        await _withdraw_order_touchpoints(session, changed)
-        return
-    if changed.change not in (OrderChange.CREATED, OrderChange.IMPORTED):
-        return
-    step = case(
-        (Order.channel.in_(MARKETPLACES), TouchpointStep.MARKETPLACE_PURCHASE.value),
-        (_repeat(Order), TouchpointStep.REPURCHASE.value),
-        else_=TouchpointStep.FIRST_ORDER.value,
-    )
-    source = select(
-        literal(SYSTEM_SCOPE, String(64)),
-        literal("order:", String(100)).concat(cast(Order.id, String)),
-        Order.customer_id,
-        step,
-        cast(Order.channel, String),
-        Order.partner_id,
-        Order.store_id,
-        Order.id,
-        Order.placed_at,
-        literal(SYSTEM_SCOPE, String(100)),
-        literal(changed.now, Touchpoint.created_at.type),
-    ).where(
-        Order.id.in_(changed.order_ids),
-        Order.customer_id.is_not(None),
-        Order.status.in_(COUNTED_STATUSES),
-    )
-    columns = [
-        "recorded_scope",
-        "event_id",
-        "customer_id",
-        "step",
-        "source_channel",
-        "partner_id",
-        "store_id",
-        "order_id",
-        "occurred_at",
-        "recorded_by",
-        "created_at",
-    ]
-    await session.execute(
-        _insert(session)(Touchpoint)
-        .from_select(columns, source)
-        .on_conflict_do_nothing(index_elements=["recorded_scope", "event_id"])
-    )
-
-
-async def _withdraw_order_touchpoints(session: AsyncSession, changed: OrdersChanged) -> None:
-    """A system order touch exists exactly while its order counts: an order that no longer
-    does takes its touch with it (one DELETE; a partial refund still counts and deletes
-    nothing). Its customer's remaining order touches are then classified again (one UPDATE,
-    only when a touch went): a later order placed while this one still counted was recorded
-    as a REPURCHASE and is now the first order.
-
-    Deleting rather than filtering on the order's status when reading keeps every reader of
-    touchpoints (the funnel's single statement and its index probes, attribution) free of a
-    join to the orders."""
-    undone = select(Order.id).where(
-        Order.id.in_(changed.order_ids), Order.status.not_in(COUNTED_STATUSES)
-    )
-    deleted = await session.execute(
-        delete(Touchpoint)
-        .where(Touchpoint.recorded_scope == SYSTEM_SCOPE, Touchpoint.order_id.in_(undone))
-        .execution_options(synchronize_session=False)
-    )
-    if not deleted.rowcount or not changed.customer_ids:
-        return
-    order = aliased(Order, name="touch_order")
-    repeat = exists(select(order.id).where(order.id == Touchpoint.order_id, _repeat(order)))
-    await session.execute(
-        update(Touchpoint)
-        .where(
-            Touchpoint.recorded_scope == SYSTEM_SCOPE,
-            Touchpoint.customer_id.in_(changed.customer_ids),
-            Touchpoint.step.in_(_PRIVATE_STEPS),
-            Touchpoint.order_id.is_not(None),
-        )
-        .values(
-            step=case(
-                (repeat, TouchpointStep.REPURCHASE.value),
-                else_=TouchpointStep.FIRST_ORDER.value,
-            )
-        )
-        .execution_options(synchronize_session=False)
-    )
-
-
-async def record_member_registered(session: AsyncSession, joined: MemberJoined) -> None:
-    """The membership hook: MEMBER_REGISTERED at the recruiting store (and guide), once per
-    customer (event "member:<customer id>")."""
-    await session.execute(
-        _insert(session)(Touchpoint)
-        .values(
-            recorded_scope=SYSTEM_SCOPE,
-            event_id=f"member:{joined.customer_id}",
-            customer_id=joined.customer_id,
-            step=TouchpointStep.MEMBER_REGISTERED,
-            partner_id=joined.partner_id,
-            store_id=joined.store_id,
-            guide_id=joined.guide_id,
-            occurred_at=joined.now,
-            recorded_by=SYSTEM_SCOPE,
-            created_at=joined.now,
-        )
-        .on_conflict_do_nothing(index_elements=["recorded_scope", "event_id"])
-    )
-
-
-class TouchpointMergeStep:
-    """Moves the sources' touchpoints to the target: the funnel counts one person once."""
-
-    name = "touchpoints"
-
-    async def preview(self, plan: MergePlan) -> tuple[list[MergeMove], list[MergeConflict]]:
-        moving = await plan.session.scalar(
-            select(func.count())
-            .select_from(Touchpoint)
-            .where(Touchpoint.customer_id.in_(plan.source_ids))
-        )
-        if not moving:
-            return [], []
-        plural = "s" if moving != 1 else ""
-        return [MergeMove("touchpoints", moving, f"{moving} touchpoint{plural}")], []
-
-    async def apply(self, plan: MergePlan) -> None:
-        await plan.session.execute(
-            update(Touchpoint)
-            .where(Touchpoint.customer_id.in_(plan.source_ids))
-            .values(customer_id=plan.target_id),
-            execution_options={"synchronize_session": False},
-        )
-
-
-# --- reads ---------------------------------------------------------------------------------
-
-TOUCHPOINT_KEYSET = (Touchpoint.id,)
-
-
-def touch_scope(principal: Principal, touch: Any = Touchpoint) -> list[ColumnElement[bool]]:
-    """The conditions that limit touchpoints (``touch``: the model or an alias of it) to what
-    the principal may read: HQ all, a partner its partner id's, store staff their store's
-    (an HQ-run store's touches have no partner), members and anyone else none."""
-    if principal.is_hq:
-        return []
-    if principal.is_member:
-        return [false()]
-    if principal.partner_id is None:
-        if principal.store_id is None:
-            return [false()]
-        return [touch.partner_id.is_(None), touch.store_id == principal.store_id]
-    conditions = [touch.partner_id == principal.partner_id]
-    if principal.store_id is not None:
-        conditions.append(touch.store_id == principal.store_id)
-    return conditions
-
-
-def attributable_touch(
-    touch: Any = Touchpoint, recruited_partner_id: Any = None
-) -> ColumnElement[bool]:
-    """Whether a touch (``touch``: the model or an alias of it) may decide whom its
-    customer's orders are attributed to (last_touch): one Qudao recorded itself (memberJoin,
-    orders) or HQ recorded, or one counting for the partner that recruited the customer (an
-    HQ-run store's touch for a customer HQ recruited). Any partner may record a touch of any
-    customer it can name by phone; without this, partner B's QR scan of partner A's member
-    would take A's revenue (and rebates). Self-contained (a primary-key probe of the
-    customer): usable in any statement over touchpoints, correlated or not. A statement
-    that has the touch's customer at hand passes its ``recruited_partner_id`` instead."""
-    recruiter = recruited_partner_id
-    if recruiter is None:
-        customer = aliased(Customer, name="attributed_customer")
-        recruiter = (
-            select(customer.recruited_partner_id)
-            .where(customer.id == touch.customer_id)
-            .scalar_subquery()
-        )
-    return or_(
-        touch.recorded_scope.in_((SYSTEM_SCOPE, HQ_SCOPE)),
-        touch.partner_id.is_not_distinct_from(recruiter),
-    )
-
-
-def touchpoints_query(principal: Principal, where: TouchpointFilter | None = None) -> Select[Any]:
-    stmt = select(Touchpoint).where(*touch_scope(principal))
-    if where is None:
-        return stmt
-    if where.customer_ids:
-        stmt = stmt.where(Touchpoint.customer_id.in_(where.customer_ids))
-    if where.steps:
-        stmt = stmt.where(Touchpoint.step.in_(where.steps))
-    if where.campaign_ids:
-        stmt = stmt.where(Touchpoint.campaign_id.in_(where.campaign_ids))
-    if where.store_ids:
-        stmt = stmt.where(Touchpoint.store_id.in_(where.store_ids))
-    if where.occurred_from is not None:
-        stmt = stmt.where(Touchpoint.occurred_at >= where.occurred_from)
-    if where.occurred_to is not None:
-        stmt = stmt.where(Touchpoint.occurred_at < where.occurred_to)
-    return stmt
-
-
-async def touchpoints_by_id(
-    session: AsyncSession, principal: Principal, ids: Sequence[int]
-) -> dict[int, Touchpoint]:
-    if not ids:
-        return {}
-    rows = await session.scalars(touchpoints_query(principal).where(Touchpoint.id.in_(set(ids))))
-    return {row.id: row for row in rows}
-
-
-__all__ = [
-    "HQ_SCOPE",
-    "MAX_BATCH",
-    "SYSTEM_SCOPE",
-    "SYSTEM_STEPS",
-    "TOUCHPOINT_KEYSET",
-    "CustomerRef",
-    "GrowthErrorCode",
-    "RecordOutcome",
-    "RecordResult",
-    "TouchpointDraft",
-    "TouchpointFilter",
-    "attributable_touch",
-    "record_member_registered",
-    "record_order_touchpoints",
-    "record_touchpoint",
-    "record_touchpoints",
-    "recorded_scope",
-    "touch_scope",
-    "touchpoints_by_id",
-    "touchpoints_query",
-]
