@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.analytics import reports as analytics_reports
-from api.analytics import service as analytics
+from api.analytics import rfm_scoring
 from api.auth import otp, wechat
 from api.auth import service as auth
 from api.auth.principal import Principal, Role
@@ -579,7 +579,7 @@ async def _seed_growth(
         await segments.create_segment(
             session, SEEDER, name=name, query=query, description=None, now=now
         )
-    await analytics.score_rfm(session, now)
+    await rfm_scoring.score_rfm(session, now)
 
 
 def _seeded(new: auth.NewClient) -> SeededClient:

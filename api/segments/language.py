@@ -65,7 +65,7 @@ from decimal import Decimal
 
 from lark import Lark, Token, Tree, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
-from api.analytics.service import RFM_SEGMENTS
+from api.analytics.rfm_scoring import RFM_SEGMENTS
 from api.catalog.models import SalesChannel
 from api.customers.service import Gender
 from api.text import describe_character, forbidden_character

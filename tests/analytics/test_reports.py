@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import insert, update
 
 from api.analytics import reports
-from api.analytics import service as analytics
+from api.analytics.metrics import refresh_customer_metrics
 from api.analytics.reports import (
     AttributionFilter,
     AttributionGroup,
@@ -395,7 +395,7 @@ async def test_weekly_retention_and_empty_cohorts(db: Database, world: World) ->
 
 
 async def test_rfm_distribution_after_scoring(db: Database, world: World) -> None:
-    # Scored at 1 June (dataset.SCORED_AT) by api/analytics/service.py: each score is
+    # Scored at 1 June (dataset.SCORED_AT) by api/analytics/rfm_scoring.py: each score is
     # 1 + ⌊5 × (rank - 1) / 10⌋, rank from the lowest value (ties share the first rank):
     #   R by last order: c2 02-11, c6 02-22 → 1; c7 03-09, c9 03-20 → 2; c3 04-10, c4 04-15
     #     → 3; c8 04-20, c10 04-28 → 4; c1 05-10, c5 05-30 → 5
@@ -430,7 +430,7 @@ async def test_unscored_customers_are_their_own_row(db: Database, world: World) 
     # c12 buys after the scoring run: a metrics row without scores until the next run.
     await _extra_order(db, world, "c12", at(5, 31), SalesChannel.MINI_PROGRAM, D("100.00"))
     async with db.transaction() as session:
-        await analytics.refresh_customer_metrics(session, [world.customers["c12"]])
+        await refresh_customer_metrics(session, [world.customers["c12"]])
     async with db.read() as session:
         rows = await reports.rfm_distribution(session, HQ, now=SCORED_AT)
     # 1 day before 1 June, 1 order, 100.00

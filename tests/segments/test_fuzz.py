@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
-from api.analytics.service import RFM_SEGMENTS
+from api.analytics.rfm_scoring import RFM_SEGMENTS
 from api.catalog.models import SalesChannel
 from api.customers.service import Gender
 from api.db import utcnow
