@@ -1,5 +1,6 @@
 """GraphQL surface of the analytics reports (LTV, repurchase, retention, RFM, CAC/ROI,
-attributed sales), channel spend, and ``Customer.metrics``: thin wrappers over reports.py.
+attributed sales), channel spend, and ``Customer.metrics``: thin wrappers over
+the report modules (api/analytics/reports/).
 
 Every report needs analytics:read and answers within the caller's scope (a partner: its own
 recruited customers, attributed orders and spend). Gross margin, and ROI which reveals it,
@@ -21,8 +22,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
-from api.analytics import loaders, reports
+from api.analytics import arguments, business_calendar, loaders, spend
 from api.analytics import models as analytics_models
+from api.analytics.reports import attributed_sales, cac, counted, ltv, repurchase, retention, rfm
 from api.audit.service import AuditEntry
 from api.auth.models import StaffUser
 from api.auth.pii import PII_SCOPE, mask_email
@@ -51,20 +53,22 @@ if TYPE_CHECKING:
 
 ANALYTICS_READ = "analytics:read"
 
-AnalyticsErrorCode = strawberry.enum(reports.AnalyticsErrorCode)
+AnalyticsErrorCode = strawberry.enum(arguments.AnalyticsErrorCode)
 LifetimeValueGroupBy = strawberry.enum(
-    reports.LtvGroup,
+    ltv.LtvGroup,
     name="LifetimeValueGroupBy",
     description="COHORT_MONTH and FIRST_CHANNEL: the month and channel of the first counted "
     "order; PARTNER, STORE, GUIDE: who recruited the customer; LEVEL: the current level.",
 )
-RepurchaseGroupBy = strawberry.enum(reports.RepurchaseGroup, name="RepurchaseGroupBy")
+RepurchaseGroupBy = strawberry.enum(repurchase.RepurchaseGroup, name="RepurchaseGroupBy")
 RetentionPeriod = strawberry.enum(
-    reports.Period,
+    business_calendar.Period,
     name="RetentionPeriod",
     description="Calendar weeks (Monday first) or months, in China Standard Time (UTC+8).",
 )
-AttributedSalesGroupBy = strawberry.enum(reports.AttributionGroup, name="AttributedSalesGroupBy")
+AttributedSalesGroupBy = strawberry.enum(
+    attributed_sales.AttributionGroup, name="AttributedSalesGroupBy"
+)
 
 _NONE_LABEL = "(none)"
 _TOTAL_LABEL = "total"
@@ -91,11 +95,11 @@ def _errors(error: DomainError) -> list[AnalyticsError]:
 def _pk(global_id: strawberry.ID | None, type_name: str, field: str) -> int | None:
     if global_id is None:
         return None
-    return input_pk(global_id, type_name, field, invalid=reports.AnalyticsErrorCode.INVALID)
+    return input_pk(global_id, type_name, field, invalid=arguments.AnalyticsErrorCode.INVALID)
 
 
-def _audience(partner_id: strawberry.ID | None, store_id: strawberry.ID | None) -> reports.Audience:
-    return reports.Audience(
+def _audience(partner_id: strawberry.ID | None, store_id: strawberry.ID | None) -> counted.Audience:
+    return counted.Audience(
         partner_id=_pk(partner_id, "Partner", "partnerId"),
         store_id=_pk(store_id, "Store", "storeId"),
     )
@@ -175,19 +179,19 @@ class Dimension(enum.Enum):
 
 
 _DIMENSIONS: dict[enum.Enum, Dimension] = {
-    reports.LtvGroup.COHORT_MONTH: Dimension.COHORT,
-    reports.LtvGroup.FIRST_CHANNEL: Dimension.CHANNEL,
-    reports.LtvGroup.PARTNER: Dimension.PARTNER,
-    reports.LtvGroup.STORE: Dimension.STORE,
-    reports.LtvGroup.GUIDE: Dimension.GUIDE,
-    reports.LtvGroup.LEVEL: Dimension.LEVEL,
-    reports.RepurchaseGroup.FIRST_CHANNEL: Dimension.CHANNEL,
-    reports.RepurchaseGroup.PARTNER: Dimension.PARTNER,
-    reports.RepurchaseGroup.STORE: Dimension.STORE,
-    reports.RepurchaseGroup.LEVEL: Dimension.LEVEL,
-    reports.AttributionGroup.STORE: Dimension.STORE,
-    reports.AttributionGroup.GUIDE: Dimension.GUIDE,
-    reports.AttributionGroup.PARTNER: Dimension.PARTNER,
+    ltv.LtvGroup.COHORT_MONTH: Dimension.COHORT,
+    ltv.LtvGroup.FIRST_CHANNEL: Dimension.CHANNEL,
+    ltv.LtvGroup.PARTNER: Dimension.PARTNER,
+    ltv.LtvGroup.STORE: Dimension.STORE,
+    ltv.LtvGroup.GUIDE: Dimension.GUIDE,
+    ltv.LtvGroup.LEVEL: Dimension.LEVEL,
+    repurchase.RepurchaseGroup.FIRST_CHANNEL: Dimension.CHANNEL,
+    repurchase.RepurchaseGroup.PARTNER: Dimension.PARTNER,
+    repurchase.RepurchaseGroup.STORE: Dimension.STORE,
+    repurchase.RepurchaseGroup.LEVEL: Dimension.LEVEL,
+    attributed_sales.AttributionGroup.STORE: Dimension.STORE,
+    attributed_sales.AttributionGroup.GUIDE: Dimension.GUIDE,
+    attributed_sales.AttributionGroup.PARTNER: Dimension.PARTNER,
 }
 _NODE_NAMES = {
     Dimension.PARTNER: "Partner",
@@ -296,7 +300,7 @@ class LifetimeValueRow(ReportGroup):
 
     @classmethod
     def of(
-        cls, dimension: Dimension, row: reports.ValueRow, currency: str, *, cost_visible: bool
+        cls, dimension: Dimension, row: ltv.ValueRow, currency: str, *, cost_visible: bool
     ) -> LifetimeValueRow:
         return cls(
             dimension=dimension,
@@ -335,7 +339,7 @@ class RepurchaseRow(ReportGroup):
     )
 
     @classmethod
-    def of(cls, dimension: Dimension, row: reports.RepurchaseRow) -> RepurchaseRow:
+    def of(cls, dimension: Dimension, row: repurchase.RepurchaseRow) -> RepurchaseRow:
         return cls(
             dimension=dimension,
             raw_key=row.key,
@@ -420,9 +424,7 @@ class ChannelPerformanceRow:
     partner_pk: strawberry.Private[int | None]
 
     @classmethod
-    def of(
-        cls, row: reports.ChannelRow, currency: str, *, cost_visible: bool
-    ) -> ChannelPerformanceRow:
+    def of(cls, row: cac.ChannelRow, currency: str, *, cost_visible: bool) -> ChannelPerformanceRow:
         return cls(
             channel=row.channel,
             spend=Money(amount=row.spend, currency=currency),
@@ -460,7 +462,12 @@ class AttributedSalesRow(ReportGroup):
 
     @classmethod
     def of(
-        cls, dimension: Dimension, row: reports.AttributedRow, currency: str, *, cost_visible: bool
+        cls,
+        dimension: Dimension,
+        row: attributed_sales.AttributedRow,
+        currency: str,
+        *,
+        cost_visible: bool,
     ) -> AttributedSalesRow:
         return cls(
             dimension=dimension,
@@ -507,7 +514,7 @@ class CustomerMetrics:
     def from_row(
         cls, row: analytics_models.CustomerMetrics, *, cost_visible: bool
     ) -> CustomerMetrics:
-        currency = reports.DEFAULT_CURRENCY
+        currency = arguments.DEFAULT_CURRENCY
         return cls(
             orders_count=row.orders_count,
             total_spent=Money(amount=row.total_spent, currency=currency),
@@ -606,7 +613,7 @@ class ChannelSpendRecordInput:
         "latest 2100-12-31."
     )
     amount: Decimal = strawberry.field(description="More than 0, at most 100000000.00.")
-    currency: str = reports.DEFAULT_CURRENCY
+    currency: str = arguments.DEFAULT_CURRENCY
     note: str | None = None
     idempotency_key: str = strawberry.field(
         description="A retry with the same key returns the first record."
@@ -646,13 +653,13 @@ class AnalyticsQuery:
         acquired_to: datetime,
         partner_id: strawberry.ID | None = None,
         store_id: strawberry.ID | None = None,
-        currency: str = reports.DEFAULT_CURRENCY,
+        currency: str = arguments.DEFAULT_CURRENCY,
     ) -> LifetimeValueReport:
         ctx = info.context
         try:
             audience = _audience(partner_id, store_id)
             async with ctx.db.read() as session:
-                report = await reports.lifetime_value(
+                report = await ltv.lifetime_value(
                     session,
                     ctx.principal,
                     group_by=group_by,
@@ -697,7 +704,7 @@ class AnalyticsQuery:
         try:
             audience = _audience(partner_id, store_id)
             async with ctx.db.read() as session:
-                report = await reports.repurchase_rate(
+                report = await repurchase.repurchase_rate(
                     session,
                     ctx.principal,
                     first_order_from=first_order_from,
@@ -735,7 +742,7 @@ class AnalyticsQuery:
         try:
             audience = _audience(partner_id, store_id)
             async with ctx.db.read() as session:
-                report = await reports.cohort_retention(
+                report = await retention.cohort_retention(
                     session,
                     ctx.principal,
                     period=period,
@@ -774,11 +781,11 @@ class AnalyticsQuery:
         store_id: strawberry.ID | None = None,
     ) -> RfmDistribution:
         ctx = info.context
-        currency = reports.DEFAULT_CURRENCY
+        currency = arguments.DEFAULT_CURRENCY
         try:
             audience = _audience(partner_id, store_id)
             async with ctx.db.read() as session:
-                rows = await reports.rfm_distribution(
+                rows = await rfm.rfm_distribution(
                     session, ctx.principal, now=utcnow(), audience=audience
                 )
         except DomainError as error:
@@ -812,13 +819,13 @@ class AnalyticsQuery:
         end: Annotated[date, strawberry.argument(name="to")],
         by_partner: bool = False,
         partner_id: strawberry.ID | None = None,
-        currency: str = reports.DEFAULT_CURRENCY,
+        currency: str = arguments.DEFAULT_CURRENCY,
     ) -> ChannelPerformanceReport:
         ctx = info.context
         try:
             partner = _pk(partner_id, "Partner", "partnerId")
             async with ctx.db.read() as session:
-                report = await reports.channel_performance(
+                report = await cac.channel_performance(
                     session,
                     ctx.principal,
                     start=start,
@@ -850,17 +857,17 @@ class AnalyticsQuery:
         partner_id: strawberry.ID | None = None,
         store_id: strawberry.ID | None = None,
         guide_id: strawberry.ID | None = None,
-        currency: str = reports.DEFAULT_CURRENCY,
+        currency: str = arguments.DEFAULT_CURRENCY,
     ) -> AttributedSalesReport:
         ctx = info.context
         try:
-            where = reports.AttributionFilter(
+            where = attributed_sales.AttributionFilter(
                 partner_id=_pk(partner_id, "Partner", "partnerId"),
                 store_id=_pk(store_id, "Store", "storeId"),
                 guide_id=_pk(guide_id, "StaffUser", "guideId"),
             )
             async with ctx.db.read() as session:
-                rows = await reports.attributed_sales(
+                rows = await attributed_sales.attributed_sales(
                     session,
                     ctx.principal,
                     group_by=group_by,
@@ -895,7 +902,7 @@ class AnalyticsQuery:
         request = page_request(info, first, after, last, before)
         where = None
         if filter is not None:
-            where = reports.SpendFilter(
+            where = spend.SpendFilter(
                 channels=filter.channels or (),
                 # A malformed id is a top-level BAD_USER_INPUT, as in every connection filter.
                 partner_id=decode_id_of(filter.partner_id, "Partner")
@@ -906,8 +913,8 @@ class AnalyticsQuery:
             )
         return await root_connection(
             ctx,
-            reports.channel_spends_query(ctx.principal, where),
-            reports.SPEND_KEYSET,
+            spend.channel_spends_query(ctx.principal, where),
+            spend.SPEND_KEYSET,
             request,
             ChannelSpend.from_row,
             reverse=reverse,
@@ -926,8 +933,8 @@ class AnalyticsMutation:
         ctx = info.context
         try:
             # Before the input is read: a partner-level caller learns nothing from it.
-            reports.require_hq(ctx.principal)
-            draft = reports.SpendDraft(
+            spend.require_hq(ctx.principal)
+            draft = spend.SpendDraft(
                 channel=input.channel,
                 partner_id=_pk(input.partner_id, "Partner", "partnerId"),
                 period_start=input.period_start,
@@ -938,7 +945,7 @@ class AnalyticsMutation:
                 idempotency_key=input.idempotency_key,
             )
             async with ctx.db.transaction() as session:
-                result = await reports.record_channel_spend(
+                result = await spend.record_channel_spend(
                     session, ctx.principal, draft, now=utcnow()
                 )
         except DomainError as error:

@@ -15,7 +15,7 @@ from sqlalchemy import Select, false
 from api.auth.principal import Principal
 from api.ownership import OWNERSHIP
 
-S = TypeVar("S", bound=Select[Any])
+S = TypeVar("S", bound=Select[*tuple[Any, ...]])
 
 
 def restrict(stmt: S, model: type, principal: Principal) -> S:

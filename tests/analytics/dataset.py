@@ -91,11 +91,11 @@ from decimal import Decimal
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.analytics import reports
 from api.analytics.attribution import attribute_orders
 from api.analytics.metrics import rebuild_customer_metrics
 from api.analytics.models import OrderAttribution
 from api.analytics.rfm_scoring import score_rfm
+from api.analytics.spend import SpendDraft, record_channel_spend
 from api.auth.models import StaffUser
 from api.auth.principal import Principal, Role
 from api.catalog.models import Product, SalesChannel, Sku
@@ -321,10 +321,10 @@ async def build(db: Database) -> World:
         await rebuild_customer_metrics(session, now=SCORED_AT)
         await score_rfm(session, SCORED_AT)
         for name, (channel, partner, start, end, amount) in SPENDS.items():
-            result = await reports.record_channel_spend(
+            result = await record_channel_spend(
                 session,
                 HQ,
-                reports.SpendDraft(
+                SpendDraft(
                     channel=channel,
                     partner_id=world.partners[partner] if partner else None,
                     period_start=start,
