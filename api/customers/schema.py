@@ -17,7 +17,7 @@ import strawberry
 from strawberry import UNSET as GQL_UNSET
 from strawberry.scalars import JSON
 
-from api.analytics.schema import CustomerMetrics, customer_metrics
+from api.analytics.graphql.customer_metrics import CustomerMetrics, customer_metrics
 from api.audit.service import AuditEntry
 from api.auth.pii import PII_SCOPE, mask_email, mask_phone
 from api.coupons.schema import Coupon, customer_coupons
