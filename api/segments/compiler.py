@@ -61,7 +61,7 @@ from api.customers.models import (
 from api.loyalty.models import PointsAccount
 from api.orders.models import COUNTED_STATUSES, Order, OrderLine
 from api.partners.models import Partner, Store
-from api.segments.language import (
+from api.segments.expressions import (
     ATTRIBUTE_PREFIX,
     And,
     Condition,

@@ -36,7 +36,8 @@ from api.graphql.relay import (
 from api.partners import loaders as partner_loaders
 from api.partners.schema import Partner
 from api.segments import jobs, models, service
-from api.segments.language import MAX_QUERY_CHARS, Expr
+from api.segments.expressions import Expr
+from api.segments.grammar import MAX_QUERY_CHARS
 
 SegmentErrorCode = strawberry.enum(service.SegmentErrorCode)
 SegmentGrantAction = strawberry.enum(

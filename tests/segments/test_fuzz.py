@@ -33,17 +33,9 @@ from api.segments.compiler import (
     members_statement,
     moment,
 )
-from api.segments.language import (
-    FIELDS,
-    Condition,
-    Expr,
-    Kind,
-    Op,
-    RelativeDate,
-    SegmentError,
-    conditions,
-    parse,
-)
+from api.segments.expressions import FIELDS, Condition, Expr, Kind, Op, RelativeDate, conditions
+from api.segments.parser import parse
+from api.segments.query_errors import SegmentError
 
 NOW = utcnow()
 DIALECTS: list[Dialect] = [postgresql.asyncpg.dialect(), sqlite.aiosqlite.dialect()]
