@@ -20,8 +20,8 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.analytics import reports as analytics_reports
-from api.analytics import service as analytics
+from api.analytics import rfm_scoring
+from api.analytics.spend import SpendDraft, record_channel_spend
 from api.auth import otp, wechat
 from api.auth import service as auth
 from api.auth.principal import Principal, Role
@@ -553,10 +553,10 @@ async def _seed_growth(
         )
     month_start = now.date().replace(day=1)
     for channel, amount in ((SalesChannel.MINI_PROGRAM, "5000"), (SalesChannel.TMALL, "20000")):
-        await analytics_reports.record_channel_spend(
+        await record_channel_spend(
             session,
             SEEDER,
-            analytics_reports.SpendDraft(
+            SpendDraft(
                 channel=channel,
                 period_start=month_start,
                 period_end=month_start + timedelta(days=27),
@@ -585,7 +585,7 @@ async def _seed_growth(
         await segments.create_segment(
             session, SEEDER, name=name, query=query, description=None, now=now
         )
-    await analytics.score_rfm(session, now)
+    await rfm_scoring.score_rfm(session, now)
 
 
 def _seeded(new: auth.NewClient) -> SeededClient:

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from api.analytics.service import AttributionPolicy, MetricsAndAttribution, MetricsMergeStep
+from api.analytics.attribution import AttributionPolicy
+from api.analytics.reactions import MetricsAndAttribution, MetricsMergeStep
 from api.coupons.merge import CouponMergeStep
 from api.customers.reactions import CustomersWiring
 from api.growth.merge_step import TouchpointMergeStep

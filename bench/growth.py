@@ -4,7 +4,7 @@ On the generated data of ``bench.growth_data`` (1,000,000 customers and 5,000,00
 default, generated on the first run and reused after), in one process and one run, for each
 case:
 
-* **A, ours**: what the API runs. A segment: ``api.segments.language.parse`` of the query
+* **A, ours**: what the API runs. A segment: ``api.segments.parser.parse`` of the query
   text, ``api.segments.compiler.count_statement`` and its execution. The funnel:
   ``api.growth.funnel.conversion_funnel`` for an HQ marketer (its one statement on
   PostgreSQL, and the result built from it).
@@ -55,7 +55,7 @@ from api.growth.funnel import (
 from api.growth.models import FUNNEL_STEPS, TouchpointStep
 from api.orders.models import COUNTED_STATUSES
 from api.segments.compiler import count_statement
-from api.segments.language import parse
+from api.segments.parser import parse
 from bench import growth_data
 from bench.growth_data import ANCHOR, console
 

@@ -68,7 +68,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 import api.models  # noqa: F401  (every table on Base.metadata)
-from api.analytics.service import rebuild_customer_metrics, score_rfm
+from api.analytics.metrics import rebuild_customer_metrics
+from api.analytics.rfm_scoring import score_rfm
 from api.db import Base, Database
 from api.migrate import upgrade
 from bench.data import guard_database_name

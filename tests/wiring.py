@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from api.analytics.service import AttributionPolicy
+from api.analytics.attribution import AttributionPolicy
 from api.customers.reactions import CustomersWiring
 from api.orders.reactions import OrderSettings, OrdersWiring
 from api.settings import Settings

@@ -13,7 +13,7 @@ from rich.table import Table
 from api.cli_time import parse_now
 
 if TYPE_CHECKING:
-    from api.analytics.service import MetricsDifference
+    from api.analytics.metrics import MetricsDifference
     from api.db import Database
 
 metrics_app = typer.Typer(help="Per-customer metrics (客户指标) and RFM.", no_args_is_help=True)
@@ -88,7 +88,7 @@ def rebuild(
     """Recompute every customer's metrics from their orders (the table is kept current with
     every order change; this repairs it, and --check verifies it)."""
     # Imported here: `qudao --help` should not load the database layer.
-    from api.analytics import service
+    from api.analytics import metrics
     from api.commands import load_settings, with_db
 
     async def work(db: Database) -> tuple[int, list[MetricsDifference]]:
@@ -96,10 +96,10 @@ def rebuild(
         for ids in await _id_ranges(db, batch):
             if check:
                 async with db.read() as session:
-                    found += await service.metrics_differences(session, ids)
+                    found += await metrics.metrics_differences(session, ids)
             else:
                 async with db.transaction() as session:
-                    written += await service.rebuild_customer_metrics(session, ids)
+                    written += await metrics.rebuild_customer_metrics(session, ids)
         return written, found
 
     written, found = with_db(load_settings(), work)
@@ -123,7 +123,7 @@ def score_rfm(
     orders, and their RFM segment (run daily, after the orders of the day)."""
     from sqlalchemy import func, select
 
-    from api.analytics import service
+    from api.analytics import rfm_scoring
     from api.analytics.models import CustomerMetrics
     from api.commands import load_settings, with_db
     from api.db import utcnow
@@ -132,7 +132,7 @@ def score_rfm(
 
     async def work(db: Database) -> tuple[int, Counter[str]]:
         async with db.transaction() as session:
-            scored = await service.score_rfm(session, at)
+            scored = await rfm_scoring.score_rfm(session, at)
             rows = await session.execute(
                 select(CustomerMetrics.rfm_segment, func.count()).group_by(
                     CustomerMetrics.rfm_segment

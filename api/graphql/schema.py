@@ -18,7 +18,7 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
 
-from api.analytics import schema as analytics
+from api.analytics.graphql import schema as analytics
 from api.auth import schema as auth
 from api.catalog import schema as catalog
 from api.conflicts import schema as conflicts

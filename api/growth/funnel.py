@@ -13,9 +13,9 @@ Definition (what ``funnel_statement`` computes, and what a hand-written query mu
   their channel, partner, store or campaign: the filters choose who enters.
 * ``group_by`` splits the cohort by a dimension of the entry touch, or by the week (from
   Monday) or month of its time in the business calendar (UTC+8, ``BUSINESS_OFFSET`` of
-  api/analytics/reports.py, as the LTV and retention reports): a first touch at 07:00 on
-  1 March in Shanghai (23:00 UTC on 28 February) is a March cohort in both. Groups are the
-  MAX_GROUPS largest (then by key).
+  api/analytics/business_calendar.py, as the LTV and retention reports): a first touch at
+  07:00 on 1 March in Shanghai (23:00 UTC on 28 February) is a March cohort in both. Groups
+  are the MAX_GROUPS largest (then by key).
 * Per group and step: customers who reached it; the conversion from the previous step and from
   the first (4 decimal places, rounded half up; null when the base is 0); the median hours
   between reaching the previous step and this one (2 places; null for the first step or when
@@ -59,7 +59,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from api.analytics.reports import BUSINESS_OFFSET
+from api.analytics.business_calendar import BUSINESS_OFFSET
 from api.auth.principal import Principal
 from api.errors import DomainError, Problem
 from api.growth.errors import GrowthErrorCode

@@ -31,6 +31,7 @@ from sqlalchemy import (
     FromClause,
     Numeric,
     Select,
+    SQLColumnExpression,
     String,
     and_,
     cast,
@@ -61,7 +62,7 @@ from api.customers.models import (
 from api.loyalty.models import PointsAccount
 from api.orders.models import COUNTED_STATUSES, Order, OrderLine
 from api.partners.models import Partner, Store
-from api.segments.language import (
+from api.segments.expressions import (
     ATTRIBUTE_PREFIX,
     And,
     Condition,
@@ -131,7 +132,7 @@ def _day(value: date) -> tuple[datetime, datetime]:
 Positive = ColumnElement[bool]
 
 
-def _present(column: ColumnElement[Any], condition: ColumnElement[bool]) -> Positive:
+def _present(column: SQLColumnExpression[Any], condition: ColumnElement[bool]) -> Positive:
     """``condition`` where the column has a value, false (not unknown) where it has none."""
     return and_(column.is_not(None), condition)
 
@@ -147,11 +148,13 @@ _OPERATORS: dict[Op, Callable[[Any, Any], Any]] = {
 }
 
 
-def _compare(column: ColumnElement[Any], op: Op, values: Sequence[Any]) -> ColumnElement[bool]:
+def _compare(
+    column: SQLColumnExpression[Any], op: Op, values: Sequence[Any]
+) -> ColumnElement[bool]:
     """The positive form of a column's comparison with the written values."""
     if op in (Op.IN, Op.NOT_IN):
         return column.in_([_bound(v) for v in values])
-    return _OPERATORS[op](column, _bound(values[0]))  # type: ignore[no-any-return]
+    return _OPERATORS[op](column, _bound(values[0]))
 
 
 def _holds(op: Op, value: Any, values: Sequence[Any]) -> bool:
@@ -161,7 +164,7 @@ def _holds(op: Op, value: Any, values: Sequence[Any]) -> bool:
     return bool(_OPERATORS[op](value, values[0]))
 
 
-def _dated(column: ColumnElement[Any], op: Op, value: Any, now: datetime) -> Positive:
+def _dated(column: SQLColumnExpression[Any], op: Op, value: Any, now: datetime) -> Positive:
     """A date field against a relative date, a whole day or a moment."""
     if isinstance(value, RelativeDate):
         value = moment(value, now)
@@ -184,18 +187,18 @@ def _dated(column: ColumnElement[Any], op: Op, value: Any, now: datetime) -> Pos
     return _present(column, condition)
 
 
-def _one_of(column: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
+def _one_of(column: SQLColumnExpression[Any], values: Sequence[Any]) -> ColumnElement[bool]:
     return column == _bound(values[0]) if len(values) == 1 else column.in_(values)
 
 
 def _lookup(
-    target: Any, key: ColumnElement[Any], code: ColumnElement[Any]
+    target: Any, key: SQLColumnExpression[Any], code: SQLColumnExpression[Any]
 ) -> Callable[[Sequence[Any]], Positive]:
     """Has a referenced row (a level, a store ...) whose code is one of the values."""
     return lambda values: exists().where(target.id == key, _one_of(code, values))
 
 
-_NUMBERS: dict[str, tuple[ColumnElement[Any], int | None]] = {
+_NUMBERS: dict[str, tuple[SQLColumnExpression[Any], int | None]] = {
     # field: (column, its value when the row is missing). A customer without a metrics row
     # has 0 orders and 0 spent, and no RFM scores; without a points account, 0 points.
     "orders_count": (CustomerMetrics.orders_count, 0),
@@ -210,7 +213,7 @@ _NUMBERS: dict[str, tuple[ColumnElement[Any], int | None]] = {
 
 
 def _number(
-    column: ColumnElement[Any], default: int | None, op: Op, values: Sequence[Any]
+    column: SQLColumnExpression[Any], default: int | None, op: Op, values: Sequence[Any]
 ) -> Positive:
     """A number field whose row may be missing. Rather than COALESCE (which no index can
     serve), decide in Python whether the missing row's value matches: ``orders_count >= 3``
@@ -223,13 +226,13 @@ def _number(
     return _present(column, compared)
 
 
-_DATES: dict[str, ColumnElement[Any]] = {
+_DATES: dict[str, SQLColumnExpression[Any]] = {
     "first_order_at": CustomerMetrics.first_order_at,
     "last_order_at": CustomerMetrics.last_order_at,
     "member_since": Customer.member_since,
     "created_at": Customer.created_at,
 }
-_TEXTS: dict[str, ColumnElement[Any]] = {
+_TEXTS: dict[str, SQLColumnExpression[Any]] = {
     "first_channel": Customer.first_channel,
     "first_order_channel": CustomerMetrics.first_order_channel,
     "gender": Customer.gender,
@@ -303,7 +306,7 @@ class _JsonText(FunctionElement[str]):
     inherit_cache = True
 
 
-class _JsonIs(FunctionElement[bool]):
+class _JsonIs(FunctionElement[Any]):
     """Whether the attribute holds a value of one JSON type, never NULL.
 
     Arguments: column, key, path, the PostgreSQL type name, two SQLite type names (a number
@@ -316,7 +319,7 @@ class _JsonIs(FunctionElement[bool]):
     inherit_cache = True
 
 
-class _When(FunctionElement[bool]):
+class _When(FunctionElement[Any]):
     """``CASE WHEN guard THEN condition ELSE false END``, untyped like ``_JsonIs``."""
 
     type = NullType()
@@ -479,7 +482,7 @@ def customers_statement(expr: Expr, *, now: datetime, partner_id: int | None = N
 
 def preview_statement(
     expr: Expr, *, now: datetime, partner_id: int | None = None, limit: int = 20
-) -> Select[Any]:
+) -> Select[Customer, int]:
     """The first ``limit`` members (by id), each with the total count, in one statement: the
     window count is taken over every match before LIMIT applies. No rows: count 0."""
     total = func.count().over().label("total")
@@ -494,7 +497,7 @@ def preview_statement(
 
 def explain_statement(
     expr: Expr, customer_id: int, *, now: datetime, partner_id: int | None = None
-) -> Select[Any]:
+) -> Select[*tuple[Any, ...]]:
     """One row for the live customer ``customer_id`` names (a merged id: its survivor): the
     customer's id, whether it matches (``matches``, partner scope included) and each
     condition's outcome (``c0``, ``c1`` ... in reading order). No row: no such live customer."""

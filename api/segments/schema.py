@@ -36,7 +36,8 @@ from api.graphql.relay import (
 from api.partners import loaders as partner_loaders
 from api.partners.schema import Partner
 from api.segments import jobs, models, service
-from api.segments.language import MAX_QUERY_CHARS, Expr
+from api.segments.expressions import Expr
+from api.segments.grammar import MAX_QUERY_CHARS
 
 SegmentErrorCode = strawberry.enum(service.SegmentErrorCode)
 SegmentGrantAction = strawberry.enum(
@@ -54,7 +55,7 @@ WRITERS = requires("segments:write")
 
 @strawberry.type(description="A mistake, with where it is when it is in the segment query.")
 class SegmentError(UserError):
-    code: SegmentErrorCode  # type: ignore[valid-type]
+    code: SegmentErrorCode  # type: ignore[valid-type]  # a strawberry.enum value
     line: int | None = strawberry.field(
         default=None, description="1-based line of a query mistake."
     )
@@ -108,8 +109,7 @@ class SegmentExplanation:
 
     @strawberry.field(description="The customer explained (a merged customer's survivor).")
     async def customer(self, info: Info) -> Customer | None:
-        found = await info.context.load_node("Customer", self.customer_pk)
-        return found  # type: ignore[return-value]
+        return await info.context.load_node("Customer", self.customer_pk)
 
 
 @strawberry.type(description="A saved segment (人群): a query over customers.")
@@ -212,10 +212,10 @@ def _saved_query(row: models.Segment) -> Expr:
 @strawberry.type(description="A grant of coupons or points to a segment's consenting members.")
 class SegmentGrantJob(Node):
     campaign_key: str
-    action: SegmentGrantAction  # type: ignore[valid-type]
+    action: SegmentGrantAction  # type: ignore[valid-type]  # a strawberry.enum value
     points: int | None = strawberry.field(description="POINTS: per member.")
     reason: str
-    status: SegmentGrantJobStatus  # type: ignore[valid-type]
+    status: SegmentGrantJobStatus  # type: ignore[valid-type]  # a strawberry.enum value
     total: int | None = strawberry.field(
         description="Members snapshotted when it started: those who consent to marketing messages."
     )
@@ -267,8 +267,7 @@ class SegmentGrantJob(Node):
     async def coupon_template(self, info: Info) -> CouponTemplate | None:
         if self.template_pk is None:
             return None
-        found = await info.context.load_node("CouponTemplate", self.template_pk)
-        return found  # type: ignore[return-value]
+        return await info.context.load_node("CouponTemplate", self.template_pk)
 
 
 async def _segments_by_pk(ctx: Context, keys: Sequence[int]) -> list[models.Segment | None]:
@@ -415,7 +414,7 @@ class SegmentGrantStartInput:
     campaign_key: str = strawberry.field(
         description="Once per (segment, campaign key): a retry returns the same job."
     )
-    action: SegmentGrantAction  # type: ignore[valid-type]
+    action: SegmentGrantAction  # type: ignore[valid-type]  # a strawberry.enum value
     reason: str
     coupon_template_id: strawberry.ID | None = strawberry.field(
         default=None, description="COUPON: the template (claimable online)."

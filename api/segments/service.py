@@ -35,13 +35,7 @@ from api.db import insert_or_get
 from api.errors import DomainError, Problem
 from api.loyalty.adjustments import MAX_ADJUST_POINTS
 from api.segments import compiler
-from api.segments.language import (
-    Expr,
-    SegmentError,
-    SegmentSemanticError,
-    conditions,
-    parse,
-)
+from api.segments.expressions import Expr, conditions
 from api.segments.models import (
     GrantAction,
     JobStatus,
@@ -49,6 +43,8 @@ from api.segments.models import (
     SegmentGrantJob,
     SegmentGrantMember,
 )
+from api.segments.parser import parse
+from api.segments.query_errors import SegmentError, SegmentSemanticError
 from api.text import describe_character, forbidden_character
 
 # A job is seen where its segment is.

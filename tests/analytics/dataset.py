@@ -91,9 +91,11 @@ from decimal import Decimal
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.analytics import reports
-from api.analytics import service as analytics
+from api.analytics.attribution import attribute_orders
+from api.analytics.metrics import rebuild_customer_metrics
 from api.analytics.models import OrderAttribution
+from api.analytics.rfm_scoring import score_rfm
+from api.analytics.spend import SpendDraft, record_channel_spend
 from api.auth.models import StaffUser
 from api.auth.principal import Principal, Role
 from api.catalog.models import Product, SalesChannel, Sku
@@ -297,7 +299,7 @@ async def build(db: Database) -> World:
         for sale in SALES:
             world.orders[sale.name] = await _insert_sale(session, world, sale, product.id)
         counted = [world.orders[s.name] for s in SALES if s.customer]
-        await analytics.attribute_orders(session, counted, "first_touch", 0, now=SCORED_AT)
+        await attribute_orders(session, counted, "first_touch", 0, now=SCORED_AT)
         # Attributed when they were placed (the hook runs at orderCreate), refunded since.
         for name in ("o11", "o24"):
             sale = next(s for s in SALES if s.name == name)
@@ -316,13 +318,13 @@ async def build(db: Database) -> World:
                     created_at=sale.placed_at,
                 )
             )
-        await analytics.rebuild_customer_metrics(session, now=SCORED_AT)
-        await analytics.score_rfm(session, SCORED_AT)
+        await rebuild_customer_metrics(session, now=SCORED_AT)
+        await score_rfm(session, SCORED_AT)
         for name, (channel, partner, start, end, amount) in SPENDS.items():
-            result = await reports.record_channel_spend(
+            result = await record_channel_spend(
                 session,
                 HQ,
-                reports.SpendDraft(
+                SpendDraft(
                     channel=channel,
                     partner_id=world.partners[partner] if partner else None,
                     period_start=start,

@@ -17,8 +17,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from api.analytics import service as analytics
+from api.analytics.attribution import AttributionPolicy
+from api.analytics.metrics import METRIC_COLUMNS, metrics_differences, rebuild_customer_metrics
 from api.analytics.models import CustomerMetrics, OrderAttribution
+from api.analytics.reactions import MetricsAndAttribution
 from api.auth.models import StaffUser
 from api.auth.principal import Role
 from api.catalog.models import SalesChannel
@@ -58,7 +60,7 @@ T0 = NOW - 90 * DAY
 # What the helpers below hand the orders domain: every reaction, attributing by first touch
 # for life unless a test says otherwise (``configured``).
 _DEFAULT = orders_wiring(Policy())
-_DEFAULT_POLICY = analytics.AttributionPolicy()
+_DEFAULT_POLICY = AttributionPolicy()
 _wiring, _policy = _DEFAULT, _DEFAULT_POLICY
 
 
@@ -164,7 +166,7 @@ def _row(row: CustomerMetrics) -> dict[str, Any]:
 
 
 _COLUMNS = (
-    *analytics.METRIC_COLUMNS,
+    *METRIC_COLUMNS,
     "rfm_recency",
     "rfm_frequency",
     "rfm_monetary",
@@ -179,7 +181,7 @@ async def metrics(db: Database, customer_id: int) -> dict[str, Any] | None:
         row = await session.get(CustomerMetrics, customer_id)
     if row is None:
         return None
-    return {c: getattr(row, c) for c in analytics.METRIC_COLUMNS}
+    return {c: getattr(row, c) for c in METRIC_COLUMNS}
 
 
 async def table(db: Database) -> list[dict[str, Any]]:
@@ -195,9 +197,9 @@ async def rebuild_agrees(db: Database) -> list[dict[str, Any]]:
     updated_at; the RFM scores stay). Returns the table."""
     before = await table(db)
     async with db.read() as session:
-        assert await analytics.metrics_differences(session) == []
+        assert await metrics_differences(session) == []
     async with db.transaction() as session:
-        written = await analytics.rebuild_customer_metrics(session)
+        written = await rebuild_customer_metrics(session)
     assert written == len(before)
     assert await table(db) == before
     return before
@@ -214,10 +216,10 @@ async def attribution(db: Database) -> dict[int, tuple[Any, ...]]:
 
 
 @contextmanager
-def configured(rule: str, window_days: int = 0) -> Iterator[analytics.AttributionPolicy]:
+def configured(rule: str, window_days: int = 0) -> Iterator[AttributionPolicy]:
     """Orders placed inside are attributed under this rule and window."""
     global _wiring, _policy
-    policy = analytics.AttributionPolicy(rule, window_days)
+    policy = AttributionPolicy(rule, window_days)
     _wiring, _policy = orders_wiring(Policy(), attribution=policy), policy
     try:
         yield policy
@@ -230,9 +232,9 @@ def wiring_in_force() -> OrdersWiring:
     return _wiring
 
 
-def metrics_reaction() -> analytics.MetricsAndAttribution:
+def metrics_reaction() -> MetricsAndAttribution:
     """The analytics reaction to orders, under the attribution policy in force."""
-    return analytics.MetricsAndAttribution(_policy)
+    return MetricsAndAttribution(_policy)
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""Lifetime attribution (终身归属, api/analytics/service.py): every counted order of a recruited
+"""Lifetime attribution (终身归属, api/analytics/attribution.py): every counted order of a recruited
 member, on any channel, counts for a store, guide and partner, decided when the order is
 taken under the configured rule and window and kept.
 
@@ -23,7 +23,8 @@ from itertools import count
 import pytest
 from sqlalchemy import insert
 
-from api.analytics import service as analytics
+from api.analytics.attribution import AttributionPolicy, attribute_orders
+from api.analytics.reactions import MetricsAndAttribution
 from api.catalog.models import SalesChannel
 from api.customers.merge import merge_customers
 from api.growth.models import Touchpoint, TouchpointStep
@@ -177,7 +178,7 @@ async def test_an_order_is_attributed_once_and_keeps_its_rule(db, shop):
     assert before[day10] == (mia, shop.partner_a, shop.a1, g1, "first_touch", None)
     # The rule changes later (or the hook is retried): nothing moves.
     async with db.transaction() as session:
-        assert await analytics.attribute_orders(session, list(ids.values()), "last_touch", 0) == 0
+        assert await attribute_orders(session, list(ids.values()), "last_touch", 0) == 0
     assert await attribution(db) == before
     # A cancelled or refunded order keeps its row: reports count orders by their status.
     cancelled = await order(
@@ -205,7 +206,7 @@ async def test_the_order_itself_is_not_its_own_last_touch(db, shop):
         db, mia, TouchpointStep.FIRST_ORDER, T0 + 20 * DAY, store_id=shop.hq, order_id=pos.id
     )
     async with db.transaction() as session:
-        assert await analytics.attribute_orders(session, [pos.id], "last_touch", 0) == 1
+        assert await attribute_orders(session, [pos.id], "last_touch", 0) == 1
     assert (await attribution(db))[pos.id] == (
         mia,
         shop.partner_b,
@@ -286,10 +287,10 @@ def test_the_policy_comes_from_the_settings_and_is_checked(settings):
     bound = [
         reaction.policy
         for reaction in wiring.orders.reactions
-        if isinstance(reaction, analytics.MetricsAndAttribution)
+        if isinstance(reaction, MetricsAndAttribution)
     ]
-    assert bound == [analytics.AttributionPolicy("last_touch", 7)]
+    assert bound == [AttributionPolicy("last_touch", 7)]
     with pytest.raises(ValueError, match="first_touch, last_touch"):
-        analytics.AttributionPolicy("middle_touch")
+        AttributionPolicy("middle_touch")
     with pytest.raises(ValueError, match="0 \\(for life\\)"):
-        analytics.AttributionPolicy("first_touch", -1)
+        AttributionPolicy("first_touch", -1)

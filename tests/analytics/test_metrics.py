@@ -1,4 +1,4 @@
-"""Per-customer metrics kept in step with orders (api/analytics/service.py): after every order
+"""Per-customer metrics kept in step with orders (api/analytics/metrics.py): after every order
 change the customer's row holds what their counted orders say, worked out here by hand, and
 equals what a rebuild writes. Also: what the order hook costs in statements.
 
@@ -18,8 +18,9 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select, text
 
-from api.analytics import service as analytics
+from api.analytics.metrics import METRIC_COLUMNS, metrics_differences, rebuild_customer_metrics
 from api.analytics.models import CustomerMetrics
+from api.analytics.rfm_scoring import score_rfm
 from api.catalog.models import SalesChannel
 from api.customers.merge import merge_customers
 from api.customers.models import CustomerIdentity, IdentityKind
@@ -280,7 +281,7 @@ async def test_the_rfm_scores_stay_when_orders_refresh_the_row(db, shop):
     cat = shop.cat
     await order(db, cat, at=T0)
     async with db.transaction() as session:
-        assert await analytics.score_rfm(session, T0 + DAY) == 1
+        assert await score_rfm(session, T0 + DAY) == 1
     await order(db, cat, at=T0 + 2 * DAY)
     (only,) = await table(db)
     # Scored alone, she is in every first quintile; a new order does not rescore her.
@@ -309,22 +310,22 @@ async def test_a_tampered_row_is_reported_and_a_rebuild_repairs_it(db, shop):
             )
         )
     async with db.read() as session:
-        found = await analytics.metrics_differences(session)
+        found = await metrics_differences(session)
     assert [(d.customer_id, d.columns()) for d in found] == [
         (ann, ["total_spent"]),
-        (bob, list(analytics.METRIC_COLUMNS)),
-        (cat, list(analytics.METRIC_COLUMNS)),
+        (bob, list(METRIC_COLUMNS)),
+        (cat, list(METRIC_COLUMNS)),
     ]
     assert found[0].stored and found[0].rebuilt
     assert (found[0].stored["total_spent"], found[0].rebuilt["total_spent"]) == (D(1), D(99))
     assert found[1].stored is None and found[2].rebuilt is None
     # A rebuild of one id range touches only it.
     async with db.transaction() as session:
-        assert await analytics.rebuild_customer_metrics(session, range(ann, ann + 1)) == 1
+        assert await rebuild_customer_metrics(session, range(ann, ann + 1)) == 1
     async with db.read() as session:
-        assert [d.customer_id for d in await analytics.metrics_differences(session)] == [bob, cat]
+        assert [d.customer_id for d in await metrics_differences(session)] == [bob, cat]
     async with db.transaction() as session:
-        assert await analytics.rebuild_customer_metrics(session) == 2
+        assert await rebuild_customer_metrics(session) == 2
     assert [r["customer_id"] for r in await rebuild_agrees(db)] == [ann, bob]
 
 
@@ -397,7 +398,7 @@ async def test_a_batch_or_rebuild_after_an_uncommitted_batch_waits_and_sees_it(d
             if later == "import":
                 await batch(session, "50.00")
             else:
-                await analytics.rebuild_customer_metrics(session)
+                await rebuild_customer_metrics(session)
 
     async with db.transaction() as session:
         await batch(session, "30.00")

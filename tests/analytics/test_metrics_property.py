@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 
-from api.analytics import service as analytics
+from api.analytics.metrics import metrics_differences, rebuild_customer_metrics
 from api.analytics.models import OrderAttribution
 from api.cache import InProcessCache
 from api.catalog.models import SalesChannel
@@ -272,7 +272,7 @@ async def test_incremental_metrics_equal_a_rebuild_after_any_sequence(
     world = await new_world(db, shop, pickup_secret(settings.key_ring()))
     # A failing example (while Hypothesis shrinks) must not leave its wrong rows to the next.
     async with db.transaction() as session:
-        await analytics.rebuild_customer_metrics(session)
+        await rebuild_customer_metrics(session)
     with configured(*policy):
         for op in ops:
             try:
@@ -282,6 +282,6 @@ async def test_incremental_metrics_equal_a_rebuild_after_any_sequence(
                 # Refused (not refundable, not cancellable ...): nothing changed.
                 event(f"{op[0]} refused")
             async with db.read() as session:
-                assert await analytics.metrics_differences(session) == [], op
+                assert await metrics_differences(session) == [], op
     await rebuild_agrees(db)
     await attributions_follow_their_orders(db)

@@ -1,4 +1,4 @@
-"""The reports' arithmetic (api/analytics/reports.py), at service level, over the hand-computed
+"""The reports' arithmetic (api/analytics/reports/), at service level, over the hand-computed
 data set of tests/analytics/dataset.py (read its docstring first: every number below is
 worked out from its tables, not read back from the code).
 
@@ -15,16 +15,19 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, update
 
-from api.analytics import reports
-from api.analytics import service as analytics
-from api.analytics.reports import (
+from api.analytics.business_calendar import Period
+from api.analytics.metrics import refresh_customer_metrics
+from api.analytics.reports.attributed_sales import (
     AttributionFilter,
     AttributionGroup,
-    Audience,
-    LtvGroup,
-    Period,
-    RepurchaseGroup,
+    attributed_sales,
 )
+from api.analytics.reports.cac import ChannelPerformance, channel_performance
+from api.analytics.reports.counted import Audience
+from api.analytics.reports.ltv import LifetimeValue, LtvGroup, lifetime_value
+from api.analytics.reports.repurchase import Repurchase, RepurchaseGroup, repurchase_rate
+from api.analytics.reports.retention import cohort_retention
+from api.analytics.reports.rfm import rfm_distribution
 from api.catalog.models import SalesChannel
 from api.customers.models import Customer, CustomerStatus
 from api.db import Database
@@ -43,7 +46,7 @@ async def world(db: Database) -> World:
     return await build(db)
 
 
-def value_rows(report: reports.LifetimeValue) -> list[tuple[Any, ...]]:
+def value_rows(report: LifetimeValue) -> list[tuple[Any, ...]]:
     return [
         (
             r.key,
@@ -60,7 +63,7 @@ def value_rows(report: reports.LifetimeValue) -> list[tuple[Any, ...]]:
 
 async def ltv(db: Database, group_by: LtvGroup, principal: Any = HQ, **kw: Any) -> Any:
     async with db.read() as session:
-        return await reports.lifetime_value(
+        return await lifetime_value(
             session,
             principal,
             group_by=group_by,
@@ -70,9 +73,9 @@ async def ltv(db: Database, group_by: LtvGroup, principal: Any = HQ, **kw: Any) 
         )
 
 
-async def repurchase(db: Database, principal: Any = HQ, **kw: Any) -> reports.Repurchase:
+async def repurchase(db: Database, principal: Any = HQ, **kw: Any) -> Repurchase:
     async with db.read() as session:
-        return await reports.repurchase_rate(
+        return await repurchase_rate(
             session,
             principal,
             first_order_from=kw.pop("first_order_from", JAN),
@@ -84,18 +87,18 @@ async def repurchase(db: Database, principal: Any = HQ, **kw: Any) -> reports.Re
 
 async def retention(db: Database, principal: Any = HQ, **kw: Any) -> list[tuple[Any, ...]]:
     async with db.read() as session:
-        report = await reports.cohort_retention(session, principal, now=SCORED_AT, **kw)
+        report = await cohort_retention(session, principal, now=SCORED_AT, **kw)
     return [(c.label, c.size, [(x.customers, x.rate) for x in c.cells]) for c in report.cohorts]
 
 
-async def channels(db: Database, principal: Any = HQ, **kw: Any) -> reports.ChannelPerformance:
+async def channels(db: Database, principal: Any = HQ, **kw: Any) -> ChannelPerformance:
     async with db.read() as session:
-        return await reports.channel_performance(
+        return await channel_performance(
             session, principal, start=date(2026, 2, 1), end=date(2026, 3, 31), **kw
         )
 
 
-def channel_rows(report: reports.ChannelPerformance) -> list[tuple[Any, ...]]:
+def channel_rows(report: ChannelPerformance) -> list[tuple[Any, ...]]:
     return [
         (r.channel, r.partner_id, r.spend, r.new_customers, r.cac, r.revenue, r.gross_margin, r.roi)
         for r in [*report.rows, report.total]
@@ -106,7 +109,7 @@ async def attributed(
     db: Database, group_by: AttributionGroup, principal: Any = HQ, **kw: Any
 ) -> list[tuple[Any, ...]]:
     async with db.read() as session:
-        rows = await reports.attributed_sales(
+        rows = await attributed_sales(
             session, principal, group_by=group_by, start=at(2, 1), end=at(4, 1), **kw
         )
     return [(r.key, r.orders, r.customers, r.revenue, r.gross_margin) for r in rows]
@@ -395,7 +398,7 @@ async def test_weekly_retention_and_empty_cohorts(db: Database, world: World) ->
 
 
 async def test_rfm_distribution_after_scoring(db: Database, world: World) -> None:
-    # Scored at 1 June (dataset.SCORED_AT) by api/analytics/service.py: each score is
+    # Scored at 1 June (dataset.SCORED_AT) by api/analytics/rfm_scoring.py: each score is
     # 1 + ⌊5 × (rank - 1) / 10⌋, rank from the lowest value (ties share the first rank):
     #   R by last order: c2 02-11, c6 02-22 → 1; c7 03-09, c9 03-20 → 2; c3 04-10, c4 04-15
     #     → 3; c8 04-20, c10 04-28 → 4; c1 05-10, c5 05-30 → 5
@@ -407,7 +410,7 @@ async def test_rfm_distribution_after_scoring(db: Database, world: World) -> Non
     # Days from the last order to 1 June: c1 22, c2 110, c3 52, c4 47, c5 2, c6 99, c7 84,
     # c8 42, c9 73, c10 34.
     async with db.read() as session:
-        rows = await reports.rfm_distribution(session, HQ, now=SCORED_AT)
+        rows = await rfm_distribution(session, HQ, now=SCORED_AT)
     assert [
         (r.segment, r.customers, r.average_recency_days, r.average_orders, r.average_spent)
         for r in rows
@@ -430,9 +433,9 @@ async def test_unscored_customers_are_their_own_row(db: Database, world: World) 
     # c12 buys after the scoring run: a metrics row without scores until the next run.
     await _extra_order(db, world, "c12", at(5, 31), SalesChannel.MINI_PROGRAM, D("100.00"))
     async with db.transaction() as session:
-        await analytics.refresh_customer_metrics(session, [world.customers["c12"]])
+        await refresh_customer_metrics(session, [world.customers["c12"]])
     async with db.read() as session:
-        rows = await reports.rfm_distribution(session, HQ, now=SCORED_AT)
+        rows = await rfm_distribution(session, HQ, now=SCORED_AT)
     # 1 day before 1 June, 1 order, 100.00
     assert (rows[-1].segment, rows[-1].customers, rows[-1].average_recency_days) == (
         None,
@@ -545,7 +548,7 @@ async def test_a_partner_sees_only_its_own_members_orders_and_spend(
     ]
     # RFM: c1 champions; c2, c9 hibernating ((110 + 73) / 2 = 91.5 days); c3 about_to_sleep.
     async with db.read() as session:
-        rfm = await reports.rfm_distribution(session, a, now=SCORED_AT)
+        rfm = await rfm_distribution(session, a, now=SCORED_AT)
     assert [(r.segment, r.customers, r.average_recency_days) for r in rfm] == [
         ("hibernating", 2, D("91.5")),
         ("about_to_sleep", 1, D("52.0")),
@@ -571,7 +574,7 @@ async def test_another_partners_id_finds_nothing(db: Database, world: World) -> 
     assert (await channels(db, a, partner_id=b)).rows == []
     store_b = Audience(store_id=world.stores["b1"])
     async with db.read() as session:
-        assert await reports.rfm_distribution(session, a, now=SCORED_AT, audience=store_b) == []
+        assert await rfm_distribution(session, a, now=SCORED_AT, audience=store_b) == []
     # ... exactly like an id that does not exist.
     missing = await ltv(db, LtvGroup.PARTNER, a, audience=Audience(partner_id=999))
     assert missing.rows == [] and missing.total.customers == 0
@@ -673,7 +676,7 @@ async def test_dates_lie_between_2000_and_2100(db: Database) -> None:
     ) == [("INVALID_RANGE", ("firstOrderFrom",)), ("INVALID_RANGE", ("firstOrderTo",))]
     with pytest.raises(DomainError) as raised:
         async with db.read() as session:
-            await reports.attributed_sales(
+            await attributed_sales(
                 session, HQ, group_by=AttributionGroup.STORE, start=JAN, end=end + second
             )
     assert [(p.code.name, p.field) for p in raised.value.problems] == [("INVALID_RANGE", ("to",))]
@@ -682,25 +685,19 @@ async def test_dates_lie_between_2000_and_2100(db: Database) -> None:
 async def test_channel_and_attribution_bad_input(db: Database) -> None:
     with pytest.raises(DomainError) as raised:
         async with db.read() as session:
-            await reports.channel_performance(
-                session, HQ, start=date(2026, 3, 1), end=date(2026, 2, 28)
-            )
+            await channel_performance(session, HQ, start=date(2026, 3, 1), end=date(2026, 2, 28))
     assert [(p.code.name, p.field) for p in raised.value.problems] == [("INVALID_RANGE", ("to",))]
     # One day (from = to) is a range of its own; 1096 days is the longest.
     async with db.read() as session:
-        one_day = await reports.channel_performance(
+        one_day = await channel_performance(
             session, HQ, start=date(2026, 3, 1), end=date(2026, 3, 1)
         )
         assert one_day.rows == []
         with pytest.raises(DomainError) as raised:
-            await reports.channel_performance(
-                session, HQ, start=date(2026, 1, 1), end=date(2029, 1, 1)
-            )
+            await channel_performance(session, HQ, start=date(2026, 1, 1), end=date(2029, 1, 1))
         assert raised.value.problems[0].code.name == "RANGE_TOO_LONG"
         with pytest.raises(DomainError) as raised:
-            await reports.attributed_sales(
-                session, HQ, group_by=AttributionGroup.STORE, start=JUN, end=JAN
-            )
+            await attributed_sales(session, HQ, group_by=AttributionGroup.STORE, start=JUN, end=JAN)
         assert raised.value.problems[0].field == ("to",)
 
 

@@ -1,4 +1,4 @@
-"""RFM scores (api/analytics/service.py ``score_rfm``): recency, frequency and monetary value in
+"""RFM scores (api/analytics/rfm_scoring.py ``score_rfm``): recency, frequency and monetary value in
 quintiles over the customers with counted orders, hand-scored here on ten customers.
 
 The rule: with n customers, a value's score is 1 + floor(5 x (rank - 1) / n), rank counted
@@ -18,8 +18,8 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import insert
 
-from api.analytics import service as analytics
 from api.analytics.models import CustomerMetrics
+from api.analytics.rfm_scoring import rfm_segment, score_rfm
 from tests.analytics.shop_metrics import new_customer, table
 from tests.orders.conftest import NOW
 
@@ -143,7 +143,7 @@ async def test_ten_customers_score_as_worked_out_whatever_order_their_rows_are_i
     random.Random(seed).shuffle(names)
     ids = await people(db, names)
     async with db.transaction() as session:
-        assert await analytics.score_rfm(session, SCORED_AT) == 10
+        assert await score_rfm(session, SCORED_AT) == 10
     assert await scores(db, ids) == EXPECTED
     assert {r["rfm_scored_at"] for r in await table(db)} == {SCORED_AT}
 
@@ -151,7 +151,7 @@ async def test_ten_customers_score_as_worked_out_whatever_order_their_rows_are_i
 async def test_scoring_again_follows_the_new_numbers(db):
     ids = await people(db, list(PEOPLE))
     async with db.transaction() as session:
-        await analytics.score_rfm(session, SCORED_AT)
+        await score_rfm(session, SCORED_AT)
         # c9 (R5 F1: new) comes back for a lot more: 20 orders, 2,000 spent. F now: one
         # order c1, c4 (rank 1: 1); two c3, c5, c6 (rank 3: 1 + 10 // 10 = 2); three c10
         # (rank 6: 1 + 25 // 10 = 3); four c7 (rank 7: 4); six c8 (rank 8: 1 + 35 // 10 = 4);
@@ -162,7 +162,7 @@ async def test_scoring_again_follows_the_new_numbers(db):
             .where(CustomerMetrics.customer_id == ids["c9"])
             .values(orders_count=20, total_spent=Decimal("2000.00"))
         )
-        assert await analytics.score_rfm(session, SCORED_AT + DAY) == 10
+        assert await score_rfm(session, SCORED_AT + DAY) == 10
     now = await scores(db, ids)
     assert now["c9"] == (5, 5, 5, "champions")
     assert now["c8"] == (4, 4, 4, "loyal")
@@ -172,7 +172,7 @@ async def test_scoring_again_follows_the_new_numbers(db):
 
 async def test_nobody_to_score(db):
     async with db.transaction() as session:
-        assert await analytics.score_rfm(session, SCORED_AT) == 0
+        assert await score_rfm(session, SCORED_AT) == 0
 
 
 def test_the_segment_map_covers_every_r_and_f_exactly_as_documented():
@@ -185,6 +185,6 @@ def test_the_segment_map_covers_every_r_and_f_exactly_as_documented():
     """
     for row in grid.strip().splitlines():
         r, *names = row.split()
-        assert [analytics.rfm_segment(int(r), f) for f in range(1, 6)] == names
+        assert [rfm_segment(int(r), f) for f in range(1, 6)] == names
     with pytest.raises(ValueError, match=r"1\.\.5"):
-        analytics.rfm_segment(0, 3)
+        rfm_segment(0, 3)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from api.analytics import reports
+from api.analytics.spend import MAX_SPEND, SpendDraft, record_channel_spend
 from api.auth.principal import Principal, Role
 from api.auth.scopes import ROLE_SCOPES
 from api.catalog.models import SalesChannel
@@ -25,7 +25,7 @@ from api.partners.models import PartnerType
 from tests.orders.conftest import HQ, caller, gid, partner_admin, store_staff, token_of
 
 MARKETER = Principal("user:2", Role.MARKETER, scopes=ROLE_SCOPES[Role.MARKETER])
-DRAFT = reports.SpendDraft(
+DRAFT = SpendDraft(
     channel=SalesChannel.MINI_PROGRAM,
     period_start=date(2026, 1, 1),
     period_end=date(2026, 1, 31),
@@ -44,12 +44,12 @@ async def two_partners(db: Database) -> tuple[int, int]:
     return ids[0], ids[1]
 
 
-async def record(db: Database, draft: reports.SpendDraft, principal: Any = HQ) -> Any:
+async def record(db: Database, draft: SpendDraft, principal: Any = HQ) -> Any:
     async with db.transaction() as session:
-        return await reports.record_channel_spend(session, principal, draft, now=utcnow())
+        return await record_channel_spend(session, principal, draft, now=utcnow())
 
 
-async def refused(db: Database, draft: reports.SpendDraft, principal: Any = HQ) -> list[Any]:
+async def refused(db: Database, draft: SpendDraft, principal: Any = HQ) -> list[Any]:
     with pytest.raises(DomainError) as raised:
         await record(db, draft, principal)
     return [(p.code.name, p.field) for p in raised.value.problems]
@@ -132,7 +132,7 @@ async def test_the_largest_spend_over_a_whole_year(db: Database) -> None:
         DRAFT,
         period_start=date(2028, 1, 1),
         period_end=date(2028, 12, 31),
-        amount=reports.MAX_SPEND,
+        amount=MAX_SPEND,
         idempotency_key="2028",
     )
     assert (await record(db, leap)).created

@@ -40,8 +40,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, insert
 
-from api.analytics.reports import BUSINESS_TZ as CST
-from api.analytics.reports import Period, period_index, period_start
+from api.analytics.business_calendar import BUSINESS_TZ as CST
+from api.analytics.business_calendar import Period, period_index, period_start
 from api.auth.principal import Principal, Role
 from api.customers.models import Customer
 from api.errors import DomainError
@@ -237,8 +237,9 @@ async def test_cohorts_by_week_and_month(db, data):
 
 
 async def test_weeks_start_on_monday_and_months_on_the_first_in_the_business_calendar(db, shop):
-    """Cohorts are weeks and months at UTC+8, as in the reports (api/analytics/reports.py):
-    each entry falls in the period ``period_index`` puts it in, not its UTC one."""
+    """Cohorts are weeks and months at UTC+8, as in the reports
+    (api/analytics/business_calendar.py): each entry falls in the period ``period_index``
+    puts it in, not its UTC one."""
     ids = await customers(db, 5)
     times = [
         datetime(2026, 3, 8, 23, 59, 59, tzinfo=CST),  # Sunday: the week of 2 March

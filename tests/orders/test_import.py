@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from api.analytics.service import metrics_differences
+from api.analytics.metrics import metrics_differences
 from api.catalog.models import SalesChannel, Sku
 from api.conflicts.models import ChannelViolation, ViolationKind
 from api.customers.models import (

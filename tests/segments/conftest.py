@@ -59,7 +59,7 @@ from api.orders.models import Fulfillment, Order, OrderLine, OrderStatus
 from api.partners import service as partners
 from api.partners.models import PartnerType
 from api.segments import compiler
-from api.segments.language import parse
+from api.segments.parser import parse
 from tests.catalog.conftest import as_principal
 from tests.orders.conftest import HQ
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
-from api.analytics.service import RFM_SEGMENTS
+from api.analytics.rfm_scoring import RFM_SEGMENTS
 from api.catalog.models import SalesChannel
 from api.customers.profile import Gender
 from api.db import utcnow
@@ -33,17 +33,9 @@ from api.segments.compiler import (
     members_statement,
     moment,
 )
-from api.segments.language import (
-    FIELDS,
-    Condition,
-    Expr,
-    Kind,
-    Op,
-    RelativeDate,
-    SegmentError,
-    conditions,
-    parse,
-)
+from api.segments.expressions import FIELDS, Condition, Expr, Kind, Op, RelativeDate, conditions
+from api.segments.parser import parse
+from api.segments.query_errors import SegmentError
 
 NOW = utcnow()
 DIALECTS: list[Dialect] = [postgresql.asyncpg.dialect(), sqlite.aiosqlite.dialect()]

@@ -10,19 +10,9 @@ import pytest
 
 from api.db import utcnow
 from api.segments.compiler import count_statement, moment
-from api.segments.language import (
-    And,
-    Condition,
-    Not,
-    Op,
-    Or,
-    RelativeDate,
-    SegmentError,
-    SegmentSemanticError,
-    SegmentSyntaxError,
-    conditions,
-    parse,
-)
+from api.segments.expressions import And, Condition, Not, Op, Or, RelativeDate, conditions
+from api.segments.parser import parse
+from api.segments.query_errors import SegmentError, SegmentSemanticError, SegmentSyntaxError
 
 
 def leaf(query: str) -> Condition:

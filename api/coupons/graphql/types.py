@@ -273,7 +273,7 @@ class Coupon(Node):
     @strawberry.field(description="Its holder; null if you may not see the customer.")
     async def customer(
         self, info: Info
-    ) -> Annotated[Customer, strawberry.lazy("api.customers.schema")] | None:
+    ) -> Annotated[Customer, strawberry.lazy("api.customers.graphql.types")] | None:
         # Through the customers domain's node loader: batched and scoped like `node`.
         found = await info.context.load_node("Customer", self.customer_pk)
         return found

@@ -15,7 +15,7 @@ from decimal import Decimal
 import strawberry
 from strawberry.scalars import JSON
 
-from api.analytics.schema import CustomerMetrics, customer_metrics
+from api.analytics.graphql.customer_metrics import CustomerMetrics, customer_metrics
 from api.audit.service import AuditEntry
 from api.auth.pii import PII_SCOPE, mask_email, mask_phone
 from api.coupons.graphql.types import Coupon, customer_coupons
