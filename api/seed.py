@@ -268,7 +268,7 @@ async def _seed_crm(
             ),
         )
         levels[code] = level.id
-    for name, multiplier, channel, level in (
+    for name, multiplier, channel, level_code in (
         ("每消费1元积1分", "1", None, None),
         ("小程序下单双倍积分", "2", "mini_program", None),
         ("金卡会员1.5倍积分", "1.5", None, "gold"),
@@ -281,8 +281,8 @@ async def _seed_crm(
                 points_per_yuan=Decimal(1),
                 multiplier=Decimal(multiplier),
                 channel=channel,
-                level_id=levels[level] if level else None,
-                priority=1 if channel or level else 0,
+                level_id=levels[level_code] if level_code else None,
+                priority=1 if channel or level_code else 0,
             ),
             now,
         )
@@ -390,8 +390,10 @@ def _band(channel: SalesChannel, floor: str, ceiling: str) -> catalog.BandDraft:
     return catalog.BandDraft(channel, Decimal(floor), Decimal(ceiling))
 
 
-# code, name, [(sku code, name, suggested retail price, cost, exclusive channels, bands)]
-DEMO_PRODUCTS = [
+# sku code, name, suggested retail price, cost, exclusive channels, bands
+DemoSku = tuple[str, str, str, str, tuple[SalesChannel, ...], list[catalog.BandDraft]]
+# code, name, SKUs
+DEMO_PRODUCTS: list[tuple[str, str, list[DemoSku]]] = [
     (
         "TEA-LJ",
         "明前龙井",
@@ -530,7 +532,7 @@ async def _seed_growth(
     """Touchpoints for the funnel, channel spend for CAC, a running referral campaign with
     王芳's invite, saved segments, and RFM scores over the demo orders."""
     now = utcnow()
-    for index, (name, step, store, days_ago, campaign) in enumerate(DEMO_TOUCHES):
+    for index, (name, step, store, days_ago, touch_campaign) in enumerate(DEMO_TOUCHES):
         await growth.record_touchpoint(
             session,
             SEEDER,
@@ -541,7 +543,7 @@ async def _seed_growth(
                 occurred_at=now - timedelta(days=days_ago),
                 source_channel="wecom" if step is TouchpointStep.WECOM_ADDED else None,
                 store_id=stores[store],
-                campaign_id=campaign,
+                campaign_id=touch_campaign,
             ),
             now=now,
         )

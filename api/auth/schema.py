@@ -82,7 +82,7 @@ class Viewer:
         # Through the customers domain's node loader: scoped like `node`, so the token's
         # customer is the only one it can return.
         found = await info.context.load_node("Customer", self.customer_pk)
-        return found  # type: ignore[return-value]
+        return found
 
 
 def _kind(role: RoleEnum | None) -> PrincipalKind:
@@ -124,7 +124,7 @@ class AuditEvent(Node):
             action=row.action,
             object_type=row.object_type,
             object_id=object_id,
-            detail=row.detail,
+            detail=JSON(row.detail),
         )
 
 

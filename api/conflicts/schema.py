@@ -135,7 +135,7 @@ class ChannelViolation(Node):
         if self.coupon_pk is None:
             return None
         found = await info.context.load_node("Coupon", self.coupon_pk)
-        return found  # type: ignore[return-value]
+        return found
 
     @strawberry.field
     async def sku(self, info: Info) -> Sku | None:

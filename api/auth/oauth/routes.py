@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVarTuple
 
 import anyio
 from authlib.oauth2 import OAuth2Error
@@ -14,10 +14,12 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from api.auth.oauth.endpoints import Introspection, Revocation
-from api.auth.oauth.http_request import read_oauth_request
+from api.auth.oauth.http_request import OAuthHttpRequest, read_oauth_request
 from api.auth.oauth.server import OAuthServer
 from api.auth.oauth.store import TooManyAttempts
 from api.settings import Settings
+
+Ts = TypeVarTuple("Ts")
 
 
 async def rate_limited(request: Request) -> Response | None:
@@ -36,7 +38,9 @@ async def rate_limited(request: Request) -> Response | None:
     return None
 
 
-async def _endpoint(request: Request, call: Callable[..., Response], *args: Any) -> Response:
+async def _endpoint(
+    request: Request, call: Callable[[*Ts, OAuthHttpRequest], Response], *args: *Ts
+) -> Response:
     """Rate-limit, read the body on the loop, then run authlib in a worker thread."""
     if limited := await rate_limited(request):
         return limited

@@ -69,12 +69,13 @@ class OAuthStore:
         async with self.db.read() as session:
             row = await service.user_by_email(session, email)
         hashed = row.password_hash if row and row.is_active else None
-        if not await anyio.to_thread.run_sync(verify_password, hashed, password):
+        verified = await anyio.to_thread.run_sync(verify_password, hashed, password)
+        if not verified or row is None:  # no row, no hash: never verified
             return None
         # Redis down: the count stays until its window ends; the login stands.
         with contextlib.suppress(CacheUnavailable):
             await self.cache.delete(key)
-        return User(row)  # type: ignore[arg-type]
+        return User(row)
 
     async def save_code(self, code: str, request: OAuth2Request) -> None:
         data = request.payload.data

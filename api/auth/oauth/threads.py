@@ -3,15 +3,15 @@ and the hooks it calls hop back onto the event loop to use the async database an
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar, TypeVarTuple
 
 from anyio import from_thread
 
-P = ParamSpec("P")
+Ts = TypeVarTuple("Ts")
 R = TypeVar("R")
 
 
-def on_loop(fn: Callable[P, Awaitable[R]], *args: P.args) -> R:
+def on_loop(fn: Callable[[*Ts], Coroutine[Any, Any, R]], *args: *Ts) -> R:
     """Run an async function on the event loop from authlib's worker thread."""
-    return from_thread.run(fn, *args)  # type: ignore[arg-type]
+    return from_thread.run(fn, *args)
