@@ -14,7 +14,7 @@ phone code and WeChat logins). Client secrets are stored hashed: the seed return
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import select
@@ -28,7 +28,7 @@ from api.auth.principal import Principal, Role
 from api.catalog import service as catalog
 from api.catalog.models import SalesChannel
 from api.coupons import service as coupons
-from api.coupons.models import CouponChannel, CouponKind, CouponOrigin, Stacking
+from api.coupons.models import CouponChannel, CouponKind, CouponOrigin, CouponTemplate, Stacking
 from api.customers import levels as levels_service
 from api.customers import service as customers
 from api.customers.models import ConsentPurpose, IdentityKind, LevelMetric
@@ -248,12 +248,7 @@ DEMO_CUSTOMERS = [
 DEMO_MARKETPLACE_BUYER = ("tmall:tb_wangfang_88", "13900000001")
 
 
-async def _seed_crm(
-    session: AsyncSession, stores: dict[str, int], wiring: Wiring
-) -> dict[str, int]:
-    """Levels, rules, coupon templates and the demo customers; returns their ids by name."""
-    now = utcnow()
-    ids: dict[str, int] = {}
+async def _seed_levels_and_earning_rules(session: AsyncSession, now: datetime) -> None:
     levels = {}
     for code, name, rank, threshold in DEMO_LEVELS:
         level = await levels_service.create_level(
@@ -286,6 +281,9 @@ async def _seed_crm(
             ),
             now,
         )
+
+
+async def _seed_coupon_templates(session: AsyncSession, now: datetime) -> list[CouponTemplate]:
     templates = [
         await coupons.create_template(session, SEEDER, draft, now=now)
         for draft in (
@@ -324,6 +322,17 @@ async def _seed_crm(
             ),
         )
     ]
+    return templates
+
+
+async def _seed_crm(
+    session: AsyncSession, stores: dict[str, int], wiring: Wiring
+) -> dict[str, int]:
+    """Levels, rules, coupon templates and the demo customers; returns their ids by name."""
+    now = utcnow()
+    await _seed_levels_and_earning_rules(session, now)
+    templates = await _seed_coupon_templates(session, now)
+    ids: dict[str, int] = {}
     for index, (name, phone, store, spend, points, tags) in enumerate(DEMO_CUSTOMERS):
         draft = customers.CustomerDraft(
             identities=[(IdentityKind.PHONE, phone)],
