@@ -8,6 +8,7 @@ from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 
+from api.auth.oauth.server import OAuthServer
 from api.auth.oauth.snapshots import SECRET_OR_PUBLIC, AccessToken, Client, RefreshToken
 from api.auth.oauth.store import OAuthStore
 from api.auth.oauth.threads import on_loop
@@ -23,6 +24,7 @@ def _find_token(
 
 class Revocation(RevocationEndpoint):
     CLIENT_AUTH_METHODS = SECRET_OR_PUBLIC
+    server: OAuthServer
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
         return _find_token(self.server.store, token_string, token_type_hint)
@@ -37,6 +39,7 @@ class Revocation(RevocationEndpoint):
 
 class Introspection(IntrospectionEndpoint):
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+    server: OAuthServer
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
         return _find_token(self.server.store, token_string, token_type_hint)

@@ -8,6 +8,7 @@ from authlib.oauth2.rfc6749 import OAuth2Request, grants
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc7636 import CodeChallenge
 
+from api.auth.oauth.server import OAuthServer
 from api.auth.oauth.snapshots import SECRET_OR_PUBLIC, AuthorizationCode, Client, RefreshToken, User
 from api.auth.oauth.threads import on_loop
 
@@ -18,6 +19,7 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
 
 class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = SECRET_OR_PUBLIC
+    server: OAuthServer
 
     def authenticate_user(self, username: str, password: str) -> User | None:
         return on_loop(self.server.store.login, username, password)
@@ -25,6 +27,7 @@ class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = SECRET_OR_PUBLIC
+    server: OAuthServer
 
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
         on_loop(self.server.store.save_code, code, request)
@@ -59,6 +62,7 @@ class S256Required(CodeChallenge):
 class RefreshTokenGrant(grants.RefreshTokenGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = SECRET_OR_PUBLIC
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotation: every refresh returns a new refresh token
+    server: OAuthServer
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
         return on_loop(
