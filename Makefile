@@ -43,6 +43,7 @@ fuzz: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy  # over api/, as [tool.mypy] in pyproject.toml sets
 
 format: install
 	$(BIN)/ruff check --fix .

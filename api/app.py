@@ -28,8 +28,9 @@ from strawberry.types.unset import UNSET, UnsetType
 
 from api.auth import member_login
 from api.auth.middleware import AuthenticationMiddleware
-from api.auth.oauth import ROUTES as OAUTH_ROUTES
-from api.auth.oauth import MalformedCredentials, OAuthServer
+from api.auth.oauth.assembly import build_server as build_oauth_server
+from api.auth.oauth.http_request import MalformedCredentials
+from api.auth.oauth.routes import ROUTES as OAUTH_ROUTES
 from api.auth.principal import ANONYMOUS
 from api.auth.tokens import InvalidToken
 from api.cache import Cache, CacheUnavailable, create_cache
@@ -287,7 +288,7 @@ def create_app(
     # commit in any API process reaches the subscribers of every process.
     app.state.db.publisher = cache_publisher(app.state.cache)
     app.state.keys = settings.key_ring()
-    app.state.oauth = OAuthServer(app.state.db, app.state.cache, app.state.keys, settings)
+    app.state.oauth = build_oauth_server(app.state.db, app.state.cache, app.state.keys, settings)
     member_login.install(app.state.oauth, settings)  # phone code and WeChat grants
     app.add_middleware(
         AuthenticationMiddleware, keys=app.state.keys, cache=app.state.cache, settings=settings

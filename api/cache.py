@@ -28,7 +28,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import redis.asyncio as redis
 from redis.asyncio.client import PubSub
@@ -345,7 +345,7 @@ class CircuitBreaker:
             logger.warning(
                 "redis is unreachable (%s); degraded until it answers: rate limits count per "
                 "process, subscriptions get no events, the deny list is unread",
-                error or type(error).__name__,
+                str(error) or type(error).__name__,
             )
         self._next_trial = now + self.retry_interval
         return CacheUnavailable(self.retry_interval, now - self.down_since)
@@ -497,7 +497,9 @@ class RedisCache(Cache):
         return self.breaker.outage
 
     async def get(self, key: str) -> str | None:
-        return await self._call(self._client.get(self.prefix + key))
+        # The client decodes (decode_responses=True): redis answers text, never bytes.
+        text = cast("Awaitable[str | None]", self._client.get(self.prefix + key))
+        return await self._call(text)
 
     async def set(self, key: str, value: str, ttl: float | None = None) -> None:
         px = None if ttl is None else _ms(_positive(ttl, "ttl"))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Select, func, literal, select, tuple_
+from sqlalchemy import ColumnElement, Select, UnaryExpression, func, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 
@@ -124,7 +124,7 @@ def _cursor_of(entity: Any, keyset: Keyset) -> str:
 
 def _ordered(
     stmt: Select[Any], keyset: Keyset, request: PageRequest, *, reverse: bool
-) -> tuple[Select[Any], list[ColumnElement[Any]], bool]:
+) -> tuple[Select[Any], list[UnaryExpression[Any]], bool]:
     """Apply the cursor bounds; return the statement, the ORDER BY and whether it ascends."""
     key = tuple_(*keyset)
     if request.after is not None:
@@ -167,7 +167,7 @@ async def fetch_page(
 async def fetch_grouped_pages(
     session: AsyncSession,
     stmt: Select[Any],
-    model: type,
+    model: type[Any],
     group_by: InstrumentedAttribute[Any],
     group_ids: Sequence[Hashable],
     keyset: Keyset,

@@ -14,7 +14,7 @@ phone code and WeChat logins). Client secrets are stored hashed: the seed return
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import select
@@ -29,7 +29,7 @@ from api.catalog import service as catalog
 from api.catalog.models import SalesChannel
 from api.coupons import claims as coupon_claims
 from api.coupons import templates as coupon_templates
-from api.coupons.models import CouponChannel, CouponKind, CouponOrigin, Stacking
+from api.coupons.models import CouponChannel, CouponKind, CouponOrigin, CouponTemplate, Stacking
 from api.customers.levels import LevelDraft, create_level
 from api.customers.membership import JoinRequest, join
 from api.customers.models import ConsentPurpose, IdentityKind, LevelMetric
@@ -254,12 +254,7 @@ DEMO_CUSTOMERS = [
 DEMO_MARKETPLACE_BUYER = ("tmall:tb_wangfang_88", "13900000001")
 
 
-async def _seed_crm(
-    session: AsyncSession, stores: dict[str, int], wiring: Wiring
-) -> dict[str, int]:
-    """Levels, rules, coupon templates and the demo customers; returns their ids by name."""
-    now = utcnow()
-    ids: dict[str, int] = {}
+async def _seed_levels_and_earning_rules(session: AsyncSession, now: datetime) -> None:
     levels = {}
     for code, name, rank, threshold in DEMO_LEVELS:
         level = await create_level(
@@ -274,7 +269,7 @@ async def _seed_crm(
             ),
         )
         levels[code] = level.id
-    for name, multiplier, channel, level in (
+    for name, multiplier, channel, level_code in (
         ("每消费1元积1分", "1", None, None),
         ("小程序下单双倍积分", "2", "mini_program", None),
         ("金卡会员1.5倍积分", "1.5", None, "gold"),
@@ -287,11 +282,14 @@ async def _seed_crm(
                 points_per_yuan=Decimal(1),
                 multiplier=Decimal(multiplier),
                 channel=channel,
-                level_id=levels[level] if level else None,
-                priority=1 if channel or level else 0,
+                level_id=levels[level_code] if level_code else None,
+                priority=1 if channel or level_code else 0,
             ),
             now,
         )
+
+
+async def _seed_coupon_templates(session: AsyncSession, now: datetime) -> list[CouponTemplate]:
     templates = [
         await coupon_templates.create_template(session, SEEDER, draft, now=now)
         for draft in (
@@ -330,6 +328,17 @@ async def _seed_crm(
             ),
         )
     ]
+    return templates
+
+
+async def _seed_crm(
+    session: AsyncSession, stores: dict[str, int], wiring: Wiring
+) -> dict[str, int]:
+    """Levels, rules, coupon templates and the demo customers; returns their ids by name."""
+    now = utcnow()
+    await _seed_levels_and_earning_rules(session, now)
+    templates = await _seed_coupon_templates(session, now)
+    ids: dict[str, int] = {}
     for index, (name, phone, store, spend, points, tags) in enumerate(DEMO_CUSTOMERS):
         draft = CustomerDraft(
             identities=[(IdentityKind.PHONE, phone)],
@@ -396,8 +405,10 @@ def _band(channel: SalesChannel, floor: str, ceiling: str) -> catalog.BandDraft:
     return catalog.BandDraft(channel, Decimal(floor), Decimal(ceiling))
 
 
-# code, name, [(sku code, name, suggested retail price, cost, exclusive channels, bands)]
-DEMO_PRODUCTS = [
+# sku code, name, suggested retail price, cost, exclusive channels, bands
+DemoSku = tuple[str, str, str, str, tuple[SalesChannel, ...], list[catalog.BandDraft]]
+# code, name, SKUs
+DEMO_PRODUCTS: list[tuple[str, str, list[DemoSku]]] = [
     (
         "TEA-LJ",
         "明前龙井",
@@ -536,7 +547,7 @@ async def _seed_growth(
     """Touchpoints for the funnel, channel spend for CAC, a running referral campaign with
     王芳's invite, saved segments, and RFM scores over the demo orders."""
     now = utcnow()
-    for index, (name, step, store, days_ago, campaign) in enumerate(DEMO_TOUCHES):
+    for index, (name, step, store, days_ago, touch_campaign) in enumerate(DEMO_TOUCHES):
         await record_touchpoint(
             session,
             SEEDER,
@@ -547,7 +558,7 @@ async def _seed_growth(
                 occurred_at=now - timedelta(days=days_ago),
                 source_channel="wecom" if step is TouchpointStep.WECOM_ADDED else None,
                 store_id=stores[store],
-                campaign_id=campaign,
+                campaign_id=touch_campaign,
             ),
             now=now,
         )

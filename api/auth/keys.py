@@ -12,9 +12,8 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any
 
-from joserfc.jwk import ECKey, KeySet
+from joserfc.jwk import ECKey, KeySet, KeySetSerialization
 
 ALGORITHM = "ES256"
 
@@ -31,7 +30,11 @@ class KeyRing:
     def __init__(self, key_set: KeySet) -> None:
         if not key_set.keys:
             raise ValueError("a key ring needs at least one key")
+        signing = key_set.keys[0]
+        if not isinstance(signing, ECKey):  # a key file can hold any kind of key
+            raise ValueError(f"the first key signs ({ALGORITHM}): it must be an EC key")
         self.key_set = key_set
+        self.signing_key = signing
 
     @classmethod
     def generate(cls) -> KeyRing:
@@ -56,9 +59,5 @@ class KeyRing:
     def to_json(self) -> str:
         return json.dumps(self.key_set.as_dict(private=True))
 
-    @property
-    def signing_key(self) -> ECKey:
-        return self.key_set.keys[0]  # type: ignore[return-value]
-
-    def public_jwks(self) -> dict[str, Any]:
+    def public_jwks(self) -> KeySetSerialization:
         return self.key_set.as_dict(private=False)

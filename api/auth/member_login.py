@@ -43,15 +43,12 @@ from starlette.routing import Route
 
 from api.auth import otp, wechat
 from api.auth.keys import KeyRing
-from api.auth.oauth import (
-    _SECRET_OR_PUBLIC,
-    Client,
-    OAuthServer,
-    TooManyAttempts,
-    _limited,
-    _oauth_request,
-    _on_loop,
-)
+from api.auth.oauth.http_request import read_oauth_request
+from api.auth.oauth.routes import rate_limited
+from api.auth.oauth.server import OAuthServer
+from api.auth.oauth.snapshots import SECRET_OR_PUBLIC, Client
+from api.auth.oauth.store import TooManyAttempts
+from api.auth.oauth.threads import on_loop
 from api.auth.otp import OtpCodes, OtpLocked, OtpPolicy, OtpThrottled, Verdict
 from api.auth.pii import mask_phone
 from api.auth.principal import Role
@@ -281,7 +278,7 @@ def _phone(raw: str) -> str:
 class _MemberGrant(grants.BaseGrant, grants.TokenEndpointMixin):
     """An extension grant that logs a member in (RFC 6749 section 4.5)."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS = _SECRET_OR_PUBLIC
+    TOKEN_ENDPOINT_AUTH_METHODS = SECRET_OR_PUBLIC
     server: OAuthServer
 
     def validate_token_request(self) -> None:
@@ -306,8 +303,9 @@ class _MemberGrant(grants.BaseGrant, grants.TokenEndpointMixin):
 
     @property
     def members(self) -> MemberLogins:
-        assert self.server.members is not None  # installed with the grants
-        return self.server.members
+        members = self.server.members
+        assert isinstance(members, MemberLogins)  # installed with the grants
+        return members
 
 
 class PhoneOtpGrant(_MemberGrant):
@@ -319,7 +317,7 @@ class PhoneOtpGrant(_MemberGrant):
         # The caller's address, as the OAuth endpoints' rate limit sees it: wrong codes are
         # also limited per address, so one caller cannot spray guesses across many phones.
         address: str = self.request.client_address
-        return _on_loop(self.members.phone_login, client.client_id, phone, code, address)
+        return on_loop(self.members.phone_login, client.client_id, phone, code, address)
 
 
 class WeChatGrant(_MemberGrant):
@@ -330,7 +328,7 @@ class WeChatGrant(_MemberGrant):
         code = _required(form, "code")
         if not self.members.wechat.knows(appid):
             raise InvalidRequestError(f"appid: {appid!r} is not a mini-program of this server.")
-        return _on_loop(self.members.wechat_login, client.client_id, appid, code)
+        return on_loop(self.members.wechat_login, client.client_id, appid, code)
 
 
 # --- the code request endpoint ------------------------------------------------------------------
@@ -341,18 +339,19 @@ async def request_code(request: Request) -> Response:
     at the token endpoint): text a login code. 200 ``{"expires_in", "resend_after"}``; 429
     with Retry-After when asked too soon or too often for that phone; 503 when no SMS sender
     is configured."""
-    if limited := await _limited(request):
+    if limited := await rate_limited(request):
         return limited
     server: OAuthServer = request.app.state.oauth
-    oauth_request = await _oauth_request(request)
+    oauth_request = await read_oauth_request(request)
     try:
         client = await anyio.to_thread.run_sync(
-            server.authenticate_client, oauth_request, _SECRET_OR_PUBLIC
+            server.authenticate_client, oauth_request, SECRET_OR_PUBLIC
         )
         _member_client(client, PHONE_OTP_GRANT)
         phone = _phone(_required(oauth_request.form, "phone"))
-        assert server.members is not None
-        issued = await server.members.send_code(client.client_id, phone)
+        members = server.members
+        assert isinstance(members, MemberLogins)  # installed with the route
+        issued = await members.send_code(client.client_id, phone)
     except OAuth2Error as error:
         return server.handle_error_response(oauth_request, error)
     return JSONResponse(

@@ -13,7 +13,7 @@ from strawberry.scalars import JSON
 
 from api.audit import service as audit
 from api.auth.models import AuditEvent as AuditEventRow
-from api.auth.principal import Role as RoleEnum
+from api.auth.principal import Role
 from api.graphql.context import Context, Info
 from api.graphql.ids import encode_id
 from api.graphql.parts import SchemaParts
@@ -30,7 +30,9 @@ from api.partners.schema import Partner, Store
 if TYPE_CHECKING:
     from api.customers.graphql.types import Customer
 
-Role = strawberry.enum(RoleEnum)
+# strawberry.enum makes the enum class itself the GraphQL enum (and returns it): fields are
+# annotated with the class, a type mypy can read, where a variable holding it is not one.
+strawberry.enum(Role)
 
 
 @strawberry.enum
@@ -45,7 +47,7 @@ class PrincipalKind(enum.Enum):
 class Viewer:
     kind: PrincipalKind
     subject: str
-    role: Role | None  # type: ignore[valid-type]
+    role: Role | None
     scopes: list[str]
     client_id: str | None
     partner_pk: strawberry.Private[int | None]
@@ -82,15 +84,15 @@ class Viewer:
         # Through the customers domain's node loader: scoped like `node`, so the token's
         # customer is the only one it can return.
         found = await info.context.load_node("Customer", self.customer_pk)
-        return found  # type: ignore[return-value]
+        return found
 
 
-def _kind(role: RoleEnum | None) -> PrincipalKind:
+def _kind(role: Role | None) -> PrincipalKind:
     if role is None:
         return PrincipalKind.ANONYMOUS
-    if role is RoleEnum.INTEGRATION:
+    if role is Role.INTEGRATION:
         return PrincipalKind.INTEGRATION
-    if role is RoleEnum.MEMBER:
+    if role is Role.MEMBER:
         return PrincipalKind.MEMBER
     return PrincipalKind.STAFF
 
@@ -124,7 +126,7 @@ class AuditEvent(Node):
             action=row.action,
             object_type=row.object_type,
             object_id=object_id,
-            detail=row.detail,
+            detail=JSON(row.detail),
         )
 
 

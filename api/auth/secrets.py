@@ -20,9 +20,12 @@ def hash_password(password: str) -> str:
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     try:
-        return _passwords.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+        # True or raises. Without a hash the dummy one is checked, so that an unknown email
+        # takes as long as a wrong password, and still fails.
+        _passwords.verify(password_hash or _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):
         return False
+    return bool(password_hash)
 
 
 def new_secret(nbytes: int = 32) -> str:

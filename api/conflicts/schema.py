@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 import strawberry
 
 from api.catalog import loaders as catalog_loaders
-from api.catalog.schema import SalesChannel, Sku
+from api.catalog.models import SalesChannel
+from api.catalog.schema import Sku
 from api.conflicts import models, service
 from api.graphql.context import Context, Info
 from api.graphql.errors import PermissionDenied
@@ -34,7 +35,9 @@ from api.partners.schema import Partner, Store
 if TYPE_CHECKING:
     from api.coupons.graphql.types import Coupon
 
-ViolationKind = strawberry.enum(
+# strawberry.enum makes the enum class itself the GraphQL enum (and returns it): fields are
+# annotated with the class, a type mypy can read, where a variable holding it is not one.
+strawberry.enum(
     models.ViolationKind,
     description="PRICE_BELOW_FLOOR / PRICE_ABOVE_CEILING (乱价: a price outside the channel's "
     "band), CROSS_REGION_SALE / CROSS_REGION_REDEMPTION (窜货: a sale or a coupon redemption "
@@ -54,9 +57,9 @@ async def _violations_by_pk(
 
 @strawberry.type(description="One detected channel violation (渠道冲突).")
 class ChannelViolation(Node):
-    kind: ViolationKind  # type: ignore[valid-type]
+    kind: models.ViolationKind
     detail: str
-    channel: SalesChannel | None  # type: ignore[valid-type]
+    channel: SalesChannel | None
     region_code: str | None = strawberry.field(description="Where the sale or redemption was.")
     detected_at: datetime
     pk: strawberry.Private[int]
@@ -135,7 +138,7 @@ class ChannelViolation(Node):
         if self.coupon_pk is None:
             return None
         found = await info.context.load_node("Coupon", self.coupon_pk)
-        return found  # type: ignore[return-value]
+        return found
 
     @strawberry.field
     async def sku(self, info: Info) -> Sku | None:
@@ -152,7 +155,7 @@ async def _load_violations(ctx: Context, pks: Sequence[int]) -> list[ChannelViol
 
 @strawberry.input
 class ChannelViolationFilter:
-    kinds: list[ViolationKind] | None = None  # type: ignore[valid-type]
+    kinds: list[models.ViolationKind] | None = None
     partner_id: strawberry.ID | None = None
     store_id: strawberry.ID | None = None
     detected_from: datetime | None = strawberry.field(

@@ -299,7 +299,10 @@ def _spreads_in(selection_set: SelectionSetNode) -> Iterator[str]:
         for selection in stack.pop().selections:
             if isinstance(selection, FragmentSpreadNode):
                 yield selection.name.value
-            elif selection.selection_set is not None:
+            elif (
+                isinstance(selection, FieldNode | InlineFragmentNode)
+                and selection.selection_set is not None
+            ):
                 stack.append(selection.selection_set)
 
 
@@ -355,7 +358,10 @@ def _expand(
                     )
                 if isinstance(selection, InlineFragmentNode):
                     stack.append((selection.selection_set, place, depth, counted))
-                elif (fragment := fragments.get(selection.name.value)) is not None:
+                elif (
+                    isinstance(selection, FragmentSpreadNode)
+                    and (fragment := fragments.get(selection.name.value)) is not None
+                ):
                     stack.append((fragment.selection_set, place, depth, counted))
 
 
@@ -426,8 +432,8 @@ class _Inputs:
                 if isinstance(selection, FieldNode):
                     stack.extend(self._field(selection, parent))
                 elif isinstance(selection, InlineFragmentNode):
-                    condition = selection.type_condition
-                    target = self.schema.get_type(condition.name.value) if condition else parent
+                    named = selection.type_condition
+                    target = self.schema.get_type(named.name.value) if named else parent
                     stack.append((selection.selection_set, target))
 
     def check_variables(self, variables: Mapping[str, Any]) -> None:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
 import strawberry
+from strawberry.types.scalar import ScalarDefinition
 
 # Every Decimal a caller sends: finite, at most DECIMAL_SCALE decimal places and below
 # DECIMAL_LIMIT in magnitude (checked with the other inputs, api/graphql/guard.py, where a
@@ -83,4 +84,4 @@ FiniteDecimal = strawberry.scalar(
     parse_value=_parse_decimal,
 )
 
-SCALAR_MAP = {datetime: AwareDateTime, Decimal: FiniteDecimal}
+SCALAR_MAP: dict[object, ScalarDefinition] = {datetime: AwareDateTime, Decimal: FiniteDecimal}

@@ -27,21 +27,21 @@ from api.graphql.relay import (
 )
 from api.partners import loaders, models, service
 
-PartnerType = strawberry.enum(
-    models.PartnerType, description="渠道类型: the kind of channel partner."
-)
-PartnerStatus = strawberry.enum(
+# strawberry.enum makes the enum class itself the GraphQL enum (and returns it): fields are
+# annotated with the class, a type mypy can read, where a variable holding it is not one.
+strawberry.enum(models.PartnerType, description="渠道类型: the kind of channel partner.")
+strawberry.enum(
     models.PartnerStatus, description="Lifecycle: PROSPECT → ACTIVE ⇄ PROBATION → TERMINATED."
 )
-PartnerTier = strawberry.enum(models.PartnerTier, description="分级: the partner's tier.")
-StoreStatus = strawberry.enum(models.StoreStatus)
-StoreKind = strawberry.enum(
+strawberry.enum(models.PartnerTier, description="分级: the partner's tier.")
+strawberry.enum(models.StoreStatus)
+strawberry.enum(
     models.StoreKind,
     description="STORE: sells to customers and may offer pickup; WAREHOUSE: holds stock and "
     "ships deliveries, no counter.",
 )
-PartnerErrorCode = strawberry.enum(service.PartnerErrorCode)
-PartnerSortKeys = strawberry.enum(service.PartnerSortKey, name="PartnerSortKeys")
+strawberry.enum(service.PartnerErrorCode)
+strawberry.enum(service.PartnerSortKey, name="PartnerSortKeys")
 
 
 @strawberry.type
@@ -55,9 +55,9 @@ class PartnerContact:
 class Partner(Node):
     code: str
     name: str
-    type: PartnerType  # type: ignore[valid-type]
-    status: PartnerStatus  # type: ignore[valid-type]
-    tier: PartnerTier | None  # type: ignore[valid-type]
+    type: models.PartnerType
+    status: models.PartnerStatus
+    tier: models.PartnerTier | None
     contract_starts_on: date | None
     contract_ends_on: date | None
     created_at: datetime
@@ -148,9 +148,9 @@ class Store(Node):
     name: str
     region_code: str
     address: str
-    kind: StoreKind  # type: ignore[valid-type]
+    kind: models.StoreKind
     offers_pickup: bool
-    status: StoreStatus  # type: ignore[valid-type]
+    status: models.StoreStatus
     created_at: datetime
     partner_pk: strawberry.Private[int | None]
 
@@ -192,9 +192,9 @@ async def _load_stores(ctx: Context, pks: Sequence[int]) -> list[Store | None]:
 
 @strawberry.input
 class PartnerFilter:
-    types: list[PartnerType] | None = None  # type: ignore[valid-type]
-    tiers: list[PartnerTier] | None = None  # type: ignore[valid-type]
-    statuses: list[PartnerStatus] | None = None  # type: ignore[valid-type]
+    types: list[models.PartnerType] | None = None
+    tiers: list[models.PartnerTier] | None = None
+    statuses: list[models.PartnerStatus] | None = None
     region_code: str | None = strawberry.field(
         default=None, description="Partners protecting this region or a region containing it."
     )
@@ -219,7 +219,7 @@ class StoreFilter:
         default=None, description="A district, or a city/province code (…00) for all within it."
     )
     offers_pickup: bool | None = None
-    statuses: list[StoreStatus] | None = None  # type: ignore[valid-type]
+    statuses: list[models.StoreStatus] | None = None
 
     def to_service(self) -> service.StoreFilter:
         return service.StoreFilter(
@@ -237,7 +237,7 @@ class PartnerQuery:
         self,
         info: Info,
         filter: PartnerFilter | None = None,
-        sort_key: PartnerSortKeys = service.PartnerSortKey.ID,  # type: ignore[valid-type]
+        sort_key: service.PartnerSortKey = service.PartnerSortKey.ID,
         reverse: bool = False,
         first: int | None = None,
         after: str | None = None,
@@ -280,7 +280,7 @@ class PartnerQuery:
 
 @strawberry.type
 class PartnerError(UserError):
-    code: PartnerErrorCode  # type: ignore[valid-type]
+    code: service.PartnerErrorCode
 
 
 @strawberry.input
@@ -294,9 +294,9 @@ class PartnerContactInput:
 class PartnerCreateInput:
     code: str
     name: str
-    type: PartnerType  # type: ignore[valid-type]
-    status: PartnerStatus = models.PartnerStatus.PROSPECT  # type: ignore[valid-type]
-    tier: PartnerTier | None = None  # type: ignore[valid-type]
+    type: models.PartnerType
+    status: models.PartnerStatus = models.PartnerStatus.PROSPECT
+    tier: models.PartnerTier | None = None
     parent_id: strawberry.ID | None = None
     territories: list[str] = strawberry.field(default_factory=list)
     contact: PartnerContactInput | None = None
@@ -308,8 +308,8 @@ class PartnerCreateInput:
 class PartnerUpdateInput:
     id: strawberry.ID
     name: str | None = GQL_UNSET
-    status: PartnerStatus | None = GQL_UNSET  # type: ignore[valid-type]
-    tier: PartnerTier | None = GQL_UNSET  # type: ignore[valid-type]
+    status: models.PartnerStatus | None = GQL_UNSET
+    tier: models.PartnerTier | None = GQL_UNSET
     parent_id: strawberry.ID | None = GQL_UNSET
     territories: list[str] | None = GQL_UNSET
     contact: PartnerContactInput | None = GQL_UNSET
@@ -326,11 +326,11 @@ class StoreCreateInput:
     partner_id: strawberry.ID | None = strawberry.field(
         default=None, description="Omit for an HQ-operated location."
     )
-    kind: StoreKind = models.StoreKind.STORE  # type: ignore[valid-type]
+    kind: models.StoreKind = models.StoreKind.STORE
     offers_pickup: bool = strawberry.field(
         default=False, description="Members may pick orders up here. Never a WAREHOUSE's."
     )
-    status: StoreStatus = models.StoreStatus.OPEN  # type: ignore[valid-type]
+    status: models.StoreStatus = models.StoreStatus.OPEN
 
 
 @strawberry.type

@@ -285,7 +285,7 @@ def _require_hq(principal: Principal) -> None:
 
 
 async def _code_taken(session: AsyncSession, model: type[Partner] | type[Store], code: str) -> bool:
-    found = await session.scalar(select(literal(1)).where(model.code == code))  # type: ignore[attr-defined]
+    found = await session.scalar(select(literal(1)).where(model.code == code))
     return found is not None
 
 
