@@ -32,9 +32,10 @@ from api.customers import loaders as customer_loaders
 from api.db import utcnow
 from api.errors import DomainError
 from api.graphql.context import Context, Info
-from api.graphql.errors import UserError, user_errors
+from api.graphql.errors import UserError
 from api.graphql.ids import decode_id_of, encode_id, input_pk
 from api.graphql.money import Money
+from api.graphql.mutations import UnitOfWork, run_mutation
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
 from api.graphql.relay import (
@@ -923,10 +924,9 @@ class AnalyticsMutation:
     async def channel_spend_record(
         self, info: Info, input: ChannelSpendRecordInput
     ) -> ChannelSpendRecordPayload:
-        ctx = info.context
-        try:
+        async def change(work: UnitOfWork) -> ChannelSpendRecordPayload:
             # Before the input is read: a partner-level caller learns nothing from it.
-            reports.require_hq(ctx.principal)
+            reports.require_hq(work.principal)
             draft = reports.SpendDraft(
                 channel=input.channel,
                 partner_id=_pk(input.partner_id, "Partner", "partnerId"),
@@ -937,16 +937,15 @@ class AnalyticsMutation:
                 note=input.note,
                 idempotency_key=input.idempotency_key,
             )
-            async with ctx.db.transaction() as session:
-                result = await reports.record_channel_spend(
-                    session, ctx.principal, draft, now=utcnow()
-                )
-        except DomainError as error:
-            return ChannelSpendRecordPayload(errors=user_errors(AnalyticsError, error))
-        ctx.touched(info, "ChannelSpend", result.spend.id)
-        return ChannelSpendRecordPayload(
-            spend=ChannelSpend.from_row(result.spend), created=result.created
-        )
+            result = await reports.record_channel_spend(
+                work.session, work.principal, draft, now=utcnow()
+            )
+            work.touched("ChannelSpend", result.spend.id)
+            return ChannelSpendRecordPayload(
+                spend=ChannelSpend.from_row(result.spend), created=result.created
+            )
+
+        return await run_mutation(info, ChannelSpendRecordPayload, change)
 
 
 __all__ = ["AnalyticsQuery", "ChannelSpend", "CustomerMetrics", "customer_metrics"]

@@ -1,9 +1,10 @@
 """Every mutation leaves an audit entry, whatever its outcome, with no resolver having to
-remember. A change's own entry is written in its transaction (``api/graphql/mutations.py``);
-this extension writes the rest after the operation: the entries of mutations that changed
-nothing (refused before or by the domain), and those a request collected on the way
-(unmasked PII reads), in one INSERT. An entry carries an outcome, an error code and the
-request id, never an exception's text (which may hold SQL, parameters or personal data)."""
+remember. A change's own entry is written in its transaction (``api/graphql/mutations.py``),
+so a saved change always has it; this extension writes the rest after the operation: the
+entries of mutations that changed nothing (refused before or by the domain, or failed), and
+those a request collected on the way (unmasked PII reads), in one INSERT. An entry carries
+an outcome, an error code and the request id, never an exception's text (which may hold SQL,
+parameters or personal data)."""
 
 from __future__ import annotations
 
@@ -62,15 +63,13 @@ def _mutation_entries(
         key = selection.alias.value if selection.alias else selection.name.value
         if key in context.audited:
             continue
-        object_type, object_id = context.mutation_objects.get(key, (None, None))
-        # A resolver that changed something names it (context.touched); one that refused the
-        # input changed nothing. The outcome never depends on what the client selected.
+        # What changed something was audited with its change (context.audited); the rest
+        # changed nothing: failed with an error (its code), or answered with the payload's
+        # errors. The outcome never depends on what the client selected.
         if key in failed:
             detail: dict[str, Any] = {"outcome": "refused", "code": failed[key]}
-        elif object_id is not None:
-            detail = {"outcome": "ok"}
         else:
             detail = {"outcome": "rejected"}
         detail["request_id"] = context.request_id
-        entries.append(AuditEntry(selection.name.value, object_type, object_id, detail))
+        entries.append(AuditEntry(selection.name.value, None, None, detail))
     return entries
