@@ -169,6 +169,37 @@ class QudaoGraphQL(GraphQL[Context, None]):
             result.errors = [coded(e) for e in result.errors]
         return process_result(result)
 
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        # Nothing in the answer succeeded, and all that failed failed for want of a service
+        # (the database, Redis): 503 with Retry-After, so clients and proxies that only read
+        # the status retry too. Anything that did succeed makes it a 200 with errors.
+        wait = unavailable_only(response_data)
+        if wait is not None:
+            sub_response.status_code = 503
+            sub_response.headers["Retry-After"] = str(wait)
+        return super().create_response(response_data, sub_response)
+
+
+def unavailable_only(response: GraphQLHTTPResponse | list[GraphQLHTTPResponse]) -> int | None:
+    """The longest ``retryAfter`` when every root field failed with SERVICE_UNAVAILABLE (or
+    the operation as a whole did), else None."""
+    if not isinstance(response, dict) or not response.get("errors"):
+        return None
+    errors = response["errors"]
+    extensions = [e.get("extensions") or {} for e in errors]
+    if any(x.get("code") != "SERVICE_UNAVAILABLE" for x in extensions):
+        return None
+    data = response.get("data")
+    if data:
+        failed = {e["path"][0] for e in errors if e.get("path")}
+        if any(value is not None or key not in failed for key, value in data.items()):
+            return None
+    return max(int(x.get("retryAfter") or 1) for x in extensions)
+
 
 async def healthz(_: Request) -> Response:
     return JSONResponse({"status": "ok"})

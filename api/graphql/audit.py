@@ -16,8 +16,9 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
 from api.audit.service import AuditEntry, record
+from api.db import unavailable
 from api.graphql.context import Context
-from api.graphql.errors import classify
+from api.graphql.errors import ErrorCode, classify
 
 
 class AuditTrail(SchemaExtension):
@@ -27,14 +28,33 @@ class AuditTrail(SchemaExtension):
         context = execution.context
         if not isinstance(context, Context):
             return
-        entries = list(context.audit_entries)
+        reads = list(context.audit_entries)
+        attempts: list[AuditEntry] = []
         result = execution.result
         executed = result is not None and (result.data is not None or _has_path_errors(result))
         if executed and execution.operation_type is OperationType.MUTATION:
-            entries += _mutation_entries(
+            attempts = _mutation_entries(
                 execution.graphql_document, execution.operation_name, result, context
             )
-        await record(context.db, context.principal, context.ip, entries)
+        try:
+            await record(context.db, context.principal, context.ip, reads + attempts)
+        except Exception as error:
+            # Unmasked reads that cannot be recorded are not answered: the error replaces
+            # the result (SERVICE_UNAVAILABLE when the database is down). Attempts that
+            # changed nothing (what changed was recorded with its change) do not turn an
+            # answer into an error: while the database is down they are counted in its
+            # outage log (one line per outage, not one per request), not recorded.
+            if reads or not unavailable(error):
+                raise
+            if not _failed_unavailable(result):
+                context.db.outage.failed(error)
+
+
+def _failed_unavailable(result: Any) -> bool:
+    """Whether the outage log counted this request already (a field failed the same way)."""
+    return any(
+        classify(e) is ErrorCode.SERVICE_UNAVAILABLE for e in (result and result.errors) or ()
+    )
 
 
 def _has_path_errors(result: Any) -> bool:
