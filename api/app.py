@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from cross_web import HTTPException
 from starlette.applications import Starlette
@@ -187,17 +187,16 @@ class QudaoGraphQL(GraphQL[Context, None]):
 def unavailable_only(response: GraphQLHTTPResponse | list[GraphQLHTTPResponse]) -> int | None:
     """The longest ``retryAfter`` when every root field failed with SERVICE_UNAVAILABLE (or
     the operation as a whole did), else None."""
-    if not isinstance(response, dict) or not response.get("errors"):
+    if not isinstance(response, dict):
         return None
-    errors = response["errors"]
+    errors: list[dict[str, Any]] = cast(list[dict[str, Any]], response.get("errors") or [])
     extensions = [e.get("extensions") or {} for e in errors]
-    if any(x.get("code") != "SERVICE_UNAVAILABLE" for x in extensions):
+    if not errors or any(x.get("code") != "SERVICE_UNAVAILABLE" for x in extensions):
         return None
-    data = response.get("data")
-    if data:
-        failed = {e["path"][0] for e in errors if e.get("path")}
-        if any(value is not None or key not in failed for key, value in data.items()):
-            return None
+    data: dict[str, Any] = response.get("data") or {}
+    failed = {e["path"][0] for e in errors if e.get("path")}
+    if any(value is not None or key not in failed for key, value in data.items()):
+        return None
     return max(int(x.get("retryAfter") or 1) for x in extensions)
 
 
@@ -310,7 +309,11 @@ def create_app(
         },
     )
     app.state.settings = settings
-    app.state.db = db or Database(settings.database_url)
+    app.state.db = db or Database(
+        settings.database_url,
+        connect_timeout=settings.db_connect_timeout,
+        statement_timeout=settings.db_statement_timeout,
+    )
     app.state.cache = cache or create_cache(
         settings.redis_url, settings.cache_prefix, retry_interval=settings.cache_retry_interval
     )

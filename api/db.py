@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from asyncpg import exceptions as pg_errors
+from asyncpg import exceptions as pg_errors  # type: ignore[import-untyped]
 from sqlalchemy import (
     DateTime,
     Dialect,
@@ -217,19 +217,44 @@ class Database:
     an AsyncSession must never be shared by concurrently running resolvers.
     """
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        connect_timeout: float | None = None,
+        statement_timeout: float | None = None,
+    ) -> None:
+        """``connect_timeout`` bounds opening a connection and waiting for a pooled one,
+        ``statement_timeout`` one statement, both in seconds (PostgreSQL: a database that
+        hangs fails requests fast instead of filling the pool and the event loop; SQLite has
+        no server to hang, its waits are bounded by the busy timeout). None keeps the
+        drivers' defaults (what CLI jobs use: a rebuild may run for minutes)."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.outage = OutageLog()
-        kwargs: dict[str, Any] = {"echo": echo}
+        # Errors (and so logs) carry the SQL but never its bound values: personal data.
+        kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         else:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+            if connect_timeout is not None:
+                # Waiting for a pooled connection is bounded the same.
+                kwargs["pool_timeout"] = connect_timeout
             if url.startswith("postgresql+asyncpg"):
                 # No JIT: it compiled ~0.5 s into every multi-second analytics query on the
                 # growth benchmark and never pays back on the API's short statements.
-                kwargs["connect_args"] = {"server_settings": {"jit": "off"}}
+                server_settings = {"jit": "off"}
+                connect_args: dict[str, Any] = {"server_settings": server_settings}
+                if connect_timeout is not None:
+                    connect_args["timeout"] = connect_timeout
+                if statement_timeout is not None:
+                    # The server cancels a statement past it; the client gives up a little
+                    # later in case the server itself no longer answers.
+                    server_settings["statement_timeout"] = str(round(statement_timeout * 1000))
+                    connect_args["command_timeout"] = statement_timeout + 1
+                kwargs["connect_args"] = connect_args
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             _install_sqlite_transaction_control(self.engine)
