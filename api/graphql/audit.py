@@ -8,6 +8,7 @@ parameters or personal data)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +20,8 @@ from api.audit.service import AuditEntry, record
 from api.db import unavailable
 from api.graphql.context import Context
 from api.graphql.errors import ErrorCode, classify
+
+log = logging.getLogger("qudao.audit")
 
 
 class AuditTrail(SchemaExtension):
@@ -41,12 +44,14 @@ class AuditTrail(SchemaExtension):
         except Exception as error:
             # Unmasked reads that cannot be recorded are not answered: the error replaces
             # the result (SERVICE_UNAVAILABLE when the database is down). Attempts that
-            # changed nothing (what changed was recorded with its change) do not turn an
+            # changed nothing (what changed was recorded with its change) never turn an
             # answer into an error: while the database is down they are counted in its
-            # outage log (one line per outage, not one per request), not recorded.
-            if reads or not unavailable(error):
+            # outage log (one line per outage, not one per request), else logged as a bug.
+            if reads:
                 raise
-            if not _failed_unavailable(result):
+            if not unavailable(error):
+                log.exception("could not record %d audit entries", len(attempts))
+            elif not _failed_unavailable(result):
                 context.db.outage.failed(error)
 
 
