@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from cross_web import HTTPException
 from starlette.applications import Starlette
@@ -170,6 +170,36 @@ class QudaoGraphQL(GraphQL[Context, None]):
             result.errors = [coded(e) for e in result.errors]
         return process_result(result)
 
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        # Nothing in the answer succeeded, and all that failed failed for want of a service
+        # (the database, Redis): 503 with Retry-After, so clients and proxies that only read
+        # the status retry too. Anything that did succeed makes it a 200 with errors.
+        wait = unavailable_only(response_data)
+        if wait is not None:
+            sub_response.status_code = 503
+            sub_response.headers["Retry-After"] = str(wait)
+        return super().create_response(response_data, sub_response)
+
+
+def unavailable_only(response: GraphQLHTTPResponse | list[GraphQLHTTPResponse]) -> int | None:
+    """The longest ``retryAfter`` when every root field failed with SERVICE_UNAVAILABLE (or
+    the operation as a whole did), else None."""
+    if not isinstance(response, dict):
+        return None
+    errors: list[dict[str, Any]] = cast(list[dict[str, Any]], response.get("errors") or [])
+    extensions = [e.get("extensions") or {} for e in errors]
+    if not errors or any(x.get("code") != "SERVICE_UNAVAILABLE" for x in extensions):
+        return None
+    data: dict[str, Any] = response.get("data") or {}
+    failed = {e["path"][0] for e in errors if e.get("path")}
+    if any(value is not None or key not in failed for key, value in data.items()):
+        return None
+    return max(int(x.get("retryAfter") or 1) for x in extensions)
+
 
 async def healthz(_: Request) -> Response:
     return JSONResponse({"status": "ok"})
@@ -280,7 +310,11 @@ def create_app(
         },
     )
     app.state.settings = settings
-    app.state.db = db or Database(settings.database_url)
+    app.state.db = db or Database(
+        settings.database_url,
+        connect_timeout=settings.db_connect_timeout,
+        statement_timeout=settings.db_statement_timeout,
+    )
     app.state.cache = cache or create_cache(
         settings.redis_url, settings.cache_prefix, retry_interval=settings.cache_retry_interval
     )

@@ -16,11 +16,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from asyncpg import exceptions as pg_errors  # type: ignore[import-untyped]
 from sqlalchemy import (
     DateTime,
     Dialect,
@@ -33,6 +36,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy import exc as sa_errors
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
@@ -119,6 +123,92 @@ def _install_sqlite_transaction_control(engine: AsyncEngine) -> None:
         conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
 
 
+# A server going away, refusing, hanging past its timeouts, shutting down or out of
+# connections: the client may retry the same request. Anything else from the driver (a
+# constraint, a syntax error, a missing table) is a bug or a conflict, not an outage.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable (ConnectionError and socket errors)
+    TimeoutError,  # connect timeout, a hung server
+    sa_errors.TimeoutError,  # no pooled connection came free in time
+    pg_errors.PostgresConnectionError,  # 08xxx, ConnectionDoesNotExistError among them
+    pg_errors.CannotConnectNowError,  # starting up or shutting down
+    pg_errors.AdminShutdownError,
+    pg_errors.CrashShutdownError,
+    pg_errors.TooManyConnectionsError,
+    pg_errors.QueryCanceledError,  # statement_timeout
+)
+_SQLITE_UNAVAILABLE = ("database is locked", "unable to open database file", "disk i/o error")
+
+
+def unavailable(error: BaseException) -> bool:
+    """Whether ``error`` means the database cannot be reached right now (so a retry may
+    succeed), looking through SQLAlchemy's and the driver's wrapping."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [error]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, sa_errors.DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, _UNAVAILABLE):
+            return True
+        if isinstance(current, pg_errors.InterfaceError) and "closed" in str(current):
+            return True
+        if isinstance(current, sqlite3.OperationalError) and any(
+            text in str(current).lower() for text in _SQLITE_UNAVAILABLE
+        ):
+            return True
+        todo += [getattr(current, "orig", None), current.__cause__, current.__context__]
+    return False
+
+
+class OutageLog:
+    """An outage in the log as three kinds of line, not a traceback per failed request: its
+    first failure (with that one traceback), a count every ``report_every`` seconds while
+    it lasts, and its end."""
+
+    def __init__(self, report_every: float = 10.0) -> None:
+        self.report_every = report_every
+        self._since: datetime | None = None
+        self._failed = 0
+        self._reported = 0.0
+
+    @property
+    def ongoing(self) -> bool:
+        return self._since is not None
+
+    def failed(self, error: BaseException) -> None:
+        """A request failed because the database is unavailable."""
+        now = time.monotonic()
+        if self._since is None:
+            self._since, self._failed, self._reported = utcnow(), 1, now
+            log.error("database unavailable: requests fail until it answers", exc_info=error)
+            return
+        self._failed += 1
+        if now - self._reported >= self.report_every:
+            self._reported = now
+            log.warning(
+                "database unavailable: %d requests failed since %s",
+                self._failed,
+                self._since.isoformat(timespec="seconds"),
+            )
+
+    def answered(self) -> None:
+        """The database answered: an outage, if one was going on, is over."""
+        if self._since is None:
+            return
+        seconds = (utcnow() - self._since).total_seconds()
+        log.warning(
+            "database available again after %.1f s: %d requests failed since %s",
+            seconds,
+            self._failed,
+            self._since.isoformat(timespec="seconds"),
+        )
+        self._since, self._failed = None, 0
+
+
 class Database:
     """An engine plus the two kinds of session the app uses.
 
@@ -127,18 +217,44 @@ class Database:
     an AsyncSession must never be shared by concurrently running resolvers.
     """
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        connect_timeout: float | None = None,
+        statement_timeout: float | None = None,
+    ) -> None:
+        """``connect_timeout`` bounds opening a connection and waiting for a pooled one,
+        ``statement_timeout`` one statement, both in seconds (PostgreSQL: a database that
+        hangs fails requests fast instead of filling the pool and the event loop; SQLite has
+        no server to hang, its waits are bounded by the busy timeout). None keeps the
+        drivers' defaults (what CLI jobs use: a rebuild may run for minutes)."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        kwargs: dict[str, Any] = {"echo": echo}
+        self.outage = OutageLog()
+        # Errors (and so logs) carry the SQL but never its bound values: personal data.
+        kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         else:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+            if connect_timeout is not None:
+                # Waiting for a pooled connection is bounded the same.
+                kwargs["pool_timeout"] = connect_timeout
             if url.startswith("postgresql+asyncpg"):
                 # No JIT: it compiled ~0.5 s into every multi-second analytics query on the
                 # growth benchmark and never pays back on the API's short statements.
-                kwargs["connect_args"] = {"server_settings": {"jit": "off"}}
+                server_settings = {"jit": "off"}
+                connect_args: dict[str, Any] = {"server_settings": server_settings}
+                if connect_timeout is not None:
+                    connect_args["timeout"] = connect_timeout
+                if statement_timeout is not None:
+                    # The server cancels a statement past it; the client gives up a little
+                    # later in case the server itself no longer answers.
+                    server_settings["statement_timeout"] = str(round(statement_timeout * 1000))
+                    connect_args["command_timeout"] = statement_timeout + 1
+                kwargs["connect_args"] = connect_args
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             _install_sqlite_transaction_control(self.engine)
@@ -152,6 +268,7 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncSession]:
         async with self._read_sessions() as session:
             yield session
+        self.outage.answered()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -162,6 +279,7 @@ class Database:
             except BaseException:
                 events.discard(session)
                 raise
+            self.outage.answered()
             published = events.take(session)
             if published and self.publisher is not None:
                 try:
@@ -178,6 +296,7 @@ class Database:
                 await conn.execute(text("SELECT 1"))
         except Exception:
             return False
+        self.outage.answered()
         return True
 
     async def dispose(self) -> None:

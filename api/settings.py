@@ -64,6 +64,11 @@ class Settings:
     refresh_token_ttl: int = 30 * 24 * 3600
     auth_code_ttl: int = 300
     oauth_require_https: bool = False
+    # The database (api/db.py): opening a connection (or waiting for a pooled one) and one
+    # statement are bounded, so a database that hangs fails requests in seconds (with
+    # SERVICE_UNAVAILABLE) instead of holding them, the pool and the event loop.
+    db_connect_timeout: float = 5.0
+    db_statement_timeout: float = 30.0
     # Redis outages (api/cache.py): Redis is tried again every cache_retry_interval seconds,
     # and access tokens are accepted without the deny-list check for the first
     # revocation_grace seconds of an outage (then 503 until Redis answers).
@@ -115,6 +120,11 @@ class Settings:
         # Validated at startup: a typo in the points policy must stop the process, not
         # surface as wrong expiry dates months later.
         self.points_policy  # noqa: B018
+        if not (0 < self.db_connect_timeout <= 600 and 0 < self.db_statement_timeout <= 86_400):
+            raise ValueError(
+                "QUDAO_DB_CONNECT_TIMEOUT (up to 600) and QUDAO_DB_STATEMENT_TIMEOUT (up to "
+                "86400) must be positive seconds"
+            )
         if not 1 <= self.pickup_window_hours <= 24 * 90:
             raise ValueError("QUDAO_PICKUP_WINDOW_HOURS must be between 1 and 2160")
         if not 1 <= self.points_per_yuan <= 10_000:
@@ -133,6 +143,12 @@ class Settings:
         return cls(
             database_url=env.get("DATABASE_URL") or defaults.database_url,
             redis_url=env.get("REDIS_URL") or None,
+            db_connect_timeout=float(
+                env.get("QUDAO_DB_CONNECT_TIMEOUT", defaults.db_connect_timeout)
+            ),
+            db_statement_timeout=float(
+                env.get("QUDAO_DB_STATEMENT_TIMEOUT", defaults.db_statement_timeout)
+            ),
             cache_prefix=env.get("QUDAO_CACHE_PREFIX", defaults.cache_prefix),
             log_level=env.get("LOG_LEVEL", defaults.log_level).upper(),
             log_json=not _flag(env.get("QUDAO_LOG_PLAIN")),

@@ -19,9 +19,10 @@ from api.catalog import loaders, models, service
 from api.db import utcnow
 from api.errors import DomainError, InputError, Problem
 from api.graphql.context import Context, Info
-from api.graphql.errors import UserError, user_errors
+from api.graphql.errors import UserError
 from api.graphql.ids import decode_id_of, encode_id, input_pk
 from api.graphql.money import Money
+from api.graphql.mutations import UnitOfWork, run_mutation
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import Authenticated, requires
 from api.graphql.relay import Connection, Node, page_request, root_connection
@@ -384,63 +385,61 @@ class CatalogMutation:
         permission_classes=[requires("catalog:write")],
     )
     async def product_create(self, info: Info, input: ProductCreateInput) -> ProductCreatePayload:
-        ctx = info.context
-        try:
+        async def change(work: UnitOfWork) -> ProductCreatePayload:
             draft = service.ProductDraft(
                 code=input.code.strip(),
                 name=input.name,
                 description=input.description,
                 skus=[s.to_service() for s in input.skus],
             )
-            async with ctx.db.transaction() as session:
-                row = await service.create_product(session, ctx.principal, draft, now=utcnow())
-        except DomainError as error:
-            return ProductCreatePayload(errors=user_errors(CatalogError, error))
-        ctx.touched(info, "Product", row.id)
-        return ProductCreatePayload(product=Product.from_row(row))
+            row = await service.create_product(work.session, work.principal, draft, now=utcnow())
+            work.touched("Product", row.id)
+            return ProductCreatePayload(product=Product.from_row(row))
+
+        return await run_mutation(info, ProductCreatePayload, change)
 
     @strawberry.mutation(
         description="Rename, describe, archive (stop selling) or reactivate a product (HQ).",
         permission_classes=[requires("catalog:write")],
     )
     async def product_update(self, info: Info, input: ProductUpdateInput) -> ProductUpdatePayload:
-        ctx = info.context
-        changes = service.ProductChanges()
-        try:
+        async def change(work: UnitOfWork) -> ProductUpdatePayload:
+            changes = service.ProductChanges()
             product_pk = _pk(input.id, "Product", "id")
             _changes(input, changes, ("name", "description", "status"), nullable=("description",))
-            async with ctx.db.transaction() as session:
-                row = await service.update_product(
-                    session, ctx.principal, product_pk, changes, now=utcnow()
-                )
-        except DomainError as error:
-            return ProductUpdatePayload(errors=user_errors(CatalogError, error))
-        ctx.touched(info, "Product", row.id)
-        return ProductUpdatePayload(product=Product.from_row(row))
+            row = await service.update_product(
+                work.session, work.principal, product_pk, changes, now=utcnow()
+            )
+            work.touched("Product", row.id)
+            return ProductUpdatePayload(product=Product.from_row(row))
+
+        return await run_mutation(info, ProductUpdatePayload, change)
 
     @strawberry.mutation(
         description="Add a SKU to a product (HQ).",
         permission_classes=[requires("catalog:write")],
     )
     async def sku_create(self, info: Info, input: SkuCreateInput) -> SkuCreatePayload:
-        ctx = info.context
-        try:
+        async def change(work: UnitOfWork) -> SkuCreatePayload:
             product_pk = _pk(input.product_id, "Product", "productId")
-            async with ctx.db.transaction() as session:
+            try:
                 row = await service.create_sku(
-                    session, ctx.principal, product_pk, input.sku.to_service(), now=utcnow()
+                    work.session, work.principal, product_pk, input.sku.to_service(), now=utcnow()
                 )
-        except DomainError as error:
-            # The SKU's own fields are under the input's `sku`.
-            problems = [
-                p
-                if p.field is None or p.field[0] == "productId"
-                else Problem(p.code, p.message, ("sku", *p.field))
-                for p in error.problems
-            ]
-            return SkuCreatePayload(errors=user_errors(CatalogError, DomainError(problems)))
-        ctx.touched(info, "Sku", row.id)
-        return SkuCreatePayload(sku=Sku.from_row(row, ctx))
+            except DomainError as error:
+                # The SKU's own fields are under the input's `sku`.
+                raise DomainError(
+                    [
+                        p
+                        if p.field is None or p.field[0] == "productId"
+                        else Problem(p.code, p.message, ("sku", *p.field))
+                        for p in error.problems
+                    ]
+                ) from None
+            work.touched("Sku", row.id)
+            return SkuCreatePayload(sku=Sku.from_row(row, work.context))
+
+        return await run_mutation(info, SkuCreatePayload, change)
 
     @strawberry.mutation(
         description="Change a SKU's name, prices or availability, or replace its price bands "
@@ -448,9 +447,8 @@ class CatalogMutation:
         permission_classes=[requires("catalog:write")],
     )
     async def sku_update(self, info: Info, input: SkuUpdateInput) -> SkuUpdatePayload:
-        ctx = info.context
-        changes = service.SkuChanges()
-        try:
+        async def change(work: UnitOfWork) -> SkuUpdatePayload:
+            changes = service.SkuChanges()
             sku_pk = _pk(input.id, "Sku", "id")
             _changes(
                 input,
@@ -465,12 +463,11 @@ class CatalogMutation:
                         "priceBands",
                     )
                 changes.price_bands = [b.to_service() for b in input.price_bands]
-            async with ctx.db.transaction() as session:
-                row = await service.update_sku(session, ctx.principal, sku_pk, changes)
-        except DomainError as error:
-            return SkuUpdatePayload(errors=user_errors(CatalogError, error))
-        ctx.touched(info, "Sku", row.id)
-        return SkuUpdatePayload(sku=Sku.from_row(row, ctx))
+            row = await service.update_sku(work.session, work.principal, sku_pk, changes)
+            work.touched("Sku", row.id)
+            return SkuUpdatePayload(sku=Sku.from_row(row, work.context))
+
+        return await run_mutation(info, SkuUpdatePayload, change)
 
 
 __all__ = ["CatalogMutation", "CatalogQuery", "PriceBand", "Product", "SalesChannel", "Sku"]

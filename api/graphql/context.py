@@ -50,7 +50,6 @@ class Context:
         self._loaders: dict[tuple[Any, ...], DataLoader[Any, Any]] = {}
         # Written once at the end of the request (see api/graphql/audit.py).
         self.audit_entries: list[AuditEntry] = []
-        self.mutation_objects: dict[str, tuple[str, str]] = {}
         # Mutations (by response key) whose audit entry was written with their change.
         self.audited: set[str] = set()
 
@@ -72,10 +71,6 @@ class Context:
 
     def audit(self, entry: AuditEntry) -> None:
         self.audit_entries.append(entry)
-
-    def touched(self, info: StrawberryInfo[Any, Any], type_name: str, pk: int) -> None:
-        """Name the object a mutation changed, for its audit entry."""
-        self.mutation_objects[str(info.path.key)] = (type_name, str(pk))
 
     def reset_loaders(self) -> None:
         """Forget every loader's cache (a subscription's next message reads afresh)."""

@@ -1,20 +1,29 @@
 """How failures reach clients.
 
 Expected failures of a mutation are payload ``errors`` (UserError: field path, message,
-domain code). Bad arguments are top-level errors with ``BAD_USER_INPUT``. Anything else is
-a bug: logged with the request id and masked as ``INTERNAL_SERVER_ERROR``.
+domain code). Bad arguments are top-level errors with ``BAD_USER_INPUT``. A database or
+Redis that cannot be reached is ``SERVICE_UNAVAILABLE`` with ``extensions.retryAfter``
+(seconds) and a fixed message: the client may retry (a write with its idempotency key).
+Anything else is a bug: logged with the request id and masked as ``INTERNAL_SERVER_ERROR``.
+No driver text, SQL or parameters ever reach a client.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import math
 from typing import Any, Protocol, TypeVar
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.schema.exceptions import (
+    CannotGetOperationTypeError,
+    InvalidOperationTypeError,
+)
 
 from api.cache import CacheUnavailable
+from api.db import OutageLog, unavailable
 from api.errors import DomainError, InputError, Problem
 
 log = logging.getLogger("qudao.graphql")
@@ -75,13 +84,28 @@ _KNOWN: dict[type[Exception], ErrorCode] = {
 }
 
 
+UNAVAILABLE_MESSAGE = "The service is temporarily unavailable; try again shortly."
+# What a client is told to wait before retrying when the database is down: short, since the
+# first request after it is back succeeds (a pool's dead connections are replaced on checkout).
+DATABASE_RETRY_AFTER = 1
+
+# Raised before execution by graphql-core or strawberry about the request itself.
+_REQUEST_ERRORS = (GraphQLError, CannotGetOperationTypeError, InvalidOperationTypeError)
+
+
 def classify(error: GraphQLError) -> ErrorCode:
     original = error.original_error
     if error.message.startswith("Syntax Error"):
         return ErrorCode.GRAPHQL_PARSE_FAILED
-    # No path: raised before execution (validation, variable coercion such as a bad Date),
-    # so it describes the request, whatever exception carried it.
-    if original is None or error.path is None:
+    if original is not None and unavailable(original):
+        return ErrorCode.SERVICE_UNAVAILABLE
+    # No path, and nothing raised or raised about the document (validation, a literal or
+    # variable that does not coerce, such as a bad Date: those point at their place in it):
+    # it describes the request. A path-less error carrying any other exception comes from
+    # the operation's own hooks (an extension): not the client's fault.
+    if error.path is None and (
+        original is None or error.nodes or isinstance(original, _REQUEST_ERRORS)
+    ):
         return ErrorCode.GRAPHQL_VALIDATION_FAILED
     for kind, code in _KNOWN.items():
         if isinstance(original, kind):
@@ -89,11 +113,22 @@ def classify(error: GraphQLError) -> ErrorCode:
     return ErrorCode.INTERNAL_SERVER_ERROR
 
 
+def retry_after(error: GraphQLError) -> int:
+    """Seconds a client should wait before retrying a SERVICE_UNAVAILABLE field."""
+    original = error.original_error
+    if isinstance(original, CacheUnavailable):
+        return max(1, math.ceil(original.retry_after))
+    return DATABASE_RETRY_AFTER
+
+
 def coded(error: GraphQLError) -> GraphQLError:
     """The error as clients see it: with ``extensions.code``, and masked when unexpected."""
     code = classify(error)
     if code is ErrorCode.INTERNAL_SERVER_ERROR:
         message, extensions = "Internal server error.", {"code": code.value}
+    elif code is ErrorCode.SERVICE_UNAVAILABLE:
+        message = UNAVAILABLE_MESSAGE
+        extensions = {"code": code.value, "retryAfter": retry_after(error)}
     else:
         message, extensions = error.message, {"code": code.value, **(error.extensions or {})}
     return GraphQLError(
@@ -106,10 +141,20 @@ def coded(error: GraphQLError) -> GraphQLError:
     )
 
 
-def log_unexpected(errors: list[GraphQLError]) -> None:
-    """Log bugs with their traceback (the log record carries the request id)."""
+def log_unexpected(errors: list[GraphQLError], outage: OutageLog | None = None) -> None:
+    """Log bugs with their traceback (the log record carries the request id). A request
+    failed by the database being unavailable is counted in ``outage`` instead: one
+    traceback per outage, not one per request."""
+    counted = False
     for error in errors:
-        if classify(error) is ErrorCode.INTERNAL_SERVER_ERROR:
+        code = classify(error)
+        original = error.original_error
+        if code is ErrorCode.SERVICE_UNAVAILABLE:
+            # Redis outages are logged by the cache's circuit breaker.
+            if outage and not counted and original and not isinstance(original, CacheUnavailable):
+                outage.failed(original)
+                counted = True
+        elif code is ErrorCode.INTERNAL_SERVER_ERROR:
             log.error(
                 "unexpected error in %s",
                 ".".join(map(str, error.path or [])) or "operation",

@@ -12,7 +12,11 @@ services and returns the payload. ``run_mutation``:
 * answers a ``DomainError`` (expected refusals: bad input, out of stock, limit reached) with
   the payload's ``errors``, each coded by the payload's error type, everything rolled back.
   That attempt's audit entry is written after the request (``api/graphql/audit.py``), as are
-  the entries of refusals that never reached the change (a missing scope).
+  the entries of refusals that never reached the change (a missing scope) and of changes
+  that failed (the database went away): an attempt that changed nothing.
+
+A change that only previews (``work.preview()``: a dry run) is rolled back and answered; it
+changed nothing, so it is audited like a refusal.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types.base import StrawberryList, get_object_definition
+from strawberry.types.lazy_type import LazyType
 
 from api.audit.service import AuditEntry, insert_entries
 from api.auth.principal import Principal
@@ -45,6 +50,8 @@ class UnitOfWork:
         self.session = session
         self.context = context
         self.changed: tuple[str, str] | None = None
+        self.entries: list[AuditEntry] = []
+        self.previewing = False
 
     @property
     def principal(self) -> Principal:
@@ -54,29 +61,53 @@ class UnitOfWork:
         """Name the object this mutation changed (its audit entry's object)."""
         self.changed = (type_name, str(pk))
 
+    def audit(self, entry: AuditEntry) -> None:
+        """Record more than the mutation's own entry (what a merge moved), in its transaction."""
+        self.entries.append(entry)
+
+    def preview(self) -> None:
+        """Roll this unit of work back once the change returns: a dry run's answer."""
+        self.previewing = True
+
+
+class _Preview(Exception):
+    """Rolls a previewing unit of work back (raised out of its transaction)."""
+
 
 async def run_mutation(
-    info: Info, payload: type[P], change: Callable[[UnitOfWork], Awaitable[P]]
+    info: Info,
+    payload: type[P],
+    change: Callable[[UnitOfWork], Awaitable[P]],
+    *,
+    refusal: Callable[[DomainError], list[Any]] | None = None,
 ) -> P:
-    """Run ``change`` as the mutation's one unit of work and answer its payload."""
+    """Run ``change`` as the mutation's one unit of work and answer its payload.
+
+    ``refusal`` makes the payload's errors of a ``DomainError`` where a domain's errors carry
+    more than field, message and code (a segment query's line and column)."""
     context = info.context
     try:
         async with context.db.transaction() as session:
             work = UnitOfWork(session, context)
             answer = await change(work)
-            if work.changed is not None:
-                object_type, object_id = work.changed
-                entry = AuditEntry(
-                    info.field_name,
-                    object_type,
-                    object_id,
-                    {"outcome": "ok", "request_id": context.request_id},
-                )
-                await insert_entries(session, context.principal, context.ip, [entry])
-                context.audited.add(str(info.path.key))
+            if work.previewing:
+                raise _Preview
+            object_type, object_id = work.changed or (None, None)
+            entry = AuditEntry(
+                info.field_name,
+                object_type,
+                object_id,
+                {"outcome": "ok", "request_id": context.request_id},
+            )
+            await insert_entries(session, context.principal, context.ip, [*work.entries, entry])
+    except _Preview:
+        return answer
     except DomainError as error:
-        refused = cast(type[_Payload], payload)(errors=user_errors(_error_type(payload), error))
-        return cast(P, refused)
+        errors = refusal(error) if refusal else user_errors(_error_type(payload), error)
+        return cast(P, cast(type[_Payload], payload)(errors=errors))
+    # Only once committed: a commit that failed leaves the entry of a failed attempt to the
+    # extension.
+    context.audited.add(str(info.path.key))
     return answer
 
 
@@ -91,5 +122,8 @@ def _error_type(payload: type) -> Any:
         errors = next(f for f in definition.fields if f.python_name == "errors")
         field_type = errors.type
         assert isinstance(field_type, StrawberryList), f"{payload.__name__}.errors is no list"
-        found = _ERROR_TYPES[payload] = field_type.of_type
+        found = field_type.of_type
+        if isinstance(found, LazyType):  # a type of another module, named to avoid a cycle
+            found = found.resolve_type()
+        _ERROR_TYPES[payload] = found
     return found

@@ -25,7 +25,7 @@ from api.conflicts import schema as conflicts
 from api.coupons import graphql as coupons
 from api.customers import graphql as customers
 from api.graphql.audit import AuditTrail
-from api.graphql.context import NodeLoader
+from api.graphql.context import Context, NodeLoader
 from api.graphql.errors import log_unexpected
 from api.graphql.limits import CostLimit, GuardedValidation
 from api.graphql.parts import SchemaParts
@@ -70,8 +70,10 @@ class QudaoSchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
-        # Expected errors (bad input, validation) are the client's business; log only bugs.
-        log_unexpected(errors)
+        # Expected errors (bad input, validation) are the client's business; log only bugs,
+        # and count failures of an unavailable database in its outage log.
+        context = execution_context.context if execution_context else None
+        log_unexpected(errors, context.db.outage if isinstance(context, Context) else None)
 
     async def execute(
         self,

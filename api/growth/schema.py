@@ -26,6 +26,7 @@ from api.errors import DomainError, Problem
 from api.graphql.context import Context, Info
 from api.graphql.errors import UserError, user_errors
 from api.graphql.ids import decode_id_of, encode_id, input_pk
+from api.graphql.mutations import UnitOfWork, run_mutation
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
 from api.graphql.relay import (
@@ -272,19 +273,17 @@ class GrowthMutation:
     async def touchpoint_record(
         self, info: Info, input: TouchpointRecordInput
     ) -> TouchpointRecordPayload:
-        ctx = info.context
-        try:
+        async def change(work: UnitOfWork) -> TouchpointRecordPayload:
             draft = _draft(input)
-            async with ctx.db.transaction() as session:
-                result = await recording.record_touchpoint(
-                    session, ctx.principal, draft, now=utcnow()
-                )
-        except DomainError as error:
-            return TouchpointRecordPayload(errors=user_errors(GrowthError, error))
-        ctx.touched(info, "Touchpoint", result.touchpoint.id)
-        return TouchpointRecordPayload(
-            touchpoint=Touchpoint.from_row(result.touchpoint), created=result.created
-        )
+            result = await recording.record_touchpoint(
+                work.session, work.principal, draft, now=utcnow()
+            )
+            work.touched("Touchpoint", result.touchpoint.id)
+            return TouchpointRecordPayload(
+                touchpoint=Touchpoint.from_row(result.touchpoint), created=result.created
+            )
+
+        return await run_mutation(info, TouchpointRecordPayload, change)
 
     @strawberry.mutation(
         description="Record a batch of touches (a partner system's feed): each item is "
@@ -294,7 +293,6 @@ class GrowthMutation:
     async def touchpoints_record(
         self, info: Info, input: TouchpointsRecordInput
     ) -> TouchpointsRecordPayload:
-        ctx = info.context
         items = input.touchpoints
         if len(items) > recording.MAX_BATCH:
             error = DomainError.one(
@@ -312,43 +310,43 @@ class GrowthMutation:
                 positions.append(index)
             except DomainError as error:
                 refused[index] = error
-        try:
-            async with ctx.db.transaction() as session:
-                outcomes = await recording.record_touchpoints(
-                    session, ctx.principal, drafts, now=utcnow()
-                )
-        except DomainError as error:
-            return TouchpointsRecordPayload(errors=user_errors(GrowthError, error))
-        by_index = dict(zip(positions, outcomes, strict=True))
-        results: list[TouchpointOutcome] = []
-        problems: list[Problem] = []
-        for index in range(len(items)):
-            outcome = by_index.get(index)
-            if outcome is None:
-                problems += refused[index].problems
-                results.append(
-                    TouchpointOutcome(
-                        index=index, status=TouchpointOutcomeStatus.FAILED, touchpoint=None
+
+        async def change(work: UnitOfWork) -> TouchpointsRecordPayload:
+            outcomes = await recording.record_touchpoints(
+                work.session, work.principal, drafts, now=utcnow()
+            )
+            by_index = dict(zip(positions, outcomes, strict=True))
+            results: list[TouchpointOutcome] = []
+            problems: list[Problem] = []
+            for index in range(len(items)):
+                outcome = by_index.get(index)
+                if outcome is None:
+                    problems += refused[index].problems
+                    results.append(
+                        TouchpointOutcome(
+                            index=index, status=TouchpointOutcomeStatus.FAILED, touchpoint=None
+                        )
                     )
-                )
-                continue
-            # The service numbered its drafts; put the input's index back in the path.
-            problems += [
-                Problem(p.code, p.message, ("touchpoints", str(index), *(p.field or ())[2:]))
-                for p in outcome.problems
-            ]
-            if outcome.touchpoint is None:
-                status, node = TouchpointOutcomeStatus.FAILED, None
-            else:
-                status = (
-                    TouchpointOutcomeStatus.CREATED
-                    if outcome.created
-                    else TouchpointOutcomeStatus.EXISTING
-                )
-                node = Touchpoint.from_row(outcome.touchpoint)
-            results.append(TouchpointOutcome(index=index, status=status, touchpoint=node))
-        errors = user_errors(GrowthError, DomainError(problems)) if problems else []
-        return TouchpointsRecordPayload(results=results, errors=errors)
+                    continue
+                # The service numbered its drafts; put the input's index back in the path.
+                problems += [
+                    Problem(p.code, p.message, ("touchpoints", str(index), *(p.field or ())[2:]))
+                    for p in outcome.problems
+                ]
+                if outcome.touchpoint is None:
+                    status, node = TouchpointOutcomeStatus.FAILED, None
+                else:
+                    status = (
+                        TouchpointOutcomeStatus.CREATED
+                        if outcome.created
+                        else TouchpointOutcomeStatus.EXISTING
+                    )
+                    node = Touchpoint.from_row(outcome.touchpoint)
+                results.append(TouchpointOutcome(index=index, status=status, touchpoint=node))
+            errors = user_errors(GrowthError, DomainError(problems)) if problems else []
+            return TouchpointsRecordPayload(results=results, errors=errors)
+
+        return await run_mutation(info, TouchpointsRecordPayload, change)
 
 
 # --- queries -------------------------------------------------------------------------------

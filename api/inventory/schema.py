@@ -17,10 +17,10 @@ import strawberry
 from api.catalog import loaders as catalog_loaders
 from api.catalog.schema import Sku
 from api.db import utcnow
-from api.errors import DomainError
 from api.graphql.context import Context, Info
-from api.graphql.errors import PermissionDenied, Unauthenticated, UserError, user_errors
+from api.graphql.errors import PermissionDenied, Unauthenticated, UserError
 from api.graphql.ids import decode_id_of, encode_id, input_pk
+from api.graphql.mutations import UnitOfWork, run_mutation
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
 from api.graphql.relay import Connection, Node, page_request, root_connection
@@ -373,8 +373,7 @@ class InventoryMutation:
         permission_classes=[requires("stock:write")],
     )
     async def stock_adjust(self, info: Info, input: StockAdjustInput) -> StockAdjustPayload:
-        ctx = info.context
-        try:
+        async def change(work: UnitOfWork) -> StockAdjustPayload:
             draft = service.AdjustDraft(
                 store_id=_pk(input.store_id, "Store", "storeId"),
                 sku_id=_pk(input.sku_id, "Sku", "skuId"),
@@ -384,16 +383,15 @@ class InventoryMutation:
                 idempotency_key=input.idempotency_key,
                 safety_level=input.safety_level,
             )
-            async with ctx.db.transaction() as session:
-                result = await service.adjust(session, ctx.principal, draft, now=utcnow())
-        except DomainError as error:
-            return StockAdjustPayload(errors=user_errors(StockError, error))
-        ctx.touched(info, "StockMovement", result.movement.id)
-        return StockAdjustPayload(
-            stock_level=StockLevel.from_row(result.level),
-            movement=StockMovement.from_row(result.movement),
-            replayed=result.replayed,
-        )
+            result = await service.adjust(work.session, work.principal, draft, now=utcnow())
+            work.touched("StockMovement", result.movement.id)
+            return StockAdjustPayload(
+                stock_level=StockLevel.from_row(result.level),
+                movement=StockMovement.from_row(result.movement),
+                replayed=result.replayed,
+            )
+
+        return await run_mutation(info, StockAdjustPayload, change)
 
 
 __all__ = ["InventoryMutation", "InventoryQuery", "StockAlert", "StockLevel", "StockMovement"]

@@ -18,8 +18,9 @@ import strawberry
 from api.db import utcnow
 from api.errors import DomainError, InputError
 from api.graphql.context import Context, Info
-from api.graphql.errors import UserError, user_errors
+from api.graphql.errors import UserError
 from api.graphql.ids import decode_id_of, encode_id, input_pk
+from api.graphql.mutations import UnitOfWork, run_mutation
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
 from api.graphql.relay import (
@@ -371,9 +372,8 @@ class LoyaltyMutation:
         "(INSUFFICIENT_POINTS). A partner may adjust only the customers it recruited.",
     )
     async def points_adjust(self, info: Info, input: PointsAdjustInput) -> PointsAdjustPayload:
-        ctx = info.context
-        now = utcnow()
-        try:
+        async def change(work: UnitOfWork) -> PointsAdjustPayload:
+            now = utcnow()
             customer_pk = _pk(input.customer_id, "Customer", "customerId")
             if not input.idempotency_key or len(input.idempotency_key) > MAX_KEY_LENGTH:
                 raise DomainError.one(
@@ -381,39 +381,39 @@ class LoyaltyMutation:
                     f"An idempotency key of 1 to {MAX_KEY_LENGTH} characters.",
                     "idempotencyKey",
                 )
-            async with ctx.db.transaction() as session:
-                entry = await adjustments.adjust(
-                    session,
-                    customer_pk,
-                    input.amount,
-                    idempotency_key=f"{_key_namespace(ctx)}:{input.idempotency_key}",
-                    reason=input.reason,
-                    actor=ctx.principal.subject,
-                    now=now,
-                    principal=ctx.principal,
-                    policy=ctx.settings.points_policy,
-                )
-        except DomainError as error:
-            return PointsAdjustPayload(errors=user_errors(PointsError, error))
-        async with ctx.db.read() as session:
-            # A retry after a merge returns the entry of the merged id; the points are with
-            # the survivor now, so that is the balance to show.
-            holder = await balances.live_customer_id(session, entry.customer_id)
+            entry = await adjustments.adjust(
+                work.session,
+                customer_pk,
+                input.amount,
+                idempotency_key=f"{_key_namespace(work.context)}:{input.idempotency_key}",
+                reason=input.reason,
+                actor=work.principal.subject,
+                now=now,
+                principal=work.principal,
+                policy=work.context.settings.points_policy,
+            )
+            # Read in the same transaction: a saved adjustment is never answered with an
+            # error by a read after its commit. A retry after a merge returns the entry of the
+            # merged id; the points are with the survivor now, so that is the balance to show.
+            holder = await balances.live_customer_id(work.session, entry.customer_id)
             holder = entry.customer_id if holder is None else holder
-            found = await balances.balances_of(session, [holder], utcnow())
-            expires = await balances.lot_expiries(session, [entry.lot_id] if entry.lot_id else [])
-        ctx.touched(info, "PointsEntry", entry.id)
-        return PointsAdjustPayload(
-            entry=PointsEntry.from_row((entry, expires.get(entry.lot_id or 0))),
-            balance=PointsBalance.of(found[holder]),
-        )
+            found = await balances.balances_of(work.session, [holder], utcnow())
+            expires = await balances.lot_expiries(
+                work.session, [entry.lot_id] if entry.lot_id else []
+            )
+            work.touched("PointsEntry", entry.id)
+            return PointsAdjustPayload(
+                entry=PointsEntry.from_row((entry, expires.get(entry.lot_id or 0))),
+                balance=PointsBalance.of(found[holder]),
+            )
+
+        return await run_mutation(info, PointsAdjustPayload, change)
 
     @strawberry.mutation(permission_classes=[requires("loyalty:write")])
     async def points_earning_rule_create(
         self, info: Info, input: PointsEarningRuleCreateInput
     ) -> PointsEarningRuleCreatePayload:
-        ctx = info.context
-        try:
+        async def change(work: UnitOfWork) -> PointsEarningRuleCreatePayload:
             draft = earning.EarningRuleDraft(
                 name=input.name,
                 points_per_yuan=input.points_per_yuan,
@@ -427,12 +427,11 @@ class LoyaltyMutation:
                 ends_at=input.ends_at,
                 active=input.active,
             )
-            async with ctx.db.transaction() as session:
-                row = await earning.create_earning_rule(session, ctx.principal, draft, utcnow())
-        except DomainError as error:
-            return PointsEarningRuleCreatePayload(errors=user_errors(PointsError, error))
-        ctx.touched(info, "PointsEarningRule", row.id)
-        return PointsEarningRuleCreatePayload(rule=PointsEarningRule.from_row(row))
+            row = await earning.create_earning_rule(work.session, work.principal, draft, utcnow())
+            work.touched("PointsEarningRule", row.id)
+            return PointsEarningRuleCreatePayload(rule=PointsEarningRule.from_row(row))
+
+        return await run_mutation(info, PointsEarningRuleCreatePayload, change)
 
 
 __all__ = [

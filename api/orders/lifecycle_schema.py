@@ -18,6 +18,7 @@ from api.graphql.context import Info
 from api.graphql.errors import user_errors
 from api.graphql.ids import encode_id, input_pk
 from api.graphql.money import Money
+from api.graphql.mutations import UnitOfWork, run_mutation
 from api.graphql.permissions import requires
 from api.orders import lifecycle
 from api.orders.models import Order as OrderRow
@@ -191,15 +192,13 @@ class LifecycleMutation:
     async def order_mark_ready(
         self, info: Info, input: OrderMarkReadyInput
     ) -> OrderMarkReadyPayload:
-        ctx = info.context
-        try:
+        async def change(work: UnitOfWork) -> OrderMarkReadyPayload:
             order_pk = _pk(input.order_id, "Order", "orderId")
-            async with ctx.db.transaction() as session:
-                row = await lifecycle.mark_ready(session, ctx.principal, order_pk, now=utcnow())
-        except DomainError as error:
-            return OrderMarkReadyPayload(errors=_errors(error))
-        ctx.touched(info, "Order", row.id)
-        return OrderMarkReadyPayload(order=_order(row, info))
+            row = await lifecycle.mark_ready(work.session, work.principal, order_pk, now=utcnow())
+            work.touched("Order", row.id)
+            return OrderMarkReadyPayload(order=_order(row, info))
+
+        return await run_mutation(info, OrderMarkReadyPayload, change)
 
     @strawberry.mutation(
         description="Hand a pickup order over at the store, verified by its pickup code or QR "
@@ -208,30 +207,28 @@ class LifecycleMutation:
         permission_classes=[requires("orders:write")],
     )
     async def order_pickup(self, info: Info, input: OrderPickupInput) -> OrderPickupPayload:
-        ctx = info.context
-        try:
+        async def change(work: UnitOfWork) -> OrderPickupPayload:
             proof = lifecycle.PickupProof(
                 code=input.code,
                 qr_payload=input.qr_payload,
                 order_id=_pk(input.order_id, "Order", "orderId") if input.order_id else None,
             )
             store_pk = _pk(input.store_id, "Store", "storeId") if input.store_id else None
-            secret = request_pickup_secret(ctx)
-            async with ctx.db.transaction() as session:
-                row = await lifecycle.pickup(
-                    session,
-                    ctx.cache,
-                    ctx.principal,
-                    proof,
-                    store_id=store_pk,
-                    secret=secret,
-                    now=utcnow(),
-                    wiring=ctx.wiring.orders,
-                )
-        except DomainError as error:
-            return OrderPickupPayload(errors=_errors(error))
-        ctx.touched(info, "Order", row.id)
-        return OrderPickupPayload(order=_order(row, info))
+            secret = request_pickup_secret(work.context)
+            row = await lifecycle.pickup(
+                work.session,
+                work.context.cache,
+                work.principal,
+                proof,
+                store_id=store_pk,
+                secret=secret,
+                now=utcnow(),
+                wiring=work.context.wiring.orders,
+            )
+            work.touched("Order", row.id)
+            return OrderPickupPayload(order=_order(row, info))
+
+        return await run_mutation(info, OrderPickupPayload, change)
 
     @strawberry.mutation(
         description="Cancel an order that is not completed: its reservation, points and "
@@ -239,22 +236,20 @@ class LifecycleMutation:
         permission_classes=[requires("orders:write")],
     )
     async def order_cancel(self, info: Info, input: OrderCancelInput) -> OrderCancelPayload:
-        ctx = info.context
-        try:
+        async def change(work: UnitOfWork) -> OrderCancelPayload:
             order_pk = _pk(input.order_id, "Order", "orderId")
-            async with ctx.db.transaction() as session:
-                row = await lifecycle.cancel(
-                    session,
-                    ctx.principal,
-                    order_pk,
-                    reason=input.reason,
-                    now=utcnow(),
-                    wiring=ctx.wiring.orders,
-                )
-        except DomainError as error:
-            return OrderCancelPayload(errors=_errors(error))
-        ctx.touched(info, "Order", row.id)
-        return OrderCancelPayload(order=_order(row, info))
+            row = await lifecycle.cancel(
+                work.session,
+                work.principal,
+                order_pk,
+                reason=input.reason,
+                now=utcnow(),
+                wiring=work.context.wiring.orders,
+            )
+            work.touched("Order", row.id)
+            return OrderCancelPayload(order=_order(row, info))
+
+        return await run_mutation(info, OrderCancelPayload, change)
 
     @strawberry.mutation(
         description="Refund a completed order, whole or some lines: money pro rata, goods "
@@ -262,8 +257,7 @@ class LifecycleMutation:
         permission_classes=[requires("orders:write")],
     )
     async def order_refund(self, info: Info, input: OrderRefundInput) -> OrderRefundPayload:
-        ctx = info.context
-        try:
+        async def change(work: UnitOfWork) -> OrderRefundPayload:
             order_pk = _pk(input.order_id, "Order", "orderId")
             lines = None
             if input.lines is not None:
@@ -280,23 +274,22 @@ class LifecycleMutation:
                 lines=lines,
                 restock=input.restock,
             )
-            async with ctx.db.transaction() as session:
-                result = await lifecycle.refund(
-                    session,
-                    ctx.principal,
-                    order_pk,
-                    draft,
-                    now=utcnow(),
-                    wiring=ctx.wiring.orders,
-                )
-        except DomainError as error:
-            return OrderRefundPayload(errors=_errors(error))
-        ctx.touched(info, "Order", result.order.id)
-        return OrderRefundPayload(
-            order=_order(result.order, info),
-            refund=OrderRefund.from_rows(result.refund, result.lines, result.order.currency),
-            created=result.created,
-        )
+            result = await lifecycle.refund(
+                work.session,
+                work.principal,
+                order_pk,
+                draft,
+                now=utcnow(),
+                wiring=work.context.wiring.orders,
+            )
+            work.touched("Order", result.order.id)
+            return OrderRefundPayload(
+                order=_order(result.order, info),
+                refund=OrderRefund.from_rows(result.refund, result.lines, result.order.currency),
+                created=result.created,
+            )
+
+        return await run_mutation(info, OrderRefundPayload, change)
 
 
 __all__ = ["LifecycleMutation"]

@@ -28,11 +28,11 @@ from api.catalog import loaders as catalog_loaders
 from api.catalog.schema import Product, SalesChannel, Sku
 from api.customers.profile import CustomerDraft
 from api.db import utcnow
-from api.errors import DomainError
 from api.graphql.context import Context, Info
-from api.graphql.errors import UserError, user_errors
+from api.graphql.errors import UserError
 from api.graphql.ids import decode_id_of, encode_id, input_pk
 from api.graphql.money import Money
+from api.graphql.mutations import UnitOfWork, run_mutation
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
 from api.graphql.relay import (
@@ -500,17 +500,17 @@ class OrderMutation:
         permission_classes=[requires("orders:write")],
     )
     async def order_create(self, info: Info, input: OrderCreateInput) -> OrderCreatePayload:
-        ctx = info.context
-        try:
+        async def change(work: UnitOfWork) -> OrderCreatePayload:
             draft = _draft(input)
-            async with ctx.db.transaction() as session:
-                result = await service.create_order(
-                    session, ctx.principal, draft, wiring=ctx.wiring.orders, now=utcnow()
-                )
-        except DomainError as error:
-            return OrderCreatePayload(errors=user_errors(OrderError, error))
-        ctx.touched(info, "Order", result.order.id)
-        return OrderCreatePayload(order=Order.from_row(result.order, ctx), created=result.created)
+            result = await service.create_order(
+                work.session, work.principal, draft, wiring=work.context.wiring.orders, now=utcnow()
+            )
+            work.touched("Order", result.order.id)
+            return OrderCreatePayload(
+                order=Order.from_row(result.order, work.context), created=result.created
+            )
+
+        return await run_mutation(info, OrderCreatePayload, change)
 
 
 __all__ = [

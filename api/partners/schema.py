@@ -14,8 +14,9 @@ from api.audit.service import AuditEntry
 from api.auth.pii import PII_SCOPE, mask_email, mask_phone
 from api.errors import DomainError
 from api.graphql.context import Context, Info
-from api.graphql.errors import UserError, user_errors
+from api.graphql.errors import UserError
 from api.graphql.ids import decode_id_of, encode_id, input_pk
+from api.graphql.mutations import UnitOfWork, run_mutation
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
 from api.graphql.relay import (
@@ -367,9 +368,8 @@ def _given(value: Any) -> bool:
 class PartnerMutation:
     @strawberry.mutation(permission_classes=[requires("partners:write")])
     async def partner_create(self, info: Info, input: PartnerCreateInput) -> PartnerCreatePayload:
-        ctx = info.context
-        contact = input.contact or PartnerContactInput()
-        try:
+        async def change(work: UnitOfWork) -> PartnerCreatePayload:
+            contact = input.contact or PartnerContactInput()
             draft = service.PartnerDraft(
                 code=input.code,
                 name=input.name,
@@ -384,18 +384,16 @@ class PartnerMutation:
                 contract_starts_on=input.contract_starts_on,
                 contract_ends_on=input.contract_ends_on,
             )
-            async with ctx.db.transaction() as session:
-                row = await service.create_partner(session, ctx.principal, draft)
-        except DomainError as error:
-            return PartnerCreatePayload(errors=user_errors(PartnerError, error))
-        ctx.touched(info, "Partner", row.id)
-        return PartnerCreatePayload(partner=Partner.from_row(row))
+            row = await service.create_partner(work.session, work.principal, draft)
+            work.touched("Partner", row.id)
+            return PartnerCreatePayload(partner=Partner.from_row(row))
+
+        return await run_mutation(info, PartnerCreatePayload, change)
 
     @strawberry.mutation(permission_classes=[requires("partners:write")])
     async def partner_update(self, info: Info, input: PartnerUpdateInput) -> PartnerUpdatePayload:
-        ctx = info.context
-        changes = service.PartnerChanges()
-        try:
+        async def change(work: UnitOfWork) -> PartnerUpdatePayload:
+            changes = service.PartnerChanges()
             partner_pk = _pk(input.id, "Partner", "id")
             for name in ("name", "status", "tier", "territories"):
                 value = getattr(input, name)
@@ -421,17 +419,15 @@ class PartnerMutation:
                 changes.contract_starts_on = input.contract_starts_on
             if _given(input.contract_ends_on):
                 changes.contract_ends_on = input.contract_ends_on
-            async with ctx.db.transaction() as session:
-                row = await service.update_partner(session, ctx.principal, partner_pk, changes)
-        except DomainError as error:
-            return PartnerUpdatePayload(errors=user_errors(PartnerError, error))
-        ctx.touched(info, "Partner", row.id)
-        return PartnerUpdatePayload(partner=Partner.from_row(row))
+            row = await service.update_partner(work.session, work.principal, partner_pk, changes)
+            work.touched("Partner", row.id)
+            return PartnerUpdatePayload(partner=Partner.from_row(row))
+
+        return await run_mutation(info, PartnerUpdatePayload, change)
 
     @strawberry.mutation(permission_classes=[requires("partners:write")])
     async def store_create(self, info: Info, input: StoreCreateInput) -> StoreCreatePayload:
-        ctx = info.context
-        try:
+        async def change(work: UnitOfWork) -> StoreCreatePayload:
             draft = service.StoreDraft(
                 code=input.code,
                 name=input.name,
@@ -444,12 +440,11 @@ class PartnerMutation:
                 offers_pickup=input.offers_pickup,
                 status=input.status,
             )
-            async with ctx.db.transaction() as session:
-                row = await service.create_store(session, ctx.principal, draft)
-        except DomainError as error:
-            return StoreCreatePayload(errors=user_errors(PartnerError, error))
-        ctx.touched(info, "Store", row.id)
-        return StoreCreatePayload(store=Store.from_row(row))
+            row = await service.create_store(work.session, work.principal, draft)
+            work.touched("Store", row.id)
+            return StoreCreatePayload(store=Store.from_row(row))
+
+        return await run_mutation(info, StoreCreatePayload, change)
 
 
 __all__ = ["PartnerMutation", "PartnerQuery"]

@@ -25,11 +25,12 @@ from api.coupons import loaders as coupon_loaders
 from api.coupons.graphql.types import CouponTemplate, any_scope
 from api.customers.graphql.types import Customer
 from api.db import utcnow
-from api.errors import DomainError, InputError
+from api.errors import InputError
 from api.graphql.context import Context, Info
-from api.graphql.errors import PermissionDenied, UserError, user_errors
+from api.graphql.errors import PermissionDenied, UserError
 from api.graphql.ids import decode_id_of, encode_id, input_pk
 from api.graphql.money import Money
+from api.graphql.mutations import UnitOfWork, run_mutation
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
 from api.graphql.relay import (
@@ -449,8 +450,7 @@ class ReferralMutation:
     async def referral_campaign_create(
         self, info: Info, input: ReferralCampaignCreateInput
     ) -> ReferralCampaignCreatePayload:
-        ctx = info.context
-        try:
+        async def change(work: UnitOfWork) -> ReferralCampaignCreatePayload:
             draft = campaigns.CampaignDraft(
                 name=input.name,
                 starts_at=input.starts_at,
@@ -464,12 +464,11 @@ class ReferralMutation:
                 max_rewarded_per_inviter=input.max_rewarded_per_inviter,
                 max_registrations_per_day=input.max_registrations_per_day,
             )
-            async with ctx.db.transaction() as session:
-                row = await campaigns.create_campaign(session, ctx.principal, draft, now=utcnow())
-        except DomainError as error:
-            return ReferralCampaignCreatePayload(errors=user_errors(ReferralError, error))
-        ctx.touched(info, "ReferralCampaign", row.id)
-        return ReferralCampaignCreatePayload(referral_campaign=ReferralCampaign.from_row(row))
+            row = await campaigns.create_campaign(work.session, work.principal, draft, now=utcnow())
+            work.touched("ReferralCampaign", row.id)
+            return ReferralCampaignCreatePayload(referral_campaign=ReferralCampaign.from_row(row))
+
+        return await run_mutation(info, ReferralCampaignCreatePayload, change)
 
     @strawberry.mutation(
         description="Your invite code and link in a running campaign (a member). Asking again "
@@ -479,22 +478,20 @@ class ReferralMutation:
     async def referral_invite_create(
         self, info: Info, input: ReferralInviteCreateInput
     ) -> ReferralInviteCreatePayload:
-        ctx = info.context
-        try:
+        async def change(work: UnitOfWork) -> ReferralInviteCreatePayload:
             campaign_pk = _pk(input.campaign_id, "ReferralCampaign", "campaignId")
-            async with ctx.db.transaction() as session:
-                result = await invites.create_invite(
-                    session, ctx.principal, campaign_pk, now=utcnow()
-                )
-        except DomainError as error:
-            return ReferralInviteCreatePayload(errors=user_errors(ReferralError, error))
-        invite = ReferralInvite(
-            code=result.invite.code,
-            link=ctx.settings.referral_link_base + result.invite.code,
-            created_at=result.invite.created_at,
-            campaign_pk=result.invite.campaign_id,
-        )
-        return ReferralInviteCreatePayload(invite=invite, created=result.created)
+            result = await invites.create_invite(
+                work.session, work.principal, campaign_pk, now=utcnow()
+            )
+            invite = ReferralInvite(
+                code=result.invite.code,
+                link=work.context.settings.referral_link_base + result.invite.code,
+                created_at=result.invite.created_at,
+                campaign_pk=result.invite.campaign_id,
+            )
+            return ReferralInviteCreatePayload(invite=invite, created=result.created)
+
+        return await run_mutation(info, ReferralInviteCreatePayload, change)
 
     @strawberry.mutation(
         description="Accept an invite (a member, for themself): records who invited you and "
@@ -508,21 +505,19 @@ class ReferralMutation:
     async def referral_accept(
         self, info: Info, input: ReferralAcceptInput
     ) -> ReferralAcceptPayload:
-        ctx = info.context
-        try:
-            async with ctx.db.transaction() as session:
-                row = await accepting.accept(
-                    session,
-                    ctx.principal,
-                    input.code,
-                    input.device_id,
-                    secret=_secret(ctx),
-                    settings=ctx.settings,
-                    now=utcnow(),
-                )
-        except DomainError as error:
-            return ReferralAcceptPayload(errors=user_errors(ReferralError, error))
-        return ReferralAcceptPayload(referral=Referral.from_row(row))
+        async def change(work: UnitOfWork) -> ReferralAcceptPayload:
+            row = await accepting.accept(
+                work.session,
+                work.principal,
+                input.code,
+                input.device_id,
+                secret=_secret(work.context),
+                settings=work.context.settings,
+                now=utcnow(),
+            )
+            return ReferralAcceptPayload(referral=Referral.from_row(row))
+
+        return await run_mutation(info, ReferralAcceptPayload, change)
 
 
 __all__ = ["ReferralCampaign", "ReferralMutation", "ReferralQuery"]

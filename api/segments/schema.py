@@ -25,6 +25,7 @@ from api.errors import DomainError, InputError, Problem
 from api.graphql.context import Context, Info
 from api.graphql.errors import PermissionDenied, UserError
 from api.graphql.ids import decode_id_of, encode_id, input_pk
+from api.graphql.mutations import UnitOfWork, run_mutation
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
 from api.graphql.relay import (
@@ -69,6 +70,10 @@ def _errors(error: DomainError, *prefix: str) -> list[SegmentError]:
     line = getattr(error, "line", None)
     column = getattr(error, "column", None)
     return [_error(p, prefix, line, column) for p in error.problems]
+
+
+def _refusal(error: DomainError) -> list[SegmentError]:
+    return _errors(error, "input")
 
 
 def _error(
@@ -442,55 +447,49 @@ class SegmentMutation:
         permission_classes=[WRITERS],
     )
     async def segment_create(self, info: Info, input: SegmentCreateInput) -> SegmentCreatePayload:
-        ctx = info.context
-        try:
-            async with ctx.db.transaction() as session:
-                row = await service.create_segment(
-                    session,
-                    ctx.principal,
-                    name=input.name,
-                    query=input.query,
-                    description=input.description,
-                    now=utcnow(),
-                )
-        except DomainError as error:
-            return SegmentCreatePayload(errors=_errors(error, "input"))
-        ctx.touched(info, "Segment", row.id)
-        return SegmentCreatePayload(segment=Segment.from_row(row))
+        async def change(work: UnitOfWork) -> SegmentCreatePayload:
+            row = await service.create_segment(
+                work.session,
+                work.principal,
+                name=input.name,
+                query=input.query,
+                description=input.description,
+                now=utcnow(),
+            )
+            work.touched("Segment", row.id)
+            return SegmentCreatePayload(segment=Segment.from_row(row))
+
+        return await run_mutation(info, SegmentCreatePayload, change, refusal=_refusal)
 
     @strawberry.mutation(permission_classes=[WRITERS])
     async def segment_update(self, info: Info, input: SegmentUpdateInput) -> SegmentUpdatePayload:
-        ctx = info.context
-        try:
+        async def change(work: UnitOfWork) -> SegmentUpdatePayload:
             pk = _pk(input.id, "Segment", "id")
-            async with ctx.db.transaction() as session:
-                row = await service.update_segment(
-                    session,
-                    ctx.principal,
-                    pk,
-                    name=input.name,
-                    query=input.query,
-                    description=input.description,
-                    now=utcnow(),
-                )
-        except DomainError as error:
-            return SegmentUpdatePayload(errors=_errors(error, "input"))
-        ctx.touched(info, "Segment", row.id)
-        return SegmentUpdatePayload(segment=Segment.from_row(row))
+            row = await service.update_segment(
+                work.session,
+                work.principal,
+                pk,
+                name=input.name,
+                query=input.query,
+                description=input.description,
+                now=utcnow(),
+            )
+            work.touched("Segment", row.id)
+            return SegmentUpdatePayload(segment=Segment.from_row(row))
+
+        return await run_mutation(info, SegmentUpdatePayload, change, refusal=_refusal)
 
     @strawberry.mutation(
         description="Delete a segment that has no grants.", permission_classes=[WRITERS]
     )
     async def segment_delete(self, info: Info, input: SegmentDeleteInput) -> SegmentDeletePayload:
-        ctx = info.context
-        try:
+        async def change(work: UnitOfWork) -> SegmentDeletePayload:
             pk = _pk(input.id, "Segment", "id")
-            async with ctx.db.transaction() as session:
-                deleted = await service.delete_segment(session, ctx.principal, pk)
-        except DomainError as error:
-            return SegmentDeletePayload(errors=_errors(error, "input"))
-        ctx.touched(info, "Segment", deleted)
-        return SegmentDeletePayload(deleted_segment_id=strawberry.ID(input.id))
+            deleted = await service.delete_segment(work.session, work.principal, pk)
+            work.touched("Segment", deleted)
+            return SegmentDeletePayload(deleted_segment_id=strawberry.ID(input.id))
+
+        return await run_mutation(info, SegmentDeletePayload, change, refusal=_refusal)
 
     @strawberry.mutation(
         description="Grant a coupon or points to every member of a segment who consents to "
@@ -505,7 +504,9 @@ class SegmentMutation:
         scope = service.REQUIRED_SCOPE[input.action]
         if not ctx.principal.has_scope(scope):
             raise PermissionDenied(f"This grant needs the {scope} scope.")
-        try:
+        unfinished: list[int] = []
+
+        async def change(work: UnitOfWork) -> SegmentGrantStartPayload:
             request = service.GrantRequest(
                 segment_id=_pk(input.segment_id, "Segment", "segmentId"),
                 campaign_key=input.campaign_key,
@@ -516,18 +517,20 @@ class SegmentMutation:
                 else None,
                 points=input.points,
             )
-            async with ctx.db.transaction() as session:
-                job, created = await service.start_grant(
-                    session, ctx.principal, request, now=utcnow()
-                )
-        except DomainError as error:
-            return SegmentGrantStartPayload(errors=_errors(error, "input"))
-        if job.status is not models.JobStatus.COMPLETED:
+            job, created = await service.start_grant(
+                work.session, work.principal, request, now=utcnow()
+            )
+            if job.status is not models.JobStatus.COMPLETED:
+                unfinished.append(job.id)
+            work.touched("SegmentGrantJob", job.id)
+            return SegmentGrantStartPayload(job=SegmentGrantJob.from_row(job), created=created)
+
+        answer = await run_mutation(info, SegmentGrantStartPayload, change, refusal=_refusal)
+        for job_id in unfinished:
             # After the commit; a retry of an unfinished job resumes it (runners are safe
             # to overlap: see jobs.py).
-            jobs.launch(ctx.db, job.id, ctx.settings.points_policy)
-        ctx.touched(info, "SegmentGrantJob", job.id)
-        return SegmentGrantStartPayload(job=SegmentGrantJob.from_row(job), created=created)
+            jobs.launch(ctx.db, job_id, ctx.settings.points_policy)
+        return answer
 
 
 __all__ = ["Segment", "SegmentGrantJob", "SegmentMutation", "SegmentQuery"]

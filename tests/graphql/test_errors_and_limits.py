@@ -168,3 +168,89 @@ async def test_a_repeated_query_is_validated_once(gql, settings):
     await gql(query)
     await gql(query)
     assert cache.cache_info().hits == hits + 2
+
+
+# --- the database unavailable ---------------------------------------------------------------
+
+DRIVER_TEXT = "[Errno 111] Connect call failed ('10.0.0.7', 5432) [SQL: SELECT secret]"
+
+
+def refuse(*_args, **_kwargs):
+    raise ConnectionRefusedError(111, DRIVER_TEXT)
+
+
+async def test_an_unreachable_database_is_503_service_unavailable(client, monkeypatch, caplog):
+    monkeypatch.setattr(service, "partners_query", refuse)
+    for _ in range(3):
+        response = await client.post("/graphql", json={"query": "{ partners { nodes { id } } }"})
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        (error,) = response.json()["errors"]
+        assert error["extensions"] == {"code": "SERVICE_UNAVAILABLE", "retryAfter": 1}
+        assert error["message"] == "The service is temporarily unavailable; try again shortly."
+        assert "Errno" not in response.text and "SQL" not in response.text
+    # One traceback for the outage, not one per request.
+    assert len([r for r in caplog.records if r.exc_info]) == 1
+
+
+async def test_what_succeeded_makes_it_a_200(gql, client, monkeypatch):
+    from api.partners import loaders
+
+    partner = await create_partner(gql, "P1")
+    monkeypatch.setattr(loaders, "partners_by_pk", refuse)
+    response = await client.post(
+        "/graphql",
+        json={
+            "query": "query($id: ID!) { partner(id: $id) { id } viewer { subject } }",
+            "variables": {"id": partner["id"]},
+        },
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["data"] == {"partner": None, "viewer": {"subject": "user:1"}}
+    assert body["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+
+
+async def test_a_failed_write_is_audited_with_its_code_only(gql, client, monkeypatch):
+    monkeypatch.setattr(service, "create_partner", refuse)
+    response = await client.post(
+        "/graphql",
+        json={
+            "query": 'mutation { partnerCreate(input: {code: "X1", name: "x", type: AGENT}) '
+            "{ partner { id } } }"
+        },
+    )
+    assert response.status_code == 503
+    events = await gql("{ auditEvents { nodes { action objectId detail } } }")
+    (event,) = events["auditEvents"]["nodes"]
+    assert event["action"] == "partnerCreate" and event["objectId"] is None
+    assert set(event["detail"]) == {"outcome", "code", "request_id"}
+    assert (event["detail"]["outcome"], event["detail"]["code"]) == (
+        "refused",
+        "SERVICE_UNAVAILABLE",
+    )
+
+
+async def test_reads_that_cannot_be_audited_are_not_answered_and_not_invalid(
+    gql, monkeypatch, caplog
+):
+    from api.graphql import audit
+
+    await create_partner(gql, "X2", contact={"phone": "13912345678"})
+
+    async def broken(*_args, **_kwargs):
+        raise RuntimeError("audit INSERT failed: secret")
+
+    monkeypatch.setattr(audit, "record", broken)
+    body = await gql.raw("{ partners { nodes { contact { phone } } } }")
+    # Raised by an extension, with no path: a bug, not the client's invalid request.
+    assert body["data"] is None
+    assert body["errors"][0]["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert "secret" not in str(body) and "13912345678" not in str(body)
+    # A write that committed (with its audit entry) is answered even so.
+    created = await gql.raw(
+        'mutation { partnerCreate(input: {code: "X3", name: "x", type: AGENT}) '
+        "{ partner { code } } }"
+    )
+    assert created["data"] == {"partnerCreate": {"partner": {"code": "X3"}}}
+    assert "errors" not in created

@@ -11,13 +11,11 @@ from api.analytics.graphql.channel_spend import (
     ChannelSpendRecordPayload,
 )
 from api.analytics.graphql.inputs import (
-    AnalyticsError,
     key_of,
 )
 from api.db import utcnow
-from api.errors import DomainError
 from api.graphql.context import Info
-from api.graphql.errors import user_errors
+from api.graphql.mutations import UnitOfWork, run_mutation
 from api.graphql.permissions import requires
 
 
@@ -30,10 +28,9 @@ class AnalyticsMutation:
     async def channel_spend_record(
         self, info: Info, input: ChannelSpendRecordInput
     ) -> ChannelSpendRecordPayload:
-        ctx = info.context
-        try:
+        async def change(work: UnitOfWork) -> ChannelSpendRecordPayload:
             # Before the input is read: a partner-level caller learns nothing from it.
-            spend.require_hq(ctx.principal)
+            spend.require_hq(work.principal)
             draft = spend.SpendDraft(
                 channel=input.channel,
                 partner_id=key_of(input.partner_id, "Partner", "partnerId"),
@@ -44,13 +41,12 @@ class AnalyticsMutation:
                 note=input.note,
                 idempotency_key=input.idempotency_key,
             )
-            async with ctx.db.transaction() as session:
-                result = await spend.record_channel_spend(
-                    session, ctx.principal, draft, now=utcnow()
-                )
-        except DomainError as error:
-            return ChannelSpendRecordPayload(errors=user_errors(AnalyticsError, error))
-        ctx.touched(info, "ChannelSpend", result.spend.id)
-        return ChannelSpendRecordPayload(
-            spend=ChannelSpend.from_row(result.spend), created=result.created
-        )
+            result = await spend.record_channel_spend(
+                work.session, work.principal, draft, now=utcnow()
+            )
+            work.touched("ChannelSpend", result.spend.id)
+            return ChannelSpendRecordPayload(
+                spend=ChannelSpend.from_row(result.spend), created=result.created
+            )
+
+        return await run_mutation(info, ChannelSpendRecordPayload, change)

@@ -28,8 +28,9 @@ from api.customers.graphql.types import (
 )
 from api.errors import DomainError
 from api.graphql.context import Info
-from api.graphql.errors import UserError, user_errors
+from api.graphql.errors import UserError
 from api.graphql.ids import input_pk
+from api.graphql.mutations import UnitOfWork, run_mutation
 from api.graphql.permissions import requires
 
 
@@ -225,14 +226,6 @@ def _attributes(value: Any, path: str) -> dict[str, Any] | None:
     return value
 
 
-class _Preview(Exception):
-    """Rolls a dry-run merge's transaction back, carrying its outcome out."""
-
-    def __init__(self, outcome: merge.MergeOutcome) -> None:
-        super().__init__("dry run")
-        self.outcome = outcome
-
-
 def _given(value: Any) -> bool:
     return value is not GQL_UNSET
 
@@ -246,8 +239,7 @@ class CustomerMutation:
     async def customer_upsert(
         self, info: Info, input: CustomerUpsertInput
     ) -> CustomerUpsertPayload:
-        ctx = info.context
-        try:
+        async def change(work: UnitOfWork) -> CustomerUpsertPayload:
             draft = profile.CustomerDraft(
                 identities=_identities(input.identities),
                 name=input.name,
@@ -262,21 +254,19 @@ class CustomerMutation:
                 unionid_hint=input.unionid_hint,
                 fill_only=input.fill_only,
             )
-            async with ctx.db.transaction() as session:
-                result = await upsert.upsert_for(session, ctx.principal, draft)
-        except DomainError as error:
-            return CustomerUpsertPayload(errors=user_errors(CustomerError, error))
-        ctx.touched(info, "Customer", result.customer.id)
-        return CustomerUpsertPayload(
-            customer=Customer.from_row(result.customer), created=result.created
-        )
+            result = await upsert.upsert_for(work.session, work.principal, draft)
+            work.touched("Customer", result.customer.id)
+            return CustomerUpsertPayload(
+                customer=Customer.from_row(result.customer), created=result.created
+            )
+
+        return await run_mutation(info, CustomerUpsertPayload, change)
 
     @strawberry.mutation(permission_classes=[requires("customers:write")])
     async def customer_update(
         self, info: Info, input: CustomerUpdateInput
     ) -> CustomerUpdatePayload:
-        ctx = info.context
-        try:
+        async def change(work: UnitOfWork) -> CustomerUpdatePayload:
             changes = update.CustomerChanges(
                 tags_add=input.tags_add,
                 tags_remove=input.tags_remove,
@@ -291,12 +281,11 @@ class CustomerMutation:
                 if _given(value):
                     setattr(changes, name, value)
             customer_pk = _pk(input.id, "Customer", "id")
-            async with ctx.db.transaction() as session:
-                row = await update.update_customer(session, ctx.principal, customer_pk, changes)
-        except DomainError as error:
-            return CustomerUpdatePayload(errors=user_errors(CustomerError, error))
-        ctx.touched(info, "Customer", row.id)
-        return CustomerUpdatePayload(customer=Customer.from_row(row))
+            row = await update.update_customer(work.session, work.principal, customer_pk, changes)
+            work.touched("Customer", row.id)
+            return CustomerUpdatePayload(customer=Customer.from_row(row))
+
+        return await run_mutation(info, CustomerUpdatePayload, change)
 
     @strawberry.mutation(
         permission_classes=[requires("customers:write")],
@@ -305,8 +294,7 @@ class CustomerMutation:
     async def customers_merge(
         self, info: Info, input: CustomersMergeInput
     ) -> CustomersMergePayload:
-        ctx = info.context
-        try:
+        async def change(work: UnitOfWork) -> CustomersMergePayload:
             if len(input.source_ids) > merge.MAX_SOURCES:
                 # Refused before decoding: the list is the caller's, its length is not.
                 raise DomainError.one(
@@ -318,50 +306,46 @@ class CustomerMutation:
             sources = [
                 _pk(s, "Customer", "sourceIds", str(i)) for i, s in enumerate(input.source_ids)
             ]
-            try:
-                async with ctx.db.transaction() as session:
-                    outcome = await merge.merge_customers(
-                        session,
-                        ctx.principal,
-                        target,
-                        sources,
-                        dry_run=input.dry_run,
-                        wiring=ctx.wiring.customers,
+            outcome = await merge.merge_customers(
+                work.session,
+                work.principal,
+                target,
+                sources,
+                dry_run=input.dry_run,
+                wiring=work.context.wiring.customers,
+            )
+            if input.dry_run:
+                # The preview read a locked, stable picture; roll back and let go.
+                work.preview()
+            else:
+                work.touched("Customer", outcome.target.id)
+                work.audit(
+                    AuditEntry(
+                        "customers.merged",
+                        "Customer",
+                        str(outcome.target.id),
+                        {
+                            "sources": outcome.source_ids,
+                            "moves": [[m.kind, m.count, m.description] for m in outcome.moves],
+                            "conflicts": [[c.field, c.message] for c in outcome.conflicts],
+                        },
                     )
-                    customer = Customer.from_row(outcome.target)
-                    if input.dry_run:
-                        # The preview read a locked, stable picture; roll back and let go.
-                        raise _Preview(outcome)
-            except _Preview as preview:
-                outcome = preview.outcome
-        except DomainError as error:
-            return CustomersMergePayload(
-                dry_run=input.dry_run, errors=user_errors(CustomerError, error)
-            )
-        moves = [
-            MergeMove(kind=m.kind, count=m.count, description=m.description) for m in outcome.moves
-        ]
-        conflicts = [MergeConflict(field=c.field, message=c.message) for c in outcome.conflicts]
-        if not input.dry_run:
-            ctx.touched(info, "Customer", outcome.target.id)
-            ctx.audit(
-                AuditEntry(
-                    "customers.merged",
-                    "Customer",
-                    str(outcome.target.id),
-                    {
-                        "sources": outcome.source_ids,
-                        "moves": [[m.kind, m.count, m.description] for m in outcome.moves],
-                        "conflicts": [[c.field, c.message] for c in outcome.conflicts],
-                    },
                 )
+            return CustomersMergePayload(
+                customer=Customer.from_row(outcome.target),
+                dry_run=input.dry_run,
+                moves=[
+                    MergeMove(kind=m.kind, count=m.count, description=m.description)
+                    for m in outcome.moves
+                ],
+                conflicts=[
+                    MergeConflict(field=c.field, message=c.message) for c in outcome.conflicts
+                ],
             )
-        return CustomersMergePayload(
-            customer=customer,
-            dry_run=input.dry_run,
-            moves=moves,
-            conflicts=conflicts,
-        )
+
+        answer = await run_mutation(info, CustomersMergePayload, change)
+        answer.dry_run = input.dry_run  # a refusal says which it refused, too
+        return answer
 
     @strawberry.mutation(
         permission_classes=[requires("members:write")],
@@ -378,15 +362,14 @@ class CustomerMutation:
         "with a code texted to the phone.",
     )
     async def member_join(self, info: Info, input: MemberJoinInput) -> MemberJoinPayload:
-        ctx = info.context
-        try:
+        async def change(work: UnitOfWork) -> MemberJoinPayload:
             draft = None
             if input.identities is not None:
                 draft = profile.CustomerDraft(
                     identities=_identities(input.identities),
                     name=input.name,
                     consents=_consents(input.consents),
-                    first_channel="store" if ctx.principal.store_id else None,
+                    first_channel="store" if work.principal.store_id else None,
                 )
             request = membership.JoinRequest(
                 customer_id=_pk(input.customer_id, "Customer", "customerId")
@@ -396,21 +379,19 @@ class CustomerMutation:
                 store_id=_pk(input.store_id, "Store", "storeId") if input.store_id else None,
                 guide_id=_pk(input.guide_id, "StaffUser", "guideId") if input.guide_id else None,
             )
-            async with ctx.db.transaction() as session:
-                row = await membership.join(
-                    session, ctx.principal, request, wiring=ctx.wiring.customers
-                )
-        except DomainError as error:
-            return MemberJoinPayload(errors=user_errors(CustomerError, error))
-        ctx.touched(info, "Customer", row.id)
-        return MemberJoinPayload(customer=Customer.from_row(row))
+            row = await membership.join(
+                work.session, work.principal, request, wiring=work.context.wiring.customers
+            )
+            work.touched("Customer", row.id)
+            return MemberJoinPayload(customer=Customer.from_row(row))
+
+        return await run_mutation(info, MemberJoinPayload, change)
 
     @strawberry.mutation(permission_classes=[requires("loyalty:write")])
     async def member_level_create(
         self, info: Info, input: MemberLevelCreateInput
     ) -> MemberLevelCreatePayload:
-        ctx = info.context
-        try:
+        async def change(work: UnitOfWork) -> MemberLevelCreatePayload:
             draft = levels.LevelDraft(
                 code=input.code,
                 name=input.name,
@@ -420,19 +401,17 @@ class CustomerMutation:
                 window_days=input.window_days,
                 grace_days=input.grace_days,
             )
-            async with ctx.db.transaction() as session:
-                row = await levels.create_level(session, ctx.principal, draft)
-        except DomainError as error:
-            return MemberLevelCreatePayload(errors=user_errors(CustomerError, error))
-        ctx.touched(info, "MemberLevel", row.id)
-        return MemberLevelCreatePayload(member_level=MemberLevel.from_row(row))
+            row = await levels.create_level(work.session, work.principal, draft)
+            work.touched("MemberLevel", row.id)
+            return MemberLevelCreatePayload(member_level=MemberLevel.from_row(row))
+
+        return await run_mutation(info, MemberLevelCreatePayload, change)
 
     @strawberry.mutation(permission_classes=[requires("loyalty:write")])
     async def member_level_update(
         self, info: Info, input: MemberLevelUpdateInput
     ) -> MemberLevelUpdatePayload:
-        ctx = info.context
-        try:
+        async def change(work: UnitOfWork) -> MemberLevelUpdatePayload:
             changes = levels.LevelChanges(
                 name=input.name,
                 threshold=input.threshold,
@@ -440,12 +419,11 @@ class CustomerMutation:
                 grace_days=input.grace_days,
             )
             level_pk = _pk(input.id, "MemberLevel", "id")
-            async with ctx.db.transaction() as session:
-                row = await levels.update_level(session, ctx.principal, level_pk, changes)
-        except DomainError as error:
-            return MemberLevelUpdatePayload(errors=user_errors(CustomerError, error))
-        ctx.touched(info, "MemberLevel", row.id)
-        return MemberLevelUpdatePayload(member_level=MemberLevel.from_row(row))
+            row = await levels.update_level(work.session, work.principal, level_pk, changes)
+            work.touched("MemberLevel", row.id)
+            return MemberLevelUpdatePayload(member_level=MemberLevel.from_row(row))
+
+        return await run_mutation(info, MemberLevelUpdatePayload, change)
 
     @strawberry.mutation(
         permission_classes=[requires("members:write")],
@@ -454,15 +432,13 @@ class CustomerMutation:
     async def member_level_set(
         self, info: Info, input: MemberLevelSetInput
     ) -> MemberLevelSetPayload:
-        ctx = info.context
-        try:
+        async def change(work: UnitOfWork) -> MemberLevelSetPayload:
             customer_pk = _pk(input.customer_id, "Customer", "customerId")
             level_pk = _pk(input.level_id, "MemberLevel", "levelId") if input.level_id else None
-            async with ctx.db.transaction() as session:
-                row = await membership.set_manual_level(
-                    session, ctx.principal, customer_pk, level_pk
-                )
-        except DomainError as error:
-            return MemberLevelSetPayload(errors=user_errors(CustomerError, error))
-        ctx.touched(info, "Customer", row.id)
-        return MemberLevelSetPayload(customer=Customer.from_row(row))
+            row = await membership.set_manual_level(
+                work.session, work.principal, customer_pk, level_pk
+            )
+            work.touched("Customer", row.id)
+            return MemberLevelSetPayload(customer=Customer.from_row(row))
+
+        return await run_mutation(info, MemberLevelSetPayload, change)
