@@ -37,7 +37,8 @@ from api.growth import service as growth
 from api.growth.models import TouchpointStep
 from api.inventory import service as inventory
 from api.loyalty import service as loyalty
-from api.orders import service as orders
+from api.orders import placing
+from api.orders.drafts import LineDraft, OrderDraft
 from api.orders.models import Fulfillment
 from api.partners import service
 from api.partners.models import Partner, PartnerStatus, PartnerTier, PartnerType
@@ -488,13 +489,13 @@ async def _seed_commerce(
         (SalesChannel.MINI_PROGRAM, Fulfillment.PICKUP, "S-SH-001", "王芳"),
         (SalesChannel.STORE_POS, Fulfillment.IN_STORE, "S-SH-002", "张伟"),
     ):
-        await orders.create_order(
+        await placing.create_order(
             session,
             SEEDER,
-            orders.OrderDraft(
+            OrderDraft(
                 channel=channel,
                 fulfillment=fulfillment,
-                lines=[orders.LineDraft(quantity=1, sku_code="TEA-LJ-250")],
+                lines=[LineDraft(quantity=1, sku_code="TEA-LJ-250")],
                 store_id=stores[store],
                 customer_id=members[customer],
                 idempotency_key=f"seed-{store}",

@@ -38,8 +38,8 @@ from api.growth.service import (
     record_order_touchpoints,
 )
 from api.loyalty.service import PointsMergeStep
+from api.orders.merge import OrderMergeStep
 from api.orders.reactions import OrdersWiring
-from api.orders.service import OrderMergeStep
 from api.referrals.service import FirstOrderRewards, ReferralMergeStep
 from api.settings import Settings
 

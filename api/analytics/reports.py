@@ -78,7 +78,7 @@ from api.customers.service import customers_query
 from api.db import insert_or_get
 from api.errors import DomainError, Problem
 from api.orders.models import COUNTED_STATUSES, Order, OrderLine
-from api.orders.service import idempotency_scope
+from api.orders.validation import idempotency_scope
 from api.partners.models import Partner
 
 # A partner reads its own spend; HQ's own spend (no partner) is HQ's.

@@ -43,8 +43,11 @@ from api.errors import DomainError, Problem
 from api.inventory import service as inventory
 from api.loyalty import service as loyalty
 from api.loyalty.rules import PointsPolicy
+from api.orders.completion import complete_sale
+from api.orders.errors import OrderErrorCode
 from api.orders.models import (
     OPEN_PICKUP,
+    ORDER_SOURCE,
     Fulfillment,
     Order,
     OrderCoupon,
@@ -54,9 +57,9 @@ from api.orders.models import (
     OrderRefundLine,
     OrderStatus,
 )
-from api.orders.pickup import is_pickup_code, parse_qr_payload
+from api.orders.notify import publish
+from api.orders.pickup_codes import is_pickup_code, parse_qr_payload
 from api.orders.reactions import OrderChange, OrdersWiring
-from api.orders.service import ORDER_SOURCE, OrderErrorCode, complete_sale, publish
 from api.outbox.service import enqueue
 from api.partners.models import Store
 from api.partners.service import stores_query

@@ -20,11 +20,11 @@ from api.graphql.ids import encode_id, input_pk
 from api.graphql.money import Money
 from api.graphql.permissions import requires
 from api.orders import lifecycle
+from api.orders.errors import OrderErrorCode
 from api.orders.models import Order as OrderRow
 from api.orders.models import OrderRefund as OrderRefundRow
 from api.orders.models import OrderRefundLine as OrderRefundLineRow
-from api.orders.pickup import request_pickup_secret
-from api.orders.service import OrderErrorCode
+from api.orders.pickup_codes import request_pickup_secret
 
 if TYPE_CHECKING:
     from api.orders.schema import Order, OrderError

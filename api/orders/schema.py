@@ -1,5 +1,5 @@
 """GraphQL surface of orders: ``orderCreate``, ``orders``, ``order`` and the ``Order`` node.
-Thin wrappers over service.py and loaders.py.
+Thin wrappers over placing.py, queries.py and loaders.py.
 
 Every list under an order (lines, their SKU and product, coupons, history) and every object
 it names (customer, store, partner) loads through a DataLoader, so a page of orders costs a
@@ -42,8 +42,9 @@ from api.graphql.relay import (
     root_connection,
     to_connection,
 )
-from api.orders import loaders, models, service
-from api.orders.pickup import qr_payload, request_pickup_secret
+from api.orders import errors, loaders, models, placing, queries, validation
+from api.orders.drafts import LineDraft, OrderDraft
+from api.orders.pickup_codes import qr_payload, request_pickup_secret
 from api.partners import loaders as partner_loaders
 from api.partners.schema import Partner, Store
 
@@ -62,7 +63,7 @@ Fulfillment = strawberry.enum(
     description="DELIVERY (shipped, from a named location or none), PICKUP (线上下单、门店自提: "
     "stock reserved at the store until picked up), IN_STORE (sold at the counter).",
 )
-OrderErrorCode = strawberry.enum(service.OrderErrorCode)
+OrderErrorCode = strawberry.enum(errors.OrderErrorCode)
 
 
 def _money(amount: Decimal, currency: str) -> Money:
@@ -327,8 +328,8 @@ class OrderFilter:
     placed_from: datetime | None = strawberry.field(default=None, description="Inclusive.")
     placed_to: datetime | None = strawberry.field(default=None, description="Exclusive.")
 
-    def to_service(self) -> service.OrderFilter:
-        return service.OrderFilter(
+    def to_service(self) -> queries.OrderFilter:
+        return queries.OrderFilter(
             statuses=self.status or (),
             channels=self.channel or (),
             fulfillments=self.fulfillment or (),
@@ -358,11 +359,11 @@ class OrderQuery:
     ) -> Connection[Order]:
         ctx = info.context
         request = page_request(info, first, after, last, before)
-        stmt = service.orders_query(ctx.principal, filter.to_service() if filter else None)
+        stmt = queries.orders_query(ctx.principal, filter.to_service() if filter else None)
         return await root_connection(
             ctx,
             stmt,
-            service.ORDER_KEYSET,
+            queries.ORDER_KEYSET,
             request,
             lambda row: Order.from_row(row, ctx),
             reverse=reverse,
@@ -457,21 +458,21 @@ class OrderCreatePayload:
 
 
 # An input id's primary key; a malformed id is a payload error on that field.
-_pk = partial(input_pk, invalid=service.OrderErrorCode.INVALID)
+_pk = partial(input_pk, invalid=errors.OrderErrorCode.INVALID)
 
 
-def _draft(input: OrderCreateInput) -> service.OrderDraft:
+def _draft(input: OrderCreateInput) -> OrderDraft:
     customer = None
     if input.customer is not None:
         customer = CustomerDraft(
             identities=[(i.kind, i.value) for i in input.customer.identities],
             name=input.customer.name,
         )
-    return service.OrderDraft(
+    return OrderDraft(
         channel=input.channel,
         fulfillment=input.fulfillment,
         lines=[
-            service.LineDraft(
+            LineDraft(
                 quantity=line.quantity,
                 sku_id=_pk(line.sku_id, "Sku", "lines", str(i), "skuId") if line.sku_id else None,
                 sku_code=line.sku,
@@ -479,7 +480,7 @@ def _draft(input: OrderCreateInput) -> service.OrderDraft:
             )
             # One past the cap is enough for the service to refuse the size; no more ids are
             # decoded than that.
-            for i, line in enumerate(input.lines[: service.MAX_LINES + 1])
+            for i, line in enumerate(input.lines[: validation.MAX_LINES + 1])
         ],
         store_id=_pk(input.store_id, "Store", "storeId") if input.store_id else None,
         customer_id=_pk(input.customer_id, "Customer", "customerId") if input.customer_id else None,
@@ -504,7 +505,7 @@ class OrderMutation:
         try:
             draft = _draft(input)
             async with ctx.db.transaction() as session:
-                result = await service.create_order(
+                result = await placing.create_order(
                     session, ctx.principal, draft, wiring=ctx.wiring.orders, now=utcnow()
                 )
         except DomainError as error:

@@ -41,7 +41,7 @@ from api.inventory.models import StockLevel
 from api.orders import importer, lifecycle
 from api.orders.importer import ImportFormat, ImportOptions
 from api.orders.models import OPEN_PICKUP, Fulfillment, Order
-from api.orders.pickup import pickup_secret
+from api.orders.pickup_codes import pickup_secret
 from tests.analytics.shop_metrics import (
     HQ,
     T0,

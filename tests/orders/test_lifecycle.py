@@ -28,7 +28,7 @@ from api.loyalty import service as loyalty
 from api.loyalty.models import EntryKind, PointsEntry
 from api.orders import lifecycle
 from api.orders.models import Fulfillment, Order, OrderEvent, OrderStatus
-from api.orders.pickup import pickup_secret, qr_payload
+from api.orders.pickup_codes import pickup_secret, qr_payload
 from api.outbox.models import OutboxMessage
 from api.settings import Settings
 from tests.conftest import REDIS_URL
