@@ -1,4 +1,4 @@
-"""GraphQL surface of the order lifecycle: thin wrappers over lifecycle.py.
+"""GraphQL surface of the order lifecycle: thin wrappers over its steps (api/orders/lifecycle/).
 
 ``LifecycleMutation`` is merged into the orders domain's mutation type. ``Order`` and
 ``OrderError`` live in ``api.orders.schema``, which imports this module: they are referenced
@@ -19,8 +19,8 @@ from api.graphql.errors import user_errors
 from api.graphql.ids import encode_id, input_pk
 from api.graphql.money import Money
 from api.graphql.permissions import requires
-from api.orders import lifecycle
 from api.orders.errors import OrderErrorCode
+from api.orders.lifecycle import cancel, pickup, refund
 from api.orders.models import Order as OrderRow
 from api.orders.models import OrderRefund as OrderRefundRow
 from api.orders.models import OrderRefundLine as OrderRefundLineRow
@@ -195,7 +195,7 @@ class LifecycleMutation:
         try:
             order_pk = _pk(input.order_id, "Order", "orderId")
             async with ctx.db.transaction() as session:
-                row = await lifecycle.mark_ready(session, ctx.principal, order_pk, now=utcnow())
+                row = await pickup.mark_ready(session, ctx.principal, order_pk, now=utcnow())
         except DomainError as error:
             return OrderMarkReadyPayload(errors=_errors(error))
         ctx.touched(info, "Order", row.id)
@@ -210,7 +210,7 @@ class LifecycleMutation:
     async def order_pickup(self, info: Info, input: OrderPickupInput) -> OrderPickupPayload:
         ctx = info.context
         try:
-            proof = lifecycle.PickupProof(
+            proof = pickup.PickupProof(
                 code=input.code,
                 qr_payload=input.qr_payload,
                 order_id=_pk(input.order_id, "Order", "orderId") if input.order_id else None,
@@ -218,7 +218,7 @@ class LifecycleMutation:
             store_pk = _pk(input.store_id, "Store", "storeId") if input.store_id else None
             secret = request_pickup_secret(ctx)
             async with ctx.db.transaction() as session:
-                row = await lifecycle.pickup(
+                row = await pickup.pickup(
                     session,
                     ctx.cache,
                     ctx.principal,
@@ -243,7 +243,7 @@ class LifecycleMutation:
         try:
             order_pk = _pk(input.order_id, "Order", "orderId")
             async with ctx.db.transaction() as session:
-                row = await lifecycle.cancel(
+                row = await cancel.cancel(
                     session,
                     ctx.principal,
                     order_pk,
@@ -268,20 +268,20 @@ class LifecycleMutation:
             lines = None
             if input.lines is not None:
                 lines = tuple(
-                    lifecycle.RefundLineDraft(
+                    refund.RefundLineDraft(
                         line_id=_pk(line.line_id, "OrderLine", "lines", str(i), "lineId"),
                         quantity=line.quantity,
                     )
                     for i, line in enumerate(input.lines)
                 )
-            draft = lifecycle.RefundDraft(
+            draft = refund.RefundDraft(
                 idempotency_key=input.idempotency_key,
                 reason=input.reason,
                 lines=lines,
                 restock=input.restock,
             )
             async with ctx.db.transaction() as session:
-                result = await lifecycle.refund(
+                result = await refund.refund(
                     session,
                     ctx.principal,
                     order_pk,

@@ -849,18 +849,18 @@ async def test_refunding_an_imported_order_leaves_level_spend_alone(db, shop):
     """Marketplace orders never counted toward member levels, so their refunds must not
     lower what does count."""
     from api.customers.models import QualifyingSpend
-    from api.orders import lifecycle
+    from api.orders.lifecycle import refund as refunds
 
     summary = await run(db, record("R1"), ImportFormat.JSONL)
     assert summary.orders_imported == 1
     async with db.read() as session:
         order = await session.scalar(select(Order).where(Order.external_id == "R1"))
     async with db.transaction() as session:
-        refunded = await lifecycle.refund(
+        refunded = await refunds.refund(
             session,
             HQ,
             order.id,
-            lifecycle.RefundDraft("r-1", "退货"),
+            refunds.RefundDraft("r-1", "退货"),
             now=NOW,
             wiring=orders_wiring(),
         )
