@@ -11,7 +11,7 @@ import typer
 
 if TYPE_CHECKING:
     from api.db import Database
-    from api.orders.importer import ImportSummary
+    from api.orders.importer.running import ImportSummary
 
 import_app = typer.Typer(help="Import data from other systems.", no_args_is_help=True)
 
@@ -60,15 +60,15 @@ def import_orders(
 
     from api.commands import console, fail, find_partner_or_store, load_wiring, with_db
     from api.db import utcnow
-    from api.orders import importer
+    from api.orders.importer import records, running
 
     try:
-        given = importer.ImportFormat(format.strip().lower()) if format else None
+        given = records.ImportFormat(format.strip().lower()) if format else None
     except ValueError:
         fail(f"--format: {format!r} is not csv or jsonl.")
     try:
-        fmt = importer.detect_format(file, given)
-    except importer.OrderImportError as error:
+        fmt = records.detect_format(file, given)
+    except records.OrderImportError as error:
         fail(str(error))
     now = utcnow()
     wiring = load_wiring()
@@ -91,7 +91,7 @@ def import_orders(
         if partner is not None:
             async with db.read() as session:
                 partner_id = await find_partner_or_store(session, "partner", partner)
-        options = importer.ImportOptions(
+        options = running.ImportOptions(
             partner_id=partner_id,
             batch_size=batch_size,
             dry_run=dry_run,
@@ -118,7 +118,7 @@ def import_orders(
             )
 
         with progress:
-            return await importer.import_orders(
+            return await running.import_orders(
                 db,
                 source,
                 fmt,
@@ -138,7 +138,7 @@ def import_orders(
         )
         try:
             summary = with_db(wiring.settings, work)
-        except importer.OrderImportError as error:
+        except records.OrderImportError as error:
             fail(str(error))
     _print_summary(summary, file, rejects)
     if summary.rows_rejected:

@@ -38,8 +38,9 @@ from api.customers.models import Customer, CustomerIdentity, CustomerStatus, Ide
 from api.db import Database
 from api.errors import DomainError
 from api.inventory.models import StockLevel
-from api.orders import importer
-from api.orders.importer import ImportFormat, ImportOptions
+from api.orders.importer import running
+from api.orders.importer.records import ImportFormat
+from api.orders.importer.running import ImportOptions
 from api.orders.lifecycle import cancel as cancelling
 from api.orders.lifecycle import pickup as pickups
 from api.orders.models import OPEN_PICKUP, Fulfillment, Order
@@ -235,7 +236,7 @@ async def step(world: World, op: tuple) -> None:
                 for _ in range(n)
             )
         )
-        await importer.import_orders(
+        await running.import_orders(
             db,
             io.BytesIO(data.encode()),
             ImportFormat.CSV,
