@@ -35,7 +35,7 @@ from api.customers.models import ConsentPurpose, IdentityKind, LevelMetric
 from api.db import Database, utcnow
 from api.growth import service as growth
 from api.growth.models import TouchpointStep
-from api.inventory import service as inventory
+from api.inventory import adjusting
 from api.loyalty import service as loyalty
 from api.orders import placing
 from api.orders.drafts import LineDraft, OrderDraft
@@ -471,13 +471,13 @@ async def _seed_commerce(
         created = await catalog.skus_by_code(session, [d.code for d in drafts])
         skus.update({sku_code: sku.id for sku_code, sku in created.items()})
     for store, sku, on_hand, safety in DEMO_STOCK:
-        await inventory.adjust(
+        await adjusting.adjust(
             session,
             SEEDER,
-            inventory.AdjustDraft(
+            adjusting.AdjustDraft(
                 store_id=stores[store],
                 sku_id=skus[sku],
-                mode=inventory.AdjustMode.SET,
+                mode=adjusting.AdjustMode.SET,
                 quantity=on_hand,
                 reason="期初盘点 (demo)",
                 idempotency_key=f"seed-{store}-{sku}",

@@ -26,7 +26,7 @@ from api.graphql.parts import SchemaParts
 from api.graphql.permissions import Authenticated, requires
 from api.graphql.relay import Connection, Node, page_request, root_connection
 from api.inventory import loaders as inventory_loaders
-from api.inventory.service import MAX_QUANTITY
+from api.inventory.adjusting import MAX_QUANTITY
 
 # What a member may ask pickupAvailable about: a basket's worth. A yes/no over any quantity
 # would let them read a store's exact stock by bisection.

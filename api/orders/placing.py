@@ -47,7 +47,7 @@ from api.conflicts.service import record_violation
 from api.coupons import service as coupons
 from api.db import advisory_lock
 from api.errors import DomainError
-from api.inventory import service as inventory
+from api.inventory import movements
 from api.orders.completion import complete_sale
 from api.orders.discounts import line_discounts, use_coupons, use_points, yuan
 from api.orders.drafts import OrderDraft
@@ -157,7 +157,7 @@ async def _move_stock(
     for line in plan.lines:
         items[line.sku.sku_id] = items.get(line.sku.sku_id, 0) + line.draft.quantity
     pickup = order.fulfillment is Fulfillment.PICKUP
-    move = inventory.reserve if pickup else inventory.deduct
+    move = movements.reserve if pickup else movements.deduct
     try:
         await move(
             session,
@@ -169,7 +169,7 @@ async def _move_stock(
             actor=actor,
             now=now,
         )
-    except inventory.InsufficientStock as short:
+    except movements.InsufficientStock as short:
         index = next(i for i, line in enumerate(plan.lines) if line.sku.sku_id == short.sku_id)
         code = plan.lines[index].sku.code
         # Staff see the count; a member is not told the store's stock (one order at a time

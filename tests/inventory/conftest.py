@@ -21,7 +21,7 @@ from api.auth.principal import Principal, Role
 from api.auth.scopes import ROLE_SCOPES
 from api.catalog import service as catalog
 from api.db import Database
-from api.inventory import service
+from api.inventory import adjusting
 from api.inventory.models import StockAlert, StockLevel, StockMovement
 from api.partners import service as partners
 from api.partners.models import PartnerType, StoreKind
@@ -139,16 +139,16 @@ async def stock(
     safety: int | None = None,
     principal: Principal = HQ,
     now: datetime = T0,
-) -> service.AdjustResult:
+) -> adjusting.AdjustResult:
     """Count ``on_hand`` units of a SKU at a location (a SET adjustment)."""
     async with db.transaction() as session:
-        return await service.adjust(
+        return await adjusting.adjust(
             session,
             principal,
-            service.AdjustDraft(
+            adjusting.AdjustDraft(
                 store_id=store_id,
                 sku_id=sku_id,
-                mode=service.AdjustMode.SET,
+                mode=adjusting.AdjustMode.SET,
                 quantity=on_hand,
                 reason="count",
                 idempotency_key=f"count-{next(_keys)}",

@@ -23,7 +23,7 @@ from api.catalog.models import SalesChannel
 from api.db import Database
 from api.events import customer_orders_channel, store_orders_channel
 from api.inventory.models import MovementKind, StockLevel, StockMovement
-from api.inventory.service import ReservationMismatch
+from api.inventory.movements import ReservationMismatch
 from api.loyalty import service as loyalty
 from api.loyalty.models import EntryKind, PointsEntry
 from api.orders.lifecycle import cancel as cancelling

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.auth.principal import Principal
 from api.cache import Cache
 from api.errors import DomainError
-from api.inventory import service as inventory
+from api.inventory import movements
 from api.orders.completion import complete_sale
 from api.orders.errors import OrderErrorCode
 from api.orders.lifecycle.common import (
@@ -173,7 +173,7 @@ async def pickup(
     if order is None:
         raise await _pickup_refused(session, cache, store, code, order_id, given)
     lines = await order_lines(session, order.id)
-    await inventory.commit_reservation(
+    await movements.commit_reservation(
         session,
         store,
         items=sku_items(lines),

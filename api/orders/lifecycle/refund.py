@@ -19,7 +19,7 @@ from api.auth.principal import Principal
 from api.customers.service import record_spend
 from api.db import update_returning
 from api.errors import DomainError, Problem
-from api.inventory import service as inventory
+from api.inventory import movements
 from api.loyalty import service as loyalty
 from api.loyalty.rules import PointsPolicy
 from api.orders.errors import OrderErrorCode
@@ -345,7 +345,7 @@ async def _give_back(
     source_id = str(record.id)
     if restock:
         assert order.store_id is not None
-        await inventory.restock(
+        await movements.restock(
             session,
             order.store_id,
             items=sku_items(lines, units),

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.coupons import service as coupons
-from api.inventory import service as inventory
+from api.inventory import movements
 from api.loyalty import service as loyalty
 from api.loyalty.rules import PointsPolicy
 from api.orders.lifecycle.common import MAX_REASON, history, order_lines, sku_items
@@ -29,7 +29,7 @@ async def unwind(
     """Undo an open order: its reservation, the points it paid with, its coupons. (An open
     order has earned nothing yet: points are earned when it completes.)"""
     if order.fulfillment is Fulfillment.PICKUP and order.store_id is not None:
-        await inventory.release_reservation(
+        await movements.release_reservation(
             session,
             order.store_id,
             items=sku_items(await order_lines(session, order.id)),
