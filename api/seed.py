@@ -25,7 +25,7 @@ from api.analytics import service as analytics
 from api.auth import otp, wechat
 from api.auth import service as auth
 from api.auth.principal import Principal, Role
-from api.catalog import service as catalog
+from api.catalog import editing, queries, rules
 from api.catalog.models import SalesChannel
 from api.coupons import service as coupons
 from api.coupons.models import CouponChannel, CouponKind, CouponOrigin, Stacking
@@ -387,8 +387,8 @@ async def _seed_crm(
     return ids
 
 
-def _band(channel: SalesChannel, floor: str, ceiling: str) -> catalog.BandDraft:
-    return catalog.BandDraft(channel, Decimal(floor), Decimal(ceiling))
+def _band(channel: SalesChannel, floor: str, ceiling: str) -> rules.BandDraft:
+    return rules.BandDraft(channel, Decimal(floor), Decimal(ceiling))
 
 
 # code, name, [(sku code, name, suggested retail price, cost, exclusive channels, bands)]
@@ -455,7 +455,7 @@ async def _seed_commerce(
     skus: dict[str, int] = {}
     for code, name, sku_rows in DEMO_PRODUCTS:
         drafts = [
-            catalog.SkuDraft(
+            rules.SkuDraft(
                 code=sku_code,
                 name=sku_name,
                 suggested_retail_price=Decimal(srp),
@@ -465,10 +465,10 @@ async def _seed_commerce(
             )
             for sku_code, sku_name, srp, cost, exclusive, bands in sku_rows
         ]
-        await catalog.create_product(
-            session, SEEDER, catalog.ProductDraft(code=code, name=name, skus=drafts), now=now
+        await editing.create_product(
+            session, SEEDER, editing.ProductDraft(code=code, name=name, skus=drafts), now=now
         )
-        created = await catalog.skus_by_code(session, [d.code for d in drafts])
+        created = await queries.skus_by_code(session, [d.code for d in drafts])
         skus.update({sku_code: sku.id for sku_code, sku in created.items()})
     for store, sku, on_hand, safety in DEMO_STOCK:
         await adjusting.adjust(

@@ -1,4 +1,4 @@
-"""GraphQL surface of the catalog: thin wrappers over service.py and loaders.py.
+"""GraphQL surface of the catalog: thin wrappers over queries.py, editing.py and loaders.py.
 
 Every signed-in caller reads the catalog (members browse it); only HQ writes it. A SKU's
 cost price is the brand's secret: HQ sees it, everyone else reads null.
@@ -15,7 +15,7 @@ from typing import Any
 import strawberry
 from strawberry import UNSET as GQL_UNSET
 
-from api.catalog import loaders, models, service
+from api.catalog import editing, loaders, models, queries, rules
 from api.db import utcnow
 from api.errors import DomainError, InputError, Problem
 from api.graphql.context import Context, Info
@@ -40,7 +40,7 @@ SalesChannel = strawberry.enum(
 ProductStatus = strawberry.enum(
     models.ProductStatus, description="ARCHIVED: no longer sold, kept for the orders naming it."
 )
-CatalogErrorCode = strawberry.enum(service.CatalogErrorCode)
+CatalogErrorCode = strawberry.enum(rules.CatalogErrorCode)
 
 
 # --- types ----------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ class Product(Node):
             updated_at=row.updated_at,
         )
 
-    @strawberry.field(description=f"All its SKUs (at most {service.MAX_SKUS}), oldest first.")
+    @strawberry.field(description=f"All its SKUs (at most {rules.MAX_SKUS}), oldest first.")
     async def skus(self, info: Info) -> list[Sku]:
         rows = await info.context.loader(loaders.skus_by_product).load(self.pk)
         return [Sku.from_row(r, info.context) for r in rows]
@@ -206,8 +206,8 @@ class ProductFilter:
         description="Active products with an active SKU that may be sold on this channel.",
     )
 
-    def to_service(self) -> service.ProductFilter:
-        return service.ProductFilter(
+    def to_service(self) -> queries.ProductFilter:
+        return queries.ProductFilter(
             search=self.search, statuses=self.statuses or (), sellable_on=self.sellable_on
         )
 
@@ -230,9 +230,9 @@ class CatalogQuery:
     ) -> Connection[Product]:
         ctx = info.context
         request = page_request(info, first, after, last, before)
-        stmt = service.products_query(filter.to_service() if filter else None)
+        stmt = queries.products_query(filter.to_service() if filter else None)
         return await root_connection(
-            ctx, stmt, service.PRODUCT_KEYSET, request, Product.from_row, reverse=reverse
+            ctx, stmt, queries.PRODUCT_KEYSET, request, Product.from_row, reverse=reverse
         )
 
     @strawberry.field(
@@ -262,8 +262,8 @@ class PriceBandInput:
     ceiling: Decimal
     list_price: Decimal | None = None
 
-    def to_service(self) -> service.BandDraft:
-        return service.BandDraft(self.channel, self.floor, self.ceiling, self.list_price)
+    def to_service(self) -> rules.BandDraft:
+        return rules.BandDraft(self.channel, self.floor, self.ceiling, self.list_price)
 
 
 @strawberry.input
@@ -281,8 +281,8 @@ class SkuInput:
         default_factory=list, description="At most one per channel."
     )
 
-    def to_service(self) -> service.SkuDraft:
-        return service.SkuDraft(
+    def to_service(self) -> rules.SkuDraft:
+        return rules.SkuDraft(
             code=self.code.strip(),
             name=self.name,
             suggested_retail_price=self.suggested_retail_price,
@@ -298,7 +298,7 @@ class ProductCreateInput:
     code: str
     name: str
     skus: list[SkuInput] = strawberry.field(
-        description=f"At least one, at most {service.MAX_SKUS}."
+        description=f"At least one, at most {rules.MAX_SKUS}."
     )
     description: str | None = None
 
@@ -356,7 +356,7 @@ class SkuUpdatePayload:
 
 
 # An input id's primary key; a malformed id is a payload error on that field.
-_pk = partial(input_pk, invalid=service.CatalogErrorCode.INVALID)
+_pk = partial(input_pk, invalid=rules.CatalogErrorCode.INVALID)
 
 
 def _camel(name: str) -> str:
@@ -372,7 +372,7 @@ def _changes(input: Any, target: Any, names: Sequence[str], nullable: Sequence[s
             continue
         if value is None and name not in nullable:
             raise DomainError.one(
-                service.CatalogErrorCode.REQUIRED, f"{_camel(name)} cannot be null.", _camel(name)
+                rules.CatalogErrorCode.REQUIRED, f"{_camel(name)} cannot be null.", _camel(name)
             )
         setattr(target, name, value)
 
@@ -386,14 +386,14 @@ class CatalogMutation:
     async def product_create(self, info: Info, input: ProductCreateInput) -> ProductCreatePayload:
         ctx = info.context
         try:
-            draft = service.ProductDraft(
+            draft = editing.ProductDraft(
                 code=input.code.strip(),
                 name=input.name,
                 description=input.description,
                 skus=[s.to_service() for s in input.skus],
             )
             async with ctx.db.transaction() as session:
-                row = await service.create_product(session, ctx.principal, draft, now=utcnow())
+                row = await editing.create_product(session, ctx.principal, draft, now=utcnow())
         except DomainError as error:
             return ProductCreatePayload(errors=user_errors(CatalogError, error))
         ctx.touched(info, "Product", row.id)
@@ -405,12 +405,12 @@ class CatalogMutation:
     )
     async def product_update(self, info: Info, input: ProductUpdateInput) -> ProductUpdatePayload:
         ctx = info.context
-        changes = service.ProductChanges()
+        changes = editing.ProductChanges()
         try:
             product_pk = _pk(input.id, "Product", "id")
             _changes(input, changes, ("name", "description", "status"), nullable=("description",))
             async with ctx.db.transaction() as session:
-                row = await service.update_product(
+                row = await editing.update_product(
                     session, ctx.principal, product_pk, changes, now=utcnow()
                 )
         except DomainError as error:
@@ -427,7 +427,7 @@ class CatalogMutation:
         try:
             product_pk = _pk(input.product_id, "Product", "productId")
             async with ctx.db.transaction() as session:
-                row = await service.create_sku(
+                row = await editing.create_sku(
                     session, ctx.principal, product_pk, input.sku.to_service(), now=utcnow()
                 )
         except DomainError as error:
@@ -449,7 +449,7 @@ class CatalogMutation:
     )
     async def sku_update(self, info: Info, input: SkuUpdateInput) -> SkuUpdatePayload:
         ctx = info.context
-        changes = service.SkuChanges()
+        changes = editing.SkuChanges()
         try:
             sku_pk = _pk(input.id, "Sku", "id")
             _changes(
@@ -460,13 +460,13 @@ class CatalogMutation:
             if input.price_bands is not GQL_UNSET:
                 if input.price_bands is None:
                     raise DomainError.one(
-                        service.CatalogErrorCode.REQUIRED,
+                        rules.CatalogErrorCode.REQUIRED,
                         "priceBands cannot be null; [] removes them.",
                         "priceBands",
                     )
                 changes.price_bands = [b.to_service() for b in input.price_bands]
             async with ctx.db.transaction() as session:
-                row = await service.update_sku(session, ctx.principal, sku_pk, changes)
+                row = await editing.update_sku(session, ctx.principal, sku_pk, changes)
         except DomainError as error:
             return SkuUpdatePayload(errors=user_errors(CatalogError, error))
         ctx.touched(info, "Sku", row.id)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.catalog import service as catalog
+from api.catalog import queries
 from api.catalog.models import SalesChannel
 from api.conflicts.models import ViolationKind
 from api.conflicts.service import record_violation
@@ -38,9 +38,9 @@ class OrderRows:
         self.actor = options.actor[:TAKEN_BY_CHARS]
         # (channel, code) → SKU. Bounded by the catalog, not by the file; unknown codes are
         # not remembered (a file of garbage codes would grow it).
-        self.skus: dict[tuple[SalesChannel, str], catalog.PricedSku] = {}
+        self.skus: dict[tuple[SalesChannel, str], queries.PricedSku] = {}
 
-    def sku(self, order: ImportedOrder, line: Line) -> catalog.PricedSku:
+    def sku(self, order: ImportedOrder, line: Line) -> queries.PricedSku:
         return self.skus[(order.ident[0], line.sku_code)]
 
     async def check_skus(self, session: AsyncSession, orders: list[ImportedOrder]) -> None:
@@ -53,7 +53,7 @@ class OrderRows:
                 if (channel, line.sku_code) not in self.skus:
                     wanted.setdefault(channel, set()).add(line.sku_code)
         for channel, codes in sorted(wanted.items(), key=lambda item: item[0].value):
-            for sku in await catalog.skus_for_order(session, channel, codes=sorted(codes)):
+            for sku in await queries.skus_for_order(session, channel, codes=sorted(codes)):
                 self.skus[(channel, sku.code)] = sku
         for order in orders:
             for line in order.lines:
