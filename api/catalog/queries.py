@@ -217,7 +217,16 @@ async def skus_for_order(
             cost_price=sku.cost_price,
             active=sku.active and status is ProductStatus.ACTIVE,
             exclusive_channels=frozenset(exclusive[sku.id]),
-            band=None if floor is None else Band(floor, ceiling, list_price),
+            band=_band(floor, ceiling, list_price),
         )
         for sku, status, floor, ceiling, list_price in rows
     ]
+
+
+def _band(
+    floor: Decimal | None, ceiling: Decimal | None, list_price: Decimal | None
+) -> Band | None:
+    """The channel's band off the outer join: its columns are all None when there is none."""
+    if floor is None or ceiling is None:
+        return None
+    return Band(floor, ceiling, list_price)

@@ -48,7 +48,7 @@ CatalogErrorCode = strawberry.enum(rules.CatalogErrorCode)
 
 @strawberry.type(description="The price range a SKU may sell at on one channel.")
 class PriceBand:
-    channel: SalesChannel  # type: ignore[valid-type]
+    channel: SalesChannel  # type: ignore[valid-type]  # strawberry.enum() value
     floor: Money = strawberry.field(description="Below it is 乱价 (selling under the floor).")
     ceiling: Money
     list_price: Money | None = strawberry.field(
@@ -107,7 +107,7 @@ class Sku(Node):
     @strawberry.field(
         description="线上专供款: the only channels it is sold on. Empty: sold on every channel."
     )
-    async def exclusive_channels(self, info: Info) -> list[SalesChannel]:  # type: ignore[valid-type]
+    async def exclusive_channels(self, info: Info) -> list[SalesChannel]:  # type: ignore[valid-type]  # strawberry.enum() value
         return await info.context.loader(loaders.exclusive_channels_by_sku).load(self.pk)
 
     @strawberry.field(
@@ -118,7 +118,7 @@ class Sku(Node):
     async def default_price(
         self,
         info: Info,
-        channel: SalesChannel,  # type: ignore[valid-type]
+        channel: SalesChannel,  # type: ignore[valid-type]  # strawberry.enum() value
     ) -> Money | None:
         ctx = info.context
         product = await ctx.loader(loaders.products_by_pk).load(self.product_pk)
@@ -158,7 +158,7 @@ class Product(Node):
     code: str
     name: str
     description: str | None
-    status: ProductStatus  # type: ignore[valid-type]
+    status: ProductStatus  # type: ignore[valid-type]  # strawberry.enum() value
     created_at: datetime
     updated_at: datetime
     pk: strawberry.Private[int]
@@ -200,8 +200,8 @@ class ProductFilter:
     search: str | None = strawberry.field(
         default=None, description="Part of a product's name or code, or of a SKU code."
     )
-    statuses: list[ProductStatus] | None = None  # type: ignore[valid-type]
-    sellable_on: SalesChannel | None = strawberry.field(  # type: ignore[valid-type]
+    statuses: list[ProductStatus] | None = None  # type: ignore[valid-type]  # strawberry.enum() value
+    sellable_on: SalesChannel | None = strawberry.field(  # type: ignore[valid-type]  # strawberry.enum() value
         default=None,
         description="Active products with an active SKU that may be sold on this channel.",
     )
@@ -249,7 +249,7 @@ class CatalogQuery:
 
 @strawberry.type
 class CatalogError(UserError):
-    code: CatalogErrorCode  # type: ignore[valid-type]
+    code: CatalogErrorCode  # type: ignore[valid-type]  # strawberry.enum() value
 
 
 @strawberry.input(
@@ -257,7 +257,7 @@ class CatalogError(UserError):
     "its band; a band leaving out the suggested retail price must name one."
 )
 class PriceBandInput:
-    channel: SalesChannel  # type: ignore[valid-type]
+    channel: SalesChannel  # type: ignore[valid-type]  # strawberry.enum() value
     floor: Decimal
     ceiling: Decimal
     list_price: Decimal | None = None
@@ -273,7 +273,7 @@ class SkuInput:
     suggested_retail_price: Decimal
     cost_price: Decimal
     currency: str = "CNY"
-    exclusive_channels: list[SalesChannel] = strawberry.field(  # type: ignore[valid-type]
+    exclusive_channels: list[SalesChannel] = strawberry.field(  # type: ignore[valid-type]  # strawberry.enum() value
         default_factory=list,
         description="线上专供款: sold only on these channels. Empty: on every channel.",
     )
@@ -297,9 +297,7 @@ class SkuInput:
 class ProductCreateInput:
     code: str
     name: str
-    skus: list[SkuInput] = strawberry.field(
-        description=f"At least one, at most {rules.MAX_SKUS}."
-    )
+    skus: list[SkuInput] = strawberry.field(description=f"At least one, at most {rules.MAX_SKUS}.")
     description: str | None = None
 
 
@@ -308,7 +306,7 @@ class ProductUpdateInput:
     id: strawberry.ID
     name: str | None = GQL_UNSET
     description: str | None = strawberry.field(default=GQL_UNSET, description="null clears it.")
-    status: ProductStatus | None = GQL_UNSET  # type: ignore[valid-type]
+    status: ProductStatus | None = GQL_UNSET  # type: ignore[valid-type]  # strawberry.enum() value
 
 
 @strawberry.input
@@ -327,7 +325,7 @@ class SkuUpdateInput:
     suggested_retail_price: Decimal | None = GQL_UNSET
     cost_price: Decimal | None = GQL_UNSET
     active: bool | None = GQL_UNSET
-    exclusive_channels: list[SalesChannel] | None = GQL_UNSET  # type: ignore[valid-type]
+    exclusive_channels: list[SalesChannel] | None = GQL_UNSET  # type: ignore[valid-type]  # strawberry.enum() value
     price_bands: list[PriceBandInput] | None = GQL_UNSET
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -197,6 +197,11 @@ async def track_alert(
         )
 
 
+def _is_count(quantity: object) -> bool:
+    """A positive int (not a bool): callers outside the type checker pass what they read."""
+    return isinstance(quantity, int) and not isinstance(quantity, bool) and quantity > 0
+
+
 async def _move(
     session: AsyncSession,
     store_id: int,
@@ -210,7 +215,7 @@ async def _move(
     now: datetime,
 ) -> None:
     for sku_id, quantity in items.items():
-        if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity <= 0:
+        if not _is_count(quantity):
             raise ValueError(f"SKU {sku_id}: a quantity must be a positive int, not {quantity!r}")
     movements = []
     for sku_id in sorted(items):  # the lock order
@@ -243,8 +248,10 @@ async def _move(
             now=now,
         )
     if movements:
-        # One statement for every SKU's movement.
-        await session.execute(StockMovement.__table__.insert(), movements)
+        # One statement for every SKU's movement (Core: an executemany, no ORM unit of work).
+        table = StockMovement.__table__
+        assert isinstance(table, Table)  # a declarative class types it only as a FromClause
+        await session.execute(table.insert(), movements)
 
 
 async def reserve(

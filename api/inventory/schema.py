@@ -105,7 +105,7 @@ class StockLevel(Node):
 
 @strawberry.type(description="One change of a stock level, with the level after it.")
 class StockMovement(Node):
-    kind: StockMovementKind  # type: ignore[valid-type]
+    kind: StockMovementKind  # type: ignore[valid-type]  # strawberry.enum() value
     on_hand_delta: int
     reserved_delta: int
     on_hand_after: int
@@ -230,7 +230,7 @@ class StockLevelFilter:
 class StockMovementFilter:
     store_ids: list[strawberry.ID] | None = None
     sku_ids: list[strawberry.ID] | None = None
-    kinds: list[StockMovementKind] | None = None  # type: ignore[valid-type]
+    kinds: list[StockMovementKind] | None = None  # type: ignore[valid-type]  # strawberry.enum() value
 
     def to_service(self) -> queries.MovementFilter:
         return queries.MovementFilter(
@@ -323,7 +323,7 @@ class InventoryQuery:
 
 @strawberry.type
 class StockError(UserError):
-    code: StockErrorCode  # type: ignore[valid-type]
+    code: StockErrorCode  # type: ignore[valid-type]  # strawberry.enum() value
 
 
 @strawberry.input
@@ -332,7 +332,7 @@ class StockAdjustInput:
         description="A location of yours (store staff: their store)."
     )
     sku_id: strawberry.ID
-    mode: StockAdjustMode  # type: ignore[valid-type]
+    mode: StockAdjustMode  # type: ignore[valid-type]  # strawberry.enum() value
     quantity: int = strawberry.field(
         description="SET: the units on hand now (≥ 0). DELTA: the change (≠ 0; 0 only with "
         "a safetyLevel). On hand never goes below what is reserved: BELOW_RESERVED."

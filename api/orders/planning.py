@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.principal import Principal
 from api.auth.scope import restrict
-from api.catalog import queries
+from api.catalog import queries as catalog
 from api.catalog.models import SalesChannel
 from api.conflicts.models import ViolationKind
 from api.conflicts.service import outside_territory
@@ -39,7 +39,7 @@ from api.partners.models import Store, StoreKind, StoreStatus
 @dataclass(slots=True)
 class PricedLine:
     draft: LineDraft
-    sku: queries.PricedSku
+    sku: catalog.PricedSku
     unit_price: Decimal
 
     @property
@@ -240,7 +240,7 @@ async def _priced_lines(
     order, recorded as violations for a partner-reported one. Every refusal at once."""
     ids = [line.sku_id for line in draft.lines if line.sku_id is not None]
     codes = [line.sku_code.strip() for line in draft.lines if line.sku_code is not None]
-    found = await queries.skus_for_order(session, draft.channel, ids=ids, codes=codes)
+    found = await catalog.skus_for_order(session, draft.channel, ids=ids, codes=codes)
     by_id = {sku.sku_id: sku for sku in found}
     by_code = {sku.code: sku for sku in found}
     channel = draft.channel
@@ -297,7 +297,7 @@ async def _priced_lines(
 def _price_line(
     line: LineDraft,
     index: int,
-    sku: queries.PricedSku,
+    sku: catalog.PricedSku,
     channel: SalesChannel,
     *,
     reported: bool,

@@ -135,12 +135,12 @@ class OrderCouponUse:
         self, info: Info
     ) -> Annotated[Coupon, strawberry.lazy("api.coupons.schema")] | None:
         found = await info.context.load_node("Coupon", self.coupon_pk)
-        return found  # type: ignore[return-value]
+        return found
 
 
 @strawberry.type(description="A status change of an order: what, who and when.")
 class OrderEvent:
-    status: OrderStatus  # type: ignore[valid-type]
+    status: OrderStatus  # type: ignore[valid-type]  # strawberry.enum() value
     note: str | None = strawberry.field(description="Staff's note; null for members.")
     actor: str | None = strawberry.field(description="Who did it; null for members.")
     created_at: datetime
@@ -148,9 +148,9 @@ class OrderEvent:
 
 @strawberry.type(description="An order from any channel (订单).")
 class Order(Node):
-    channel: SalesChannel  # type: ignore[valid-type]
-    fulfillment: Fulfillment  # type: ignore[valid-type]
-    status: OrderStatus  # type: ignore[valid-type]
+    channel: SalesChannel  # type: ignore[valid-type]  # strawberry.enum() value
+    fulfillment: Fulfillment  # type: ignore[valid-type]  # strawberry.enum() value
+    status: OrderStatus  # type: ignore[valid-type]  # strawberry.enum() value
     reported_by_partner: bool = strawberry.field(
         description="A sale the partner reported itself (its POS, its marketplace shop): where "
         "prices outside the band are recorded as violations instead of refused."
@@ -234,7 +234,7 @@ class Order(Node):
         if self.customer_pk is None:
             return None
         found = await info.context.load_node("Customer", self.customer_pk)
-        return found  # type: ignore[return-value]
+        return found
 
     @strawberry.field(description="Where it is picked up, sold or shipped from.")
     async def store(self, info: Info) -> Store | None:
@@ -316,9 +316,9 @@ async def customer_orders(
 
 @strawberry.input(description="Every given condition must hold; a list matches any of its values.")
 class OrderFilter:
-    status: list[OrderStatus] | None = None  # type: ignore[valid-type]
-    channel: list[SalesChannel] | None = None  # type: ignore[valid-type]
-    fulfillment: list[Fulfillment] | None = None  # type: ignore[valid-type]
+    status: list[OrderStatus] | None = None  # type: ignore[valid-type]  # strawberry.enum() value
+    channel: list[SalesChannel] | None = None  # type: ignore[valid-type]  # strawberry.enum() value
+    fulfillment: list[Fulfillment] | None = None  # type: ignore[valid-type]  # strawberry.enum() value
     store_id: strawberry.ID | None = strawberry.field(
         default=None,
         description="A store's orders. With status [PLACED, READY_FOR_PICKUP]: its pickup "
@@ -382,7 +382,7 @@ class OrderQuery:
 
 @strawberry.type
 class OrderError(UserError):
-    code: OrderErrorCode  # type: ignore[valid-type]
+    code: OrderErrorCode  # type: ignore[valid-type]  # strawberry.enum() value
 
 
 @strawberry.input
@@ -413,8 +413,8 @@ class OrderCustomerInput:
     "PICKUP); a partner at its own stores, any channel."
 )
 class OrderCreateInput:
-    channel: SalesChannel  # type: ignore[valid-type]
-    fulfillment: Fulfillment  # type: ignore[valid-type]
+    channel: SalesChannel  # type: ignore[valid-type]  # strawberry.enum() value
+    fulfillment: Fulfillment  # type: ignore[valid-type]  # strawberry.enum() value
     lines: list[OrderLineInput]
     store_id: strawberry.ID | None = strawberry.field(
         default=None,

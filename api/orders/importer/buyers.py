@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.customers.models import Customer, CustomerIdentity, CustomerStatus, IdentityKind
 from api.orders.importer.records import ImportedOrder
-from api.orders.importer.writing import bucketed
+from api.orders.importer.writing import bucketed, table_of
 
 if TYPE_CHECKING:
     from api.db import Database
@@ -190,7 +190,7 @@ class Buyers:
                 )
             )
         await session.execute(
-            Customer.__table__.insert(),
+            table_of(Customer).insert(),
             [
                 {
                     "id": customer_id,
@@ -215,7 +215,7 @@ class Buyers:
         whose text changes with every row count."""
         if not targets:
             return []
-        table = CustomerIdentity.__table__
+        table = table_of(CustomerIdentity)
         buyers = sorted(targets)
         await session.execute(
             self.insert(table).on_conflict_do_nothing(index_elements=["kind", "value"]),
@@ -245,7 +245,7 @@ class Buyers:
         """Set a blank profile field (fill only: a value on file is kept)."""
         if not values:
             return
-        table = Customer.__table__
+        table = table_of(Customer)
         await session.execute(
             update(table)
             .where(table.c.id == bindparam("cid"), table.c[column.key].is_(None))

@@ -92,7 +92,7 @@ class ImportedOrder:
     paid: Decimal | None = None
     lines: list[Line] = field(default_factory=list)
     # CSV: the order fields of its first row, which the later rows must repeat.
-    signature: tuple[str, ...] = ()
+    signature: tuple[str | None, ...] = ()
     # CSV: rows past an order's first MAX_LINES_PER_ORDER, handed over (rejected) in parts.
     continued: bool = False
 

@@ -405,7 +405,8 @@ class _Importer:
         rows = await session.execute(
             select(Order.channel, Order.external_id).where(order_match(orders))
         )
-        return {(channel, external_id) for channel, external_id in rows}
+        # external_id is never null here: the rows matched it.
+        return {(channel, external_id) for channel, external_id in rows if external_id is not None}
 
 
 def _apart(key: str, other_line: int) -> str:

@@ -9,13 +9,14 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, or_
+from sqlalchemy import Table, and_, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.catalog import queries
+from api.catalog import queries as catalog
 from api.catalog.models import SalesChannel
 from api.conflicts.models import ViolationKind
 from api.conflicts.service import record_violation
+from api.db import Base
 from api.orders.importer.mapping import CENT, ZERO, note
 from api.orders.importer.records import ImportedOrder, Line, RejectReason
 from api.orders.models import Fulfillment, Order, OrderEvent, OrderLine, OrderStatus
@@ -38,9 +39,9 @@ class OrderRows:
         self.actor = options.actor[:TAKEN_BY_CHARS]
         # (channel, code) → SKU. Bounded by the catalog, not by the file; unknown codes are
         # not remembered (a file of garbage codes would grow it).
-        self.skus: dict[tuple[SalesChannel, str], queries.PricedSku] = {}
+        self.skus: dict[tuple[SalesChannel, str], catalog.PricedSku] = {}
 
-    def sku(self, order: ImportedOrder, line: Line) -> queries.PricedSku:
+    def sku(self, order: ImportedOrder, line: Line) -> catalog.PricedSku:
         return self.skus[(order.ident[0], line.sku_code)]
 
     async def check_skus(self, session: AsyncSession, orders: list[ImportedOrder]) -> None:
@@ -53,8 +54,8 @@ class OrderRows:
                 if (channel, line.sku_code) not in self.skus:
                     wanted.setdefault(channel, set()).add(line.sku_code)
         for channel, codes in sorted(wanted.items(), key=lambda item: item[0].value):
-            for sku in await queries.skus_for_order(session, channel, codes=sorted(codes)):
-                self.skus[(channel, sku.code)] = sku
+            for priced in await catalog.skus_for_order(session, channel, codes=sorted(codes)):
+                self.skus[(channel, priced.code)] = priced
         for order in orders:
             for line in order.lines:
                 sku = self.skus.get((order.ident[0], line.sku_code))
@@ -80,7 +81,7 @@ class OrderRows:
     ) -> dict[tuple[SalesChannel, str], int]:
         """Insert the orders; (channel, order id) → id of those this batch inserted (one a
         concurrent import inserted first is left out: skipped)."""
-        table = Order.__table__
+        table = table_of(Order)
         partner_id = self.options.partner_id
         rows = []
         for order in orders:
@@ -162,8 +163,8 @@ class OrderRows:
                     "created_at": self.now,
                 }
             )
-        await session.execute(OrderLine.__table__.insert(), lines)
-        await session.execute(OrderEvent.__table__.insert(), events)
+        await session.execute(table_of(OrderLine).insert(), lines)
+        await session.execute(table_of(OrderEvent).insert(), events)
 
     async def violations(
         self,
@@ -262,3 +263,11 @@ def order_match(orders: Iterable[ImportedOrder]) -> Any:
             for channel, ids in sorted(by_channel.items(), key=lambda item: item[0].value)
         )
     )
+
+
+def table_of(model: type[Base]) -> Table:
+    """The model's Table: the batch writes rows through Core (one executemany, no ORM unit
+    of work), and a declarative class types its ``__table__`` only as a FromClause."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table

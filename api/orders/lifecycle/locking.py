@@ -59,12 +59,14 @@ async def take_as_owner(
     row no longer matches and the next round locks the new owner. Merges are rare and each
     moves an order once, so a few rounds suffice.
     """
+    moving: int | None = None  # the order that kept moving, for the error
     for _ in range(OWNER_ROUNDS):
         found = (
             await session.execute(select(Order.id, Order.customer_id).where(*where).limit(1))
         ).first()
         if found is None:
             return None
+        moving = found.id
         owners = {found.customer_id}
         if found.customer_id is not None:
             live = await lock_customer(session, found.customer_id)
@@ -78,7 +80,7 @@ async def take_as_owner(
         order = await take([*where, Order.id == found.id, held])
         if order is not None:
             return order
-    raise RuntimeError(f"order {found.id} kept moving between customers while being locked")
+    raise RuntimeError(f"order {moving} kept moving between customers while being locked")
 
 
 async def claim_as_owner(
