@@ -10,6 +10,10 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from rich.progress import Progress, TaskID
+
     from api.db import Database
     from api.orders.importer.running import ImportSummary
 
@@ -56,9 +60,7 @@ def import_orders(
     orders earn no points. Exits 1 when rows were rejected, 2 when the file is unusable.
     """
     # Imported here: `qudao --help` should not load the database layer.
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from api.commands import console, fail, find_partner_or_store, load_wiring, with_db
+    from api.commands import fail, find_partner_or_store, load_wiring, with_db
     from api.db import utcnow
     from api.orders.importer import records, running
 
@@ -72,19 +74,7 @@ def import_orders(
         fail(str(error))
     now = utcnow()
     wiring = load_wiring()
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TextColumn("{task.fields[rows]:,} rows · {task.fields[rate]:,.0f} rows/s"),
-        TextColumn(
-            "[green]{task.fields[imported]:,} imported[/] · {task.fields[skipped]:,} skipped"
-            " · [red]{task.fields[rejected]:,} rejected[/]"
-        ),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
+    progress = _progress_bar()
 
     async def work(db: Database) -> ImportSummary:
         partner_id = None
@@ -102,20 +92,7 @@ def import_orders(
         task = progress.add_task(
             file.name, total=None, rows=0, rate=0.0, imported=0, skipped=0, rejected=0
         )
-        started = time.perf_counter()
-
-        def on_batch(summary: ImportSummary) -> None:
-            elapsed = max(time.perf_counter() - started, 1e-9)
-            progress.update(
-                task,
-                total=summary.total_bytes or None,
-                completed=summary.bytes_read,
-                rows=summary.rows_read,
-                rate=summary.rows_read / elapsed,
-                imported=summary.orders_imported,
-                skipped=summary.orders_skipped,
-                rejected=summary.rows_rejected,
-            )
+        on_batch = _progress_reporter(progress, task)
 
         with progress:
             return await running.import_orders(
@@ -143,6 +120,47 @@ def import_orders(
     _print_summary(summary, file, rejects)
     if summary.rows_rejected:
         raise typer.Exit(1)
+
+
+def _progress_bar() -> Progress:
+    """The bar `qudao import orders` shows: bytes read, rows, rate and outcomes so far."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from api.commands import console
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[rows]:,} rows · {task.fields[rate]:,.0f} rows/s"),
+        TextColumn(
+            "[green]{task.fields[imported]:,} imported[/] · {task.fields[skipped]:,} skipped"
+            " · [red]{task.fields[rejected]:,} rejected[/]"
+        ),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _progress_reporter(progress: Progress, task: TaskID) -> Callable[[ImportSummary], None]:
+    """What the import calls after each batch: the bar moves by the bytes read."""
+    started = time.perf_counter()
+
+    def on_batch(summary: ImportSummary) -> None:
+        elapsed = max(time.perf_counter() - started, 1e-9)
+        progress.update(
+            task,
+            total=summary.total_bytes or None,
+            completed=summary.bytes_read,
+            rows=summary.rows_read,
+            rate=summary.rows_read / elapsed,
+            imported=summary.orders_imported,
+            skipped=summary.orders_skipped,
+            rejected=summary.rows_rejected,
+        )
+
+    return on_batch
 
 
 def _print_summary(summary: ImportSummary, file: Path, rejects: Path | None) -> None:

@@ -214,6 +214,44 @@ async def refund(
     if refunded is None:  # the lines' totals add up to the order's: impossible under the lock
         raise RuntimeError(f"order {order_id}: refund exceeds the order under its lock")
     order = refunded
+    restock = draft.restock and order.store_id is not None
+    record, refund_lines = await _record(
+        session,
+        order,
+        draft,
+        digest,
+        note,
+        principal.subject,
+        (amount, line_amounts),
+        units,
+        now,
+        restock=restock,
+    )
+    await _give_back(
+        session, order, record, lines, units, whole=whole, restock=restock, now=now, wiring=wiring
+    )
+    history(session, order, note, principal.subject, now)
+    await wiring.changed(session, OrderChange.REFUNDED, [order.id], [order.customer_id], now)
+    publish(session, order, "refunded")
+    await _tell_customer(session, order, record, now)
+    return RefundResult(order, record, refund_lines, created=True)
+
+
+async def _record(
+    session: AsyncSession,
+    order: Order,
+    draft: RefundDraft,
+    digest: str,
+    note: str,
+    actor: str,
+    amounts: tuple[Decimal, dict[int, Decimal]],
+    units: dict[int, int],
+    now: datetime,
+    *,
+    restock: bool,
+) -> tuple[OrderRefund, list[OrderRefundLine]]:
+    """The refund's row and its lines; ``amounts``: the refund's and each line's."""
+    amount, line_amounts = amounts
     record = OrderRefund(
         order_id=order.id,
         idempotency_key=draft.idempotency_key,
@@ -222,12 +260,11 @@ async def refund(
         points_reversed=0,
         points_returned=0,
         reason=note,
-        actor=principal.subject,
+        actor=actor,
         created_at=now,
     )
     session.add(record)
     await session.flush()
-    restock = draft.restock and order.store_id is not None
     refund_lines = [
         OrderRefundLine(
             refund_id=record.id,
@@ -239,12 +276,13 @@ async def refund(
         for line_id, count in units.items()
     ]
     session.add_all(refund_lines)
-    await _give_back(
-        session, order, record, lines, units, whole=whole, restock=restock, now=now, wiring=wiring
-    )
-    history(session, order, note, principal.subject, now)
-    await wiring.changed(session, OrderChange.REFUNDED, [order.id], [order.customer_id], now)
-    publish(session, order, "refunded")
+    return record, refund_lines
+
+
+async def _tell_customer(
+    session: AsyncSession, order: Order, record: OrderRefund, now: datetime
+) -> None:
+    """The outbox message of the refund to the order's customer."""
     await enqueue(
         session,
         "order.refunded",
@@ -252,14 +290,13 @@ async def refund(
         {
             "orderId": order.id,
             "refundId": record.id,
-            "amount": str(amount),
+            "amount": str(record.amount),
             "currency": order.currency,
             "refundedAmount": str(order.refunded_amount),
             "status": order.status.value,
         },
         now=now,
     )
-    return RefundResult(order, record, refund_lines, created=True)
 
 
 async def _lock_order(session: AsyncSession, principal: Principal, order_id: int) -> Order:
