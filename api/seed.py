@@ -25,7 +25,7 @@ from api.analytics.spend import SpendDraft, record_channel_spend
 from api.auth import otp, wechat
 from api.auth import service as auth
 from api.auth.principal import Principal, Role
-from api.catalog import service as catalog
+from api.catalog import editing, queries, rules
 from api.catalog.models import SalesChannel
 from api.coupons import claims as coupon_claims
 from api.coupons import templates as coupon_templates
@@ -39,10 +39,11 @@ from api.customers.upsert import upsert_customer
 from api.db import Database, utcnow
 from api.growth.models import TouchpointStep
 from api.growth.recording import CustomerRef, TouchpointDraft, record_touchpoint
-from api.inventory import service as inventory
+from api.inventory import adjusting
 from api.loyalty import adjustments as loyalty_adjustments
 from api.loyalty import earning as loyalty_earning
-from api.orders import service as orders
+from api.orders import placing
+from api.orders.drafts import LineDraft, OrderDraft
 from api.orders.models import Fulfillment
 from api.partners import service
 from api.partners.models import Partner, PartnerStatus, PartnerTier, PartnerType
@@ -401,12 +402,12 @@ async def _seed_crm(
     return ids
 
 
-def _band(channel: SalesChannel, floor: str, ceiling: str) -> catalog.BandDraft:
-    return catalog.BandDraft(channel, Decimal(floor), Decimal(ceiling))
+def _band(channel: SalesChannel, floor: str, ceiling: str) -> rules.BandDraft:
+    return rules.BandDraft(channel, Decimal(floor), Decimal(ceiling))
 
 
 # sku code, name, suggested retail price, cost, exclusive channels, bands
-DemoSku = tuple[str, str, str, str, tuple[SalesChannel, ...], list[catalog.BandDraft]]
+DemoSku = tuple[str, str, str, str, tuple[SalesChannel, ...], list[rules.BandDraft]]
 # code, name, SKUs
 DEMO_PRODUCTS: list[tuple[str, str, list[DemoSku]]] = [
     (
@@ -471,7 +472,7 @@ async def _seed_commerce(
     skus: dict[str, int] = {}
     for code, name, sku_rows in DEMO_PRODUCTS:
         drafts = [
-            catalog.SkuDraft(
+            rules.SkuDraft(
                 code=sku_code,
                 name=sku_name,
                 suggested_retail_price=Decimal(srp),
@@ -481,19 +482,19 @@ async def _seed_commerce(
             )
             for sku_code, sku_name, srp, cost, exclusive, bands in sku_rows
         ]
-        await catalog.create_product(
-            session, SEEDER, catalog.ProductDraft(code=code, name=name, skus=drafts), now=now
+        await editing.create_product(
+            session, SEEDER, editing.ProductDraft(code=code, name=name, skus=drafts), now=now
         )
-        created = await catalog.skus_by_code(session, [d.code for d in drafts])
+        created = await queries.skus_by_code(session, [d.code for d in drafts])
         skus.update({sku_code: sku.id for sku_code, sku in created.items()})
     for store, sku, on_hand, safety in DEMO_STOCK:
-        await inventory.adjust(
+        await adjusting.adjust(
             session,
             SEEDER,
-            inventory.AdjustDraft(
+            adjusting.AdjustDraft(
                 store_id=stores[store],
                 sku_id=skus[sku],
-                mode=inventory.AdjustMode.SET,
+                mode=adjusting.AdjustMode.SET,
                 quantity=on_hand,
                 reason="期初盘点 (demo)",
                 idempotency_key=f"seed-{store}-{sku}",
@@ -505,13 +506,13 @@ async def _seed_commerce(
         (SalesChannel.MINI_PROGRAM, Fulfillment.PICKUP, "S-SH-001", "王芳"),
         (SalesChannel.STORE_POS, Fulfillment.IN_STORE, "S-SH-002", "张伟"),
     ):
-        await orders.create_order(
+        await placing.create_order(
             session,
             SEEDER,
-            orders.OrderDraft(
+            OrderDraft(
                 channel=channel,
                 fulfillment=fulfillment,
-                lines=[orders.LineDraft(quantity=1, sku_code="TEA-LJ-250")],
+                lines=[LineDraft(quantity=1, sku_code="TEA-LJ-250")],
                 store_id=stores[store],
                 customer_id=members[customer],
                 idempotency_key=f"seed-{store}",

@@ -36,8 +36,8 @@ from api.customers.reactions import CustomersWiring
 from api.growth.merge_step import TouchpointMergeStep
 from api.growth.system_touches import record_member_registered, record_order_touchpoints
 from api.loyalty.merge import PointsMergeStep
+from api.orders.merge import OrderMergeStep
 from api.orders.reactions import OrdersWiring
-from api.orders.service import OrderMergeStep
 from api.referrals.first_orders import FirstOrderRewards
 from api.referrals.merge_step import ReferralMergeStep
 from api.settings import Settings

@@ -10,7 +10,7 @@ file (a CRM in use; one in twenty holds the phone of a buyer in the file):
   with multi-row INSERTs (SQLAlchemy Core executemany, RETURNING the order ids for the lines),
   ``--batch-size`` orders per transaction. No checks, no customers, no events, no violations,
   no idempotency.
-* **A, the importer**: ``api.orders.importer.import_orders``, what ``qudao import orders``
+* **A, the importer**: ``api.orders.importer.running.import_orders``, what ``qudao import orders``
   runs, with the same batch size: every check, customers found by buyer id or phone or
   created, an event per order, price-band violations, the skip-if-imported check, the
   scratch file of order ids seen.
@@ -59,7 +59,7 @@ from sqlalchemy.engine import make_url
 from api.catalog.models import PriceBand, Product, SalesChannel, Sku
 from api.customers.models import Customer, CustomerIdentity, IdentityKind
 from api.db import Database, utcnow
-from api.orders import importer
+from api.orders.importer import records, running
 from api.orders.models import Fulfillment, Order, OrderLine, OrderStatus
 from bench import data
 
@@ -335,13 +335,13 @@ async def empty_tables(db: Database, customers_before: int) -> None:
             await conn.execute(text("VACUUM ANALYZE"))
 
 
-async def run_import(db: Database, path: Path, batch_size: int) -> importer.ImportSummary:
+async def run_import(db: Database, path: Path, batch_size: int) -> running.ImportSummary:
     with path.open("rb") as source:
-        return await importer.import_orders(
+        return await running.import_orders(
             db,
             source,
-            importer.ImportFormat.CSV,
-            options=importer.ImportOptions(batch_size=batch_size, actor="bench"),
+            records.ImportFormat.CSV,
+            options=running.ImportOptions(batch_size=batch_size, actor="bench"),
             now=utcnow(),
         )
 
@@ -353,7 +353,7 @@ class ImportBench:
     file_bytes: int
     bare_seconds: float
     import_seconds: float
-    summary: importer.ImportSummary
+    summary: running.ImportSummary
     rss_before_kib: int
     rss_after_kib: int
     traced_peak_bytes: int | None
@@ -461,7 +461,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rows", type=int, default=DEFAULT_ROWS, help="order lines to generate")
     parser.add_argument(
-        "--batch-size", type=int, default=importer.DEFAULT_BATCH_SIZE, help="orders a batch"
+        "--batch-size", type=int, default=running.DEFAULT_BATCH_SIZE, help="orders a batch"
     )
     parser.add_argument(
         "--customers", type=int, default=100_000, help="customers on file before the import"
@@ -472,8 +472,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.rows < 1:
         parser.error("--rows must be at least 1")
-    if not 1 <= args.batch_size <= importer.MAX_BATCH_SIZE:
-        parser.error(f"--batch-size is 1 to {importer.MAX_BATCH_SIZE}")
+    if not 1 <= args.batch_size <= running.MAX_BATCH_SIZE:
+        parser.error(f"--batch-size is 1 to {running.MAX_BATCH_SIZE}")
     return args
 
 

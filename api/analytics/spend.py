@@ -29,7 +29,7 @@ from api.auth.scope import restrict
 from api.catalog.models import SalesChannel
 from api.db import insert_or_get
 from api.errors import DomainError, Problem
-from api.orders.service import idempotency_scope
+from api.orders.validation import idempotency_scope
 from api.partners.models import Partner
 
 MAX_SPEND = Decimal("100000000.00")  # 1亿 a record: more is a typo

@@ -6,42 +6,42 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from api.catalog import service
+from api.catalog import queries
 from api.catalog.models import PriceBand, Product, SalesChannel, Sku
 from api.graphql.context import Context
 
 
 async def products_by_pk(ctx: Context, keys: Sequence[int]) -> list[Product | None]:
     async with ctx.db.read() as session:
-        found = await service.products_by_id(session, keys)
+        found = await queries.products_by_id(session, keys)
     return [found.get(k) for k in keys]
 
 
 async def skus_by_pk(ctx: Context, keys: Sequence[int]) -> list[Sku | None]:
     async with ctx.db.read() as session:
-        found = await service.skus_by_id(session, keys)
+        found = await queries.skus_by_id(session, keys)
     return [found.get(k) for k in keys]
 
 
 async def skus_by_code(ctx: Context, keys: Sequence[str]) -> list[Sku | None]:
     async with ctx.db.read() as session:
-        found = await service.skus_by_code(session, keys)
+        found = await queries.skus_by_code(session, keys)
     return [found.get(k) for k in keys]
 
 
 async def skus_by_product(ctx: Context, keys: Sequence[int]) -> list[list[Sku]]:
     async with ctx.db.read() as session:
-        found = await service.skus_of_products(session, keys)
+        found = await queries.skus_of_products(session, keys)
     return [found[k] for k in keys]
 
 
 async def bands_by_sku(ctx: Context, keys: Sequence[int]) -> list[list[PriceBand]]:
     async with ctx.db.read() as session:
-        found = await service.bands_of(session, keys)
+        found = await queries.bands_of(session, keys)
     return [found[k] for k in keys]
 
 
 async def exclusive_channels_by_sku(ctx: Context, keys: Sequence[int]) -> list[list[SalesChannel]]:
     async with ctx.db.read() as session:
-        found = await service.exclusive_channels_of(session, keys)
+        found = await queries.exclusive_channels_of(session, keys)
     return [found[k] for k in keys]

@@ -1,4 +1,4 @@
-"""GraphQL surface of the catalog: thin wrappers over service.py and loaders.py.
+"""GraphQL surface of the catalog: thin wrappers over queries.py, editing.py and loaders.py.
 
 Every signed-in caller reads the catalog (members browse it); only HQ writes it. A SKU's
 cost price is the brand's secret: HQ sees it, everyone else reads null.
@@ -15,7 +15,7 @@ from typing import Any
 import strawberry
 from strawberry import UNSET as GQL_UNSET
 
-from api.catalog import loaders, models, service
+from api.catalog import editing, loaders, models, queries, rules
 from api.db import utcnow
 from api.errors import DomainError, InputError, Problem
 from api.graphql.context import Context, Info
@@ -27,7 +27,7 @@ from api.graphql.parts import SchemaParts
 from api.graphql.permissions import Authenticated, requires
 from api.graphql.relay import Connection, Node, page_request, root_connection
 from api.inventory import loaders as inventory_loaders
-from api.inventory.service import MAX_QUANTITY
+from api.inventory.adjusting import MAX_QUANTITY
 
 # What a member may ask pickupAvailable about: a basket's worth. A yes/no over any quantity
 # would let them read a store's exact stock by bisection.
@@ -41,7 +41,7 @@ SalesChannel = strawberry.enum(
 ProductStatus = strawberry.enum(
     models.ProductStatus, description="ARCHIVED: no longer sold, kept for the orders naming it."
 )
-CatalogErrorCode = strawberry.enum(service.CatalogErrorCode)
+CatalogErrorCode = strawberry.enum(rules.CatalogErrorCode)
 
 
 # --- types ----------------------------------------------------------------------------------
@@ -49,7 +49,7 @@ CatalogErrorCode = strawberry.enum(service.CatalogErrorCode)
 
 @strawberry.type(description="The price range a SKU may sell at on one channel.")
 class PriceBand:
-    channel: SalesChannel  # type: ignore[valid-type]
+    channel: SalesChannel  # type: ignore[valid-type]  # strawberry.enum() value
     floor: Money = strawberry.field(description="Below it is 乱价 (selling under the floor).")
     ceiling: Money
     list_price: Money | None = strawberry.field(
@@ -108,7 +108,7 @@ class Sku(Node):
     @strawberry.field(
         description="线上专供款: the only channels it is sold on. Empty: sold on every channel."
     )
-    async def exclusive_channels(self, info: Info) -> list[SalesChannel]:  # type: ignore[valid-type]
+    async def exclusive_channels(self, info: Info) -> list[SalesChannel]:  # type: ignore[valid-type]  # strawberry.enum() value
         return await info.context.loader(loaders.exclusive_channels_by_sku).load(self.pk)
 
     @strawberry.field(
@@ -119,7 +119,7 @@ class Sku(Node):
     async def default_price(
         self,
         info: Info,
-        channel: SalesChannel,  # type: ignore[valid-type]
+        channel: SalesChannel,  # type: ignore[valid-type]  # strawberry.enum() value
     ) -> Money | None:
         ctx = info.context
         product = await ctx.loader(loaders.products_by_pk).load(self.product_pk)
@@ -159,7 +159,7 @@ class Product(Node):
     code: str
     name: str
     description: str | None
-    status: ProductStatus  # type: ignore[valid-type]
+    status: ProductStatus  # type: ignore[valid-type]  # strawberry.enum() value
     created_at: datetime
     updated_at: datetime
     pk: strawberry.Private[int]
@@ -177,7 +177,7 @@ class Product(Node):
             updated_at=row.updated_at,
         )
 
-    @strawberry.field(description=f"All its SKUs (at most {service.MAX_SKUS}), oldest first.")
+    @strawberry.field(description=f"All its SKUs (at most {rules.MAX_SKUS}), oldest first.")
     async def skus(self, info: Info) -> list[Sku]:
         rows = await info.context.loader(loaders.skus_by_product).load(self.pk)
         return [Sku.from_row(r, info.context) for r in rows]
@@ -201,14 +201,14 @@ class ProductFilter:
     search: str | None = strawberry.field(
         default=None, description="Part of a product's name or code, or of a SKU code."
     )
-    statuses: list[ProductStatus] | None = None  # type: ignore[valid-type]
-    sellable_on: SalesChannel | None = strawberry.field(  # type: ignore[valid-type]
+    statuses: list[ProductStatus] | None = None  # type: ignore[valid-type]  # strawberry.enum() value
+    sellable_on: SalesChannel | None = strawberry.field(  # type: ignore[valid-type]  # strawberry.enum() value
         default=None,
         description="Active products with an active SKU that may be sold on this channel.",
     )
 
-    def to_service(self) -> service.ProductFilter:
-        return service.ProductFilter(
+    def to_service(self) -> queries.ProductFilter:
+        return queries.ProductFilter(
             search=self.search, statuses=self.statuses or (), sellable_on=self.sellable_on
         )
 
@@ -231,9 +231,9 @@ class CatalogQuery:
     ) -> Connection[Product]:
         ctx = info.context
         request = page_request(info, first, after, last, before)
-        stmt = service.products_query(filter.to_service() if filter else None)
+        stmt = queries.products_query(filter.to_service() if filter else None)
         return await root_connection(
-            ctx, stmt, service.PRODUCT_KEYSET, request, Product.from_row, reverse=reverse
+            ctx, stmt, queries.PRODUCT_KEYSET, request, Product.from_row, reverse=reverse
         )
 
     @strawberry.field(
@@ -250,7 +250,7 @@ class CatalogQuery:
 
 @strawberry.type
 class CatalogError(UserError):
-    code: CatalogErrorCode  # type: ignore[valid-type]
+    code: CatalogErrorCode  # type: ignore[valid-type]  # strawberry.enum() value
 
 
 @strawberry.input(
@@ -258,13 +258,13 @@ class CatalogError(UserError):
     "its band; a band leaving out the suggested retail price must name one."
 )
 class PriceBandInput:
-    channel: SalesChannel  # type: ignore[valid-type]
+    channel: SalesChannel  # type: ignore[valid-type]  # strawberry.enum() value
     floor: Decimal
     ceiling: Decimal
     list_price: Decimal | None = None
 
-    def to_service(self) -> service.BandDraft:
-        return service.BandDraft(self.channel, self.floor, self.ceiling, self.list_price)
+    def to_service(self) -> rules.BandDraft:
+        return rules.BandDraft(self.channel, self.floor, self.ceiling, self.list_price)
 
 
 @strawberry.input
@@ -274,7 +274,7 @@ class SkuInput:
     suggested_retail_price: Decimal
     cost_price: Decimal
     currency: str = "CNY"
-    exclusive_channels: list[SalesChannel] = strawberry.field(  # type: ignore[valid-type]
+    exclusive_channels: list[SalesChannel] = strawberry.field(  # type: ignore[valid-type]  # strawberry.enum() value
         default_factory=list,
         description="线上专供款: sold only on these channels. Empty: on every channel.",
     )
@@ -282,8 +282,8 @@ class SkuInput:
         default_factory=list, description="At most one per channel."
     )
 
-    def to_service(self) -> service.SkuDraft:
-        return service.SkuDraft(
+    def to_service(self) -> rules.SkuDraft:
+        return rules.SkuDraft(
             code=self.code.strip(),
             name=self.name,
             suggested_retail_price=self.suggested_retail_price,
@@ -298,9 +298,7 @@ class SkuInput:
 class ProductCreateInput:
     code: str
     name: str
-    skus: list[SkuInput] = strawberry.field(
-        description=f"At least one, at most {service.MAX_SKUS}."
-    )
+    skus: list[SkuInput] = strawberry.field(description=f"At least one, at most {rules.MAX_SKUS}.")
     description: str | None = None
 
 
@@ -309,7 +307,7 @@ class ProductUpdateInput:
     id: strawberry.ID
     name: str | None = GQL_UNSET
     description: str | None = strawberry.field(default=GQL_UNSET, description="null clears it.")
-    status: ProductStatus | None = GQL_UNSET  # type: ignore[valid-type]
+    status: ProductStatus | None = GQL_UNSET  # type: ignore[valid-type]  # strawberry.enum() value
 
 
 @strawberry.input
@@ -328,7 +326,7 @@ class SkuUpdateInput:
     suggested_retail_price: Decimal | None = GQL_UNSET
     cost_price: Decimal | None = GQL_UNSET
     active: bool | None = GQL_UNSET
-    exclusive_channels: list[SalesChannel] | None = GQL_UNSET  # type: ignore[valid-type]
+    exclusive_channels: list[SalesChannel] | None = GQL_UNSET  # type: ignore[valid-type]  # strawberry.enum() value
     price_bands: list[PriceBandInput] | None = GQL_UNSET
 
 
@@ -357,7 +355,7 @@ class SkuUpdatePayload:
 
 
 # An input id's primary key; a malformed id is a payload error on that field.
-_pk = partial(input_pk, invalid=service.CatalogErrorCode.INVALID)
+_pk = partial(input_pk, invalid=rules.CatalogErrorCode.INVALID)
 
 
 def _camel(name: str) -> str:
@@ -373,7 +371,7 @@ def _changes(input: Any, target: Any, names: Sequence[str], nullable: Sequence[s
             continue
         if value is None and name not in nullable:
             raise DomainError.one(
-                service.CatalogErrorCode.REQUIRED, f"{_camel(name)} cannot be null.", _camel(name)
+                rules.CatalogErrorCode.REQUIRED, f"{_camel(name)} cannot be null.", _camel(name)
             )
         setattr(target, name, value)
 
@@ -386,13 +384,13 @@ class CatalogMutation:
     )
     async def product_create(self, info: Info, input: ProductCreateInput) -> ProductCreatePayload:
         async def change(work: UnitOfWork) -> ProductCreatePayload:
-            draft = service.ProductDraft(
+            draft = editing.ProductDraft(
                 code=input.code.strip(),
                 name=input.name,
                 description=input.description,
                 skus=[s.to_service() for s in input.skus],
             )
-            row = await service.create_product(work.session, work.principal, draft, now=utcnow())
+            row = await editing.create_product(work.session, work.principal, draft, now=utcnow())
             work.touched("Product", row.id)
             return ProductCreatePayload(product=Product.from_row(row))
 
@@ -404,10 +402,10 @@ class CatalogMutation:
     )
     async def product_update(self, info: Info, input: ProductUpdateInput) -> ProductUpdatePayload:
         async def change(work: UnitOfWork) -> ProductUpdatePayload:
-            changes = service.ProductChanges()
+            changes = editing.ProductChanges()
             product_pk = _pk(input.id, "Product", "id")
             _changes(input, changes, ("name", "description", "status"), nullable=("description",))
-            row = await service.update_product(
+            row = await editing.update_product(
                 work.session, work.principal, product_pk, changes, now=utcnow()
             )
             work.touched("Product", row.id)
@@ -423,7 +421,7 @@ class CatalogMutation:
         async def change(work: UnitOfWork) -> SkuCreatePayload:
             product_pk = _pk(input.product_id, "Product", "productId")
             try:
-                row = await service.create_sku(
+                row = await editing.create_sku(
                     work.session, work.principal, product_pk, input.sku.to_service(), now=utcnow()
                 )
             except DomainError as error:
@@ -448,7 +446,7 @@ class CatalogMutation:
     )
     async def sku_update(self, info: Info, input: SkuUpdateInput) -> SkuUpdatePayload:
         async def change(work: UnitOfWork) -> SkuUpdatePayload:
-            changes = service.SkuChanges()
+            changes = editing.SkuChanges()
             sku_pk = _pk(input.id, "Sku", "id")
             _changes(
                 input,
@@ -458,12 +456,12 @@ class CatalogMutation:
             if input.price_bands is not GQL_UNSET:
                 if input.price_bands is None:
                     raise DomainError.one(
-                        service.CatalogErrorCode.REQUIRED,
+                        rules.CatalogErrorCode.REQUIRED,
                         "priceBands cannot be null; [] removes them.",
                         "priceBands",
                     )
                 changes.price_bands = [b.to_service() for b in input.price_bands]
-            row = await service.update_sku(work.session, work.principal, sku_pk, changes)
+            row = await editing.update_sku(work.session, work.principal, sku_pk, changes)
             work.touched("Sku", row.id)
             return SkuUpdatePayload(sku=Sku.from_row(row, work.context))
 

@@ -24,7 +24,7 @@ from api.graphql.mutations import UnitOfWork, run_mutation
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
 from api.graphql.relay import Connection, Node, page_request, root_connection
-from api.inventory import loaders, models, service
+from api.inventory import adjusting, loaders, models, movements, queries
 from api.partners import loaders as partner_loaders
 from api.partners.schema import Store
 
@@ -35,11 +35,11 @@ StockMovementKind = strawberry.enum(
     "or gives them back; SALE: units sold; RESTOCK: a refund put units back.",
 )
 StockAdjustMode = strawberry.enum(
-    service.AdjustMode,
+    adjusting.AdjustMode,
     name="StockAdjustMode",
     description="SET: a count, on hand is now `quantity`; DELTA: a correction by `quantity`.",
 )
-StockErrorCode = strawberry.enum(service.StockErrorCode)
+StockErrorCode = strawberry.enum(adjusting.StockErrorCode)
 
 
 class StockReaders(strawberry.permission.BasePermission):
@@ -105,7 +105,7 @@ class StockLevel(Node):
 
 @strawberry.type(description="One change of a stock level, with the level after it.")
 class StockMovement(Node):
-    kind: StockMovementKind  # type: ignore[valid-type]
+    kind: StockMovementKind  # type: ignore[valid-type]  # strawberry.enum() value
     on_hand_delta: int
     reserved_delta: int
     on_hand_after: int
@@ -218,8 +218,8 @@ class StockLevelFilter:
         default=None, description="true: only levels whose available stock is below safety."
     )
 
-    def to_service(self) -> service.LevelFilter:
-        return service.LevelFilter(
+    def to_service(self) -> queries.LevelFilter:
+        return queries.LevelFilter(
             store_ids=_pks(self.store_ids, "Store"),
             sku_ids=_pks(self.sku_ids, "Sku"),
             below_safety=self.below_safety,
@@ -230,10 +230,10 @@ class StockLevelFilter:
 class StockMovementFilter:
     store_ids: list[strawberry.ID] | None = None
     sku_ids: list[strawberry.ID] | None = None
-    kinds: list[StockMovementKind] | None = None  # type: ignore[valid-type]
+    kinds: list[StockMovementKind] | None = None  # type: ignore[valid-type]  # strawberry.enum() value
 
-    def to_service(self) -> service.MovementFilter:
-        return service.MovementFilter(
+    def to_service(self) -> queries.MovementFilter:
+        return queries.MovementFilter(
             store_ids=_pks(self.store_ids, "Store"),
             sku_ids=_pks(self.sku_ids, "Sku"),
             kinds=self.kinds or (),
@@ -248,8 +248,8 @@ class StockAlertFilter:
         default=False, description="true: resolved alerts too (default: open ones only)."
     )
 
-    def to_service(self) -> service.AlertFilter:
-        return service.AlertFilter(
+    def to_service(self) -> queries.AlertFilter:
+        return queries.AlertFilter(
             store_ids=_pks(self.store_ids, "Store"),
             sku_ids=_pks(self.sku_ids, "Sku"),
             include_resolved=self.include_resolved,
@@ -273,8 +273,8 @@ class InventoryQuery:
     ) -> Connection[StockLevel]:
         ctx = info.context
         request = page_request(info, first, after, last, before)
-        stmt = service.levels_query(ctx.principal, filter.to_service() if filter else None)
-        return await root_connection(ctx, stmt, service.LEVEL_KEYSET, request, StockLevel.from_row)
+        stmt = queries.levels_query(ctx.principal, filter.to_service() if filter else None)
+        return await root_connection(ctx, stmt, queries.LEVEL_KEYSET, request, StockLevel.from_row)
 
     @strawberry.field(
         description="The movement log of the locations you may see, newest first.",
@@ -291,9 +291,9 @@ class InventoryQuery:
     ) -> Connection[StockMovement]:
         ctx = info.context
         request = page_request(info, first, after, last, before)
-        stmt = service.movements_query(ctx.principal, filter.to_service() if filter else None)
+        stmt = queries.movements_query(ctx.principal, filter.to_service() if filter else None)
         return await root_connection(
-            ctx, stmt, service.MOVEMENT_KEYSET, request, StockMovement.from_row, reverse=True
+            ctx, stmt, queries.MOVEMENT_KEYSET, request, StockMovement.from_row, reverse=True
         )
 
     @strawberry.field(
@@ -312,9 +312,9 @@ class InventoryQuery:
     ) -> Connection[StockAlert]:
         ctx = info.context
         request = page_request(info, first, after, last, before)
-        stmt = service.alerts_query(ctx.principal, filter.to_service() if filter else None)
+        stmt = queries.alerts_query(ctx.principal, filter.to_service() if filter else None)
         return await root_connection(
-            ctx, stmt, service.ALERT_KEYSET, request, StockAlert.from_row, reverse=True
+            ctx, stmt, queries.ALERT_KEYSET, request, StockAlert.from_row, reverse=True
         )
 
 
@@ -323,7 +323,7 @@ class InventoryQuery:
 
 @strawberry.type
 class StockError(UserError):
-    code: StockErrorCode  # type: ignore[valid-type]
+    code: StockErrorCode  # type: ignore[valid-type]  # strawberry.enum() value
 
 
 @strawberry.input
@@ -332,17 +332,17 @@ class StockAdjustInput:
         description="A location of yours (store staff: their store)."
     )
     sku_id: strawberry.ID
-    mode: StockAdjustMode  # type: ignore[valid-type]
+    mode: StockAdjustMode  # type: ignore[valid-type]  # strawberry.enum() value
     quantity: int = strawberry.field(
         description="SET: the units on hand now (≥ 0). DELTA: the change (≠ 0; 0 only with "
         "a safetyLevel). On hand never goes below what is reserved: BELOW_RESERVED."
     )
-    reason: str = strawberry.field(description=f"Why, at most {service.MAX_REASON} characters.")
+    reason: str = strawberry.field(description=f"Why, at most {movements.MAX_REASON} characters.")
     idempotency_key: str = strawberry.field(
         description="Retrying with the same key returns the first adjustment (replayed: true); "
         "the same key with another location, SKU, mode, quantity, safety level or reason is "
         f"IDEMPOTENCY_KEY_REUSED. Keys are yours alone (per partner, or HQ). At most "
-        f"{service.MAX_KEY} printable ASCII characters."
+        f"{adjusting.MAX_KEY} printable ASCII characters."
     )
     safety_level: int | None = strawberry.field(
         default=None, description="安全库存: set it too (omit to keep it)."
@@ -362,7 +362,7 @@ class StockAdjustPayload:
 
 
 # An input id's primary key; a malformed id is a payload error on that field.
-_pk = partial(input_pk, invalid=service.StockErrorCode.INVALID)
+_pk = partial(input_pk, invalid=adjusting.StockErrorCode.INVALID)
 
 
 @strawberry.type
@@ -374,7 +374,7 @@ class InventoryMutation:
     )
     async def stock_adjust(self, info: Info, input: StockAdjustInput) -> StockAdjustPayload:
         async def change(work: UnitOfWork) -> StockAdjustPayload:
-            draft = service.AdjustDraft(
+            draft = adjusting.AdjustDraft(
                 store_id=_pk(input.store_id, "Store", "storeId"),
                 sku_id=_pk(input.sku_id, "Sku", "skuId"),
                 mode=input.mode,
@@ -383,7 +383,7 @@ class InventoryMutation:
                 idempotency_key=input.idempotency_key,
                 safety_level=input.safety_level,
             )
-            result = await service.adjust(work.session, work.principal, draft, now=utcnow())
+            result = await adjusting.adjust(work.session, work.principal, draft, now=utcnow())
             work.touched("StockMovement", result.movement.id)
             return StockAdjustPayload(
                 stock_level=StockLevel.from_row(result.level),

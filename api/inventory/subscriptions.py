@@ -12,7 +12,7 @@ from api import events
 from api.graphql.context import Info
 from api.graphql.ids import decode_id_of
 from api.graphql.subscriptions import NotFound, follow, operation_context
-from api.inventory import service
+from api.inventory import queries
 from api.inventory.schema import StockAlert, StockReaders
 from api.partners.service import stores_by_id
 
@@ -35,7 +35,7 @@ class InventorySubscription:
                 raise NotFound("Store")
 
         async def read(session: AsyncSession, event: dict[str, Any]) -> StockAlert | None:
-            alerts = await service.alerts_by_id(session, principal, [event["alertId"]])
+            alerts = await queries.alerts_by_id(session, principal, [event["alertId"]])
             alert = alerts.get(event["alertId"])
             return StockAlert.from_row(alert) if alert is not None else None
 

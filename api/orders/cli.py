@@ -12,7 +12,7 @@ from api.cli_time import parse_now
 
 if TYPE_CHECKING:
     from api.db import Database
-    from api.orders.lifecycle import ExpiryRun
+    from api.orders.lifecycle.expiry import ExpiryRun
 
 orders_app = typer.Typer(help="Orders (订单).", no_args_is_help=True)
 
@@ -31,13 +31,13 @@ def expire_pickups(
     # Imported here: `qudao --help` should not load the database layer.
     from api.commands import load_wiring, with_db
     from api.db import utcnow
-    from api.orders import lifecycle
+    from api.orders.lifecycle import expiry
 
     at = parse_now(now) or utcnow()
     wiring = load_wiring()
 
     async def work(db: Database) -> ExpiryRun:
-        return await lifecycle.expire_pickups(db, now=at, limit=limit, wiring=wiring.orders)
+        return await expiry.expire_pickups(db, now=at, limit=limit, wiring=wiring.orders)
 
     run = with_db(wiring.settings, work)
     console = Console(soft_wrap=True)

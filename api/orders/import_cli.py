@@ -10,8 +10,12 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from rich.progress import Progress, TaskID
+
     from api.db import Database
-    from api.orders.importer import ImportSummary
+    from api.orders.importer.running import ImportSummary
 
 import_app = typer.Typer(help="Import data from other systems.", no_args_is_help=True)
 
@@ -56,42 +60,28 @@ def import_orders(
     orders earn no points. Exits 1 when rows were rejected, 2 when the file is unusable.
     """
     # Imported here: `qudao --help` should not load the database layer.
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from api.commands import console, fail, find_partner_or_store, load_wiring, with_db
+    from api.commands import fail, find_partner_or_store, load_wiring, with_db
     from api.db import utcnow
-    from api.orders import importer
+    from api.orders.importer import records, running
 
     try:
-        given = importer.ImportFormat(format.strip().lower()) if format else None
+        given = records.ImportFormat(format.strip().lower()) if format else None
     except ValueError:
         fail(f"--format: {format!r} is not csv or jsonl.")
     try:
-        fmt = importer.detect_format(file, given)
-    except importer.OrderImportError as error:
+        fmt = records.detect_format(file, given)
+    except records.OrderImportError as error:
         fail(str(error))
     now = utcnow()
     wiring = load_wiring()
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TextColumn("{task.fields[rows]:,} rows · {task.fields[rate]:,.0f} rows/s"),
-        TextColumn(
-            "[green]{task.fields[imported]:,} imported[/] · {task.fields[skipped]:,} skipped"
-            " · [red]{task.fields[rejected]:,} rejected[/]"
-        ),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
+    progress = _progress_bar()
 
     async def work(db: Database) -> ImportSummary:
         partner_id = None
         if partner is not None:
             async with db.read() as session:
                 partner_id = await find_partner_or_store(session, "partner", partner)
-        options = importer.ImportOptions(
+        options = running.ImportOptions(
             partner_id=partner_id,
             batch_size=batch_size,
             dry_run=dry_run,
@@ -102,23 +92,10 @@ def import_orders(
         task = progress.add_task(
             file.name, total=None, rows=0, rate=0.0, imported=0, skipped=0, rejected=0
         )
-        started = time.perf_counter()
-
-        def on_batch(summary: ImportSummary) -> None:
-            elapsed = max(time.perf_counter() - started, 1e-9)
-            progress.update(
-                task,
-                total=summary.total_bytes or None,
-                completed=summary.bytes_read,
-                rows=summary.rows_read,
-                rate=summary.rows_read / elapsed,
-                imported=summary.orders_imported,
-                skipped=summary.orders_skipped,
-                rejected=summary.rows_rejected,
-            )
+        on_batch = _progress_reporter(progress, task)
 
         with progress:
-            return await importer.import_orders(
+            return await running.import_orders(
                 db,
                 source,
                 fmt,
@@ -138,11 +115,52 @@ def import_orders(
         )
         try:
             summary = with_db(wiring.settings, work)
-        except importer.OrderImportError as error:
+        except records.OrderImportError as error:
             fail(str(error))
     _print_summary(summary, file, rejects)
     if summary.rows_rejected:
         raise typer.Exit(1)
+
+
+def _progress_bar() -> Progress:
+    """The bar `qudao import orders` shows: bytes read, rows, rate and outcomes so far."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from api.commands import console
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[rows]:,} rows · {task.fields[rate]:,.0f} rows/s"),
+        TextColumn(
+            "[green]{task.fields[imported]:,} imported[/] · {task.fields[skipped]:,} skipped"
+            " · [red]{task.fields[rejected]:,} rejected[/]"
+        ),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _progress_reporter(progress: Progress, task: TaskID) -> Callable[[ImportSummary], None]:
+    """What the import calls after each batch: the bar moves by the bytes read."""
+    started = time.perf_counter()
+
+    def on_batch(summary: ImportSummary) -> None:
+        elapsed = max(time.perf_counter() - started, 1e-9)
+        progress.update(
+            task,
+            total=summary.total_bytes or None,
+            completed=summary.bytes_read,
+            rows=summary.rows_read,
+            rate=summary.rows_read / elapsed,
+            imported=summary.orders_imported,
+            skipped=summary.orders_skipped,
+            rejected=summary.rows_rejected,
+        )
+
+    return on_batch
 
 
 def _print_summary(summary: ImportSummary, file: Path, rejects: Path | None) -> None:

@@ -1,4 +1,4 @@
-"""GraphQL surface of the order lifecycle: thin wrappers over lifecycle.py.
+"""GraphQL surface of the order lifecycle: thin wrappers over its steps (api/orders/lifecycle/).
 
 ``LifecycleMutation`` is merged into the orders domain's mutation type. ``Order`` and
 ``OrderError`` live in ``api.orders.schema``, which imports this module: they are referenced
@@ -20,12 +20,12 @@ from api.graphql.ids import encode_id, input_pk
 from api.graphql.money import Money
 from api.graphql.mutations import UnitOfWork, run_mutation
 from api.graphql.permissions import requires
-from api.orders import lifecycle
+from api.orders.errors import OrderErrorCode
+from api.orders.lifecycle import cancel, pickup, refund
 from api.orders.models import Order as OrderRow
 from api.orders.models import OrderRefund as OrderRefundRow
 from api.orders.models import OrderRefundLine as OrderRefundLineRow
-from api.orders.pickup import request_pickup_secret
-from api.orders.service import OrderErrorCode
+from api.orders.pickup_codes import request_pickup_secret
 
 if TYPE_CHECKING:
     from api.orders.schema import Order, OrderError
@@ -194,7 +194,7 @@ class LifecycleMutation:
     ) -> OrderMarkReadyPayload:
         async def change(work: UnitOfWork) -> OrderMarkReadyPayload:
             order_pk = _pk(input.order_id, "Order", "orderId")
-            row = await lifecycle.mark_ready(work.session, work.principal, order_pk, now=utcnow())
+            row = await pickup.mark_ready(work.session, work.principal, order_pk, now=utcnow())
             work.touched("Order", row.id)
             return OrderMarkReadyPayload(order=_order(row, info))
 
@@ -208,14 +208,14 @@ class LifecycleMutation:
     )
     async def order_pickup(self, info: Info, input: OrderPickupInput) -> OrderPickupPayload:
         async def change(work: UnitOfWork) -> OrderPickupPayload:
-            proof = lifecycle.PickupProof(
+            proof = pickup.PickupProof(
                 code=input.code,
                 qr_payload=input.qr_payload,
                 order_id=_pk(input.order_id, "Order", "orderId") if input.order_id else None,
             )
             store_pk = _pk(input.store_id, "Store", "storeId") if input.store_id else None
             secret = request_pickup_secret(work.context)
-            row = await lifecycle.pickup(
+            row = await pickup.pickup(
                 work.session,
                 work.context.cache,
                 work.principal,
@@ -238,7 +238,7 @@ class LifecycleMutation:
     async def order_cancel(self, info: Info, input: OrderCancelInput) -> OrderCancelPayload:
         async def change(work: UnitOfWork) -> OrderCancelPayload:
             order_pk = _pk(input.order_id, "Order", "orderId")
-            row = await lifecycle.cancel(
+            row = await cancel.cancel(
                 work.session,
                 work.principal,
                 order_pk,
@@ -262,19 +262,19 @@ class LifecycleMutation:
             lines = None
             if input.lines is not None:
                 lines = tuple(
-                    lifecycle.RefundLineDraft(
+                    refund.RefundLineDraft(
                         line_id=_pk(line.line_id, "OrderLine", "lines", str(i), "lineId"),
                         quantity=line.quantity,
                     )
                     for i, line in enumerate(input.lines)
                 )
-            draft = lifecycle.RefundDraft(
+            draft = refund.RefundDraft(
                 idempotency_key=input.idempotency_key,
                 reason=input.reason,
                 lines=lines,
                 restock=input.restock,
             )
-            result = await lifecycle.refund(
+            result = await refund.refund(
                 work.session,
                 work.principal,
                 order_pk,

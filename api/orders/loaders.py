@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 
 from api.graphql.context import Context
-from api.orders import service
+from api.orders import queries
 from api.orders.models import Order, OrderCoupon, OrderEvent, OrderLine
 from api.pagination import Page, PageRequest, count_grouped, fetch_grouped_pages
 from api.partners.models import Store
@@ -17,7 +17,7 @@ from api.partners.models import Store
 async def orders_by_pk(ctx: Context, keys: Sequence[int]) -> list[Order | None]:
     """Orders by id within the caller's scope: another partner's answers like a missing one."""
     async with ctx.db.read() as session:
-        found = await service.orders_by_id(session, ctx.principal, keys)
+        found = await queries.orders_by_id(session, ctx.principal, keys)
     return [found.get(k) for k in keys]
 
 
@@ -32,19 +32,19 @@ async def stores_by_pk(ctx: Context, keys: Sequence[int]) -> list[Store | None]:
 
 async def lines_by_order(ctx: Context, keys: Sequence[int]) -> list[list[OrderLine]]:
     async with ctx.db.read() as session:
-        found = await service.lines_of(session, keys)
+        found = await queries.lines_of(session, keys)
     return [found[k] for k in keys]
 
 
 async def coupons_by_order(ctx: Context, keys: Sequence[int]) -> list[list[OrderCoupon]]:
     async with ctx.db.read() as session:
-        found = await service.coupons_of(session, keys)
+        found = await queries.coupons_of(session, keys)
     return [found[k] for k in keys]
 
 
 async def events_by_order(ctx: Context, keys: Sequence[int]) -> list[list[OrderEvent]]:
     async with ctx.db.read() as session:
-        found = await service.events_of(session, keys)
+        found = await queries.events_of(session, keys)
     return [found[k] for k in keys]
 
 
@@ -56,11 +56,11 @@ async def order_pages_by_customer(
     async with ctx.db.read() as session:
         pages = await fetch_grouped_pages(
             session,
-            service.orders_query(ctx.principal),
+            queries.orders_query(ctx.principal),
             Order,
             Order.customer_id,
             keys,
-            service.ORDER_KEYSET,
+            queries.ORDER_KEYSET,
             request,
             reverse=True,
         )
@@ -70,6 +70,6 @@ async def order_pages_by_customer(
 async def order_counts_by_customer(ctx: Context, keys: Sequence[int]) -> list[int]:
     async with ctx.db.read() as session:
         counts = await count_grouped(
-            session, service.orders_query(ctx.principal), Order.customer_id, keys
+            session, queries.orders_query(ctx.principal), Order.customer_id, keys
         )
     return [counts[k] for k in keys]

@@ -39,6 +39,9 @@ class OrderStatus(enum.Enum):
 
 
 OPEN_PICKUP = (OrderStatus.PLACED, OrderStatus.READY_FOR_PICKUP)
+# The source type of an order's stock movements, points and spend (their source id is the
+# order's id): what placing writes and the lifecycle completes or undoes.
+ORDER_SOURCE = "order"
 # Orders that count as a purchase in metrics, segments, attribution and referrals: paid and
 # not undone (a pickup order counts from payment; cancelled, expired and wholly refunded
 # orders do not). Their revenue is ``total - refunded_amount``.

@@ -28,7 +28,7 @@ class OrderChange(enum.Enum):
     REFUNDED = "refunded"  # wholly or in part
     IMPORTED = "imported"  # a batch of marketplace orders (``qudao import orders``)
     # Imported orders deleted again by the same import (their rows turned out split across
-    # batches: api/orders/importer.py). The order ids no longer exist.
+    # batches: api/orders/importer/running.py). The order ids no longer exist.
     WITHDRAWN = "withdrawn"
 
 

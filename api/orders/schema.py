@@ -1,5 +1,5 @@
 """GraphQL surface of orders: ``orderCreate``, ``orders``, ``order`` and the ``Order`` node.
-Thin wrappers over service.py and loaders.py.
+Thin wrappers over placing.py, queries.py and loaders.py.
 
 Every list under an order (lines, their SKU and product, coupons, history) and every object
 it names (customer, store, partner) loads through a DataLoader, so a page of orders costs a
@@ -42,8 +42,9 @@ from api.graphql.relay import (
     root_connection,
     to_connection,
 )
-from api.orders import loaders, models, service
-from api.orders.pickup import qr_payload, request_pickup_secret
+from api.orders import errors, loaders, models, placing, queries, validation
+from api.orders.drafts import LineDraft, OrderDraft
+from api.orders.pickup_codes import qr_payload, request_pickup_secret
 from api.partners import loaders as partner_loaders
 from api.partners.schema import Partner, Store
 
@@ -62,7 +63,7 @@ Fulfillment = strawberry.enum(
     description="DELIVERY (shipped, from a named location or none), PICKUP (线上下单、门店自提: "
     "stock reserved at the store until picked up), IN_STORE (sold at the counter).",
 )
-OrderErrorCode = strawberry.enum(service.OrderErrorCode)
+OrderErrorCode = strawberry.enum(errors.OrderErrorCode)
 
 
 def _money(amount: Decimal, currency: str) -> Money:
@@ -134,12 +135,12 @@ class OrderCouponUse:
         self, info: Info
     ) -> Annotated[Coupon, strawberry.lazy("api.coupons.graphql.types")] | None:
         found = await info.context.load_node("Coupon", self.coupon_pk)
-        return found  # type: ignore[return-value]
+        return found
 
 
 @strawberry.type(description="A status change of an order: what, who and when.")
 class OrderEvent:
-    status: OrderStatus  # type: ignore[valid-type]
+    status: OrderStatus  # type: ignore[valid-type]  # strawberry.enum() value
     note: str | None = strawberry.field(description="Staff's note; null for members.")
     actor: str | None = strawberry.field(description="Who did it; null for members.")
     created_at: datetime
@@ -147,9 +148,9 @@ class OrderEvent:
 
 @strawberry.type(description="An order from any channel (订单).")
 class Order(Node):
-    channel: SalesChannel  # type: ignore[valid-type]
-    fulfillment: Fulfillment  # type: ignore[valid-type]
-    status: OrderStatus  # type: ignore[valid-type]
+    channel: SalesChannel  # type: ignore[valid-type]  # strawberry.enum() value
+    fulfillment: Fulfillment  # type: ignore[valid-type]  # strawberry.enum() value
+    status: OrderStatus  # type: ignore[valid-type]  # strawberry.enum() value
     reported_by_partner: bool = strawberry.field(
         description="A sale the partner reported itself (its POS, its marketplace shop): where "
         "prices outside the band are recorded as violations instead of refused."
@@ -233,7 +234,7 @@ class Order(Node):
         if self.customer_pk is None:
             return None
         found = await info.context.load_node("Customer", self.customer_pk)
-        return found  # type: ignore[return-value]
+        return found
 
     @strawberry.field(description="Where it is picked up, sold or shipped from.")
     async def store(self, info: Info) -> Store | None:
@@ -315,9 +316,9 @@ async def customer_orders(
 
 @strawberry.input(description="Every given condition must hold; a list matches any of its values.")
 class OrderFilter:
-    status: list[OrderStatus] | None = None  # type: ignore[valid-type]
-    channel: list[SalesChannel] | None = None  # type: ignore[valid-type]
-    fulfillment: list[Fulfillment] | None = None  # type: ignore[valid-type]
+    status: list[OrderStatus] | None = None  # type: ignore[valid-type]  # strawberry.enum() value
+    channel: list[SalesChannel] | None = None  # type: ignore[valid-type]  # strawberry.enum() value
+    fulfillment: list[Fulfillment] | None = None  # type: ignore[valid-type]  # strawberry.enum() value
     store_id: strawberry.ID | None = strawberry.field(
         default=None,
         description="A store's orders. With status [PLACED, READY_FOR_PICKUP]: its pickup "
@@ -327,8 +328,8 @@ class OrderFilter:
     placed_from: datetime | None = strawberry.field(default=None, description="Inclusive.")
     placed_to: datetime | None = strawberry.field(default=None, description="Exclusive.")
 
-    def to_service(self) -> service.OrderFilter:
-        return service.OrderFilter(
+    def to_service(self) -> queries.OrderFilter:
+        return queries.OrderFilter(
             statuses=self.status or (),
             channels=self.channel or (),
             fulfillments=self.fulfillment or (),
@@ -358,11 +359,11 @@ class OrderQuery:
     ) -> Connection[Order]:
         ctx = info.context
         request = page_request(info, first, after, last, before)
-        stmt = service.orders_query(ctx.principal, filter.to_service() if filter else None)
+        stmt = queries.orders_query(ctx.principal, filter.to_service() if filter else None)
         return await root_connection(
             ctx,
             stmt,
-            service.ORDER_KEYSET,
+            queries.ORDER_KEYSET,
             request,
             lambda row: Order.from_row(row, ctx),
             reverse=reverse,
@@ -381,7 +382,7 @@ class OrderQuery:
 
 @strawberry.type
 class OrderError(UserError):
-    code: OrderErrorCode  # type: ignore[valid-type]
+    code: OrderErrorCode  # type: ignore[valid-type]  # strawberry.enum() value
 
 
 @strawberry.input
@@ -412,8 +413,8 @@ class OrderCustomerInput:
     "PICKUP); a partner at its own stores, any channel."
 )
 class OrderCreateInput:
-    channel: SalesChannel  # type: ignore[valid-type]
-    fulfillment: Fulfillment  # type: ignore[valid-type]
+    channel: SalesChannel  # type: ignore[valid-type]  # strawberry.enum() value
+    fulfillment: Fulfillment  # type: ignore[valid-type]  # strawberry.enum() value
     lines: list[OrderLineInput]
     store_id: strawberry.ID | None = strawberry.field(
         default=None,
@@ -457,21 +458,21 @@ class OrderCreatePayload:
 
 
 # An input id's primary key; a malformed id is a payload error on that field.
-_pk = partial(input_pk, invalid=service.OrderErrorCode.INVALID)
+_pk = partial(input_pk, invalid=errors.OrderErrorCode.INVALID)
 
 
-def _draft(input: OrderCreateInput) -> service.OrderDraft:
+def _draft(input: OrderCreateInput) -> OrderDraft:
     customer = None
     if input.customer is not None:
         customer = CustomerDraft(
             identities=[(i.kind, i.value) for i in input.customer.identities],
             name=input.customer.name,
         )
-    return service.OrderDraft(
+    return OrderDraft(
         channel=input.channel,
         fulfillment=input.fulfillment,
         lines=[
-            service.LineDraft(
+            LineDraft(
                 quantity=line.quantity,
                 sku_id=_pk(line.sku_id, "Sku", "lines", str(i), "skuId") if line.sku_id else None,
                 sku_code=line.sku,
@@ -479,7 +480,7 @@ def _draft(input: OrderCreateInput) -> service.OrderDraft:
             )
             # One past the cap is enough for the service to refuse the size; no more ids are
             # decoded than that.
-            for i, line in enumerate(input.lines[: service.MAX_LINES + 1])
+            for i, line in enumerate(input.lines[: validation.MAX_LINES + 1])
         ],
         store_id=_pk(input.store_id, "Store", "storeId") if input.store_id else None,
         customer_id=_pk(input.customer_id, "Customer", "customerId") if input.customer_id else None,
@@ -502,7 +503,7 @@ class OrderMutation:
     async def order_create(self, info: Info, input: OrderCreateInput) -> OrderCreatePayload:
         async def change(work: UnitOfWork) -> OrderCreatePayload:
             draft = _draft(input)
-            result = await service.create_order(
+            result = await placing.create_order(
                 work.session, work.principal, draft, wiring=work.context.wiring.orders, now=utcnow()
             )
             work.touched("Order", result.order.id)

@@ -20,7 +20,7 @@ from api.graphql.context import Info
 from api.graphql.ids import decode_id_of
 from api.graphql.permissions import requires
 from api.graphql.subscriptions import NotFound, follow, operation_context
-from api.orders import service
+from api.orders import queries
 from api.orders.models import Order as OrderRow
 from api.orders.schema import Order
 from api.partners.service import stores_by_id
@@ -33,7 +33,7 @@ def _order_channel(principal: Principal, order: OrderRow) -> str:
         return events.customer_orders_channel(order.customer_id)
     if order.store_id is not None:
         return events.store_orders_channel(order.store_id)
-    # Neither customer nor store: nobody is told of it (api.orders.service.publish).
+    # Neither customer nor store: nobody is told of it (api.orders.notify.publish).
     raise InputError("This order has no updates to follow: it has no customer and no store.")
 
 
@@ -57,7 +57,7 @@ class OrderSubscription:
         store_pk = decode_id_of(store_id, "Store") if store_id is not None else None
         if order_pk is not None:
             async with context.db.read() as session:
-                order = (await service.orders_by_id(session, principal, [order_pk])).get(order_pk)
+                order = (await queries.orders_by_id(session, principal, [order_pk])).get(order_pk)
             if order is None or (store_pk is not None and order.store_id != store_pk):
                 raise NotFound("Order")
             channel = _order_channel(principal, order)
@@ -78,7 +78,7 @@ class OrderSubscription:
         async def read(session: AsyncSession, event: dict[str, Any]) -> Order | None:
             if order_pk is not None and event["orderId"] != order_pk:
                 return None
-            found = await service.orders_by_id(session, principal, [event["orderId"]])
+            found = await queries.orders_by_id(session, principal, [event["orderId"]])
             row = found.get(event["orderId"])
             return Order.from_row(row, context) if row is not None else None
 

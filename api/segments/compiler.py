@@ -268,7 +268,7 @@ def _bought(
 ) -> Positive:
     """A counted order of the customer with a line, not wholly refunded, of the SKU or
     product (placed since ``since``). For a partner, only its own orders: the ones
-    ``orders`` shows it (``Order.partner_id``, see api/orders/service.py), never what its
+    ``orders`` shows it (``Order.partner_id``, see api/orders/placing.py), never what its
     recruits bought from another partner or from HQ."""
     where = [
         Order.customer_id == Customer.id,

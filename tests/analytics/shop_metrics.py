@@ -26,7 +26,9 @@ from api.auth.principal import Role
 from api.catalog.models import SalesChannel
 from api.customers.models import Customer
 from api.db import Database
-from api.orders import lifecycle
+from api.orders.lifecycle import cancel as cancelling
+from api.orders.lifecycle import expiry
+from api.orders.lifecycle import refund as refunds
 from api.orders.models import Fulfillment, Order
 from api.orders.reactions import OrderReaction, OrdersWiring
 from tests.orders.conftest import DAY, HQ, NOW, Policy, Shop, line, place, shop
@@ -137,28 +139,28 @@ async def refund(
     at: datetime = NOW,
 ) -> Order:
     """Refund ``(order line id, units)`` of the order, or all that is left."""
-    draft = lifecycle.RefundDraft(
+    draft = refunds.RefundDraft(
         idempotency_key=key,
         reason="returned",
         lines=None
         if lines is None
-        else tuple(lifecycle.RefundLineDraft(line_id, n) for line_id, n in lines),
+        else tuple(refunds.RefundLineDraft(line_id, n) for line_id, n in lines),
     )
     async with db.transaction() as session:
-        result = await lifecycle.refund(session, HQ, order_id, draft, now=at, wiring=_wiring)
+        result = await refunds.refund(session, HQ, order_id, draft, now=at, wiring=_wiring)
     return result.order
 
 
 async def cancel(db: Database, order_id: int, *, at: datetime = NOW) -> Order:
     async with db.transaction() as session:
-        return await lifecycle.cancel(
+        return await cancelling.cancel(
             session, HQ, order_id, reason="changed my mind", now=at, wiring=_wiring
         )
 
 
-async def expire(db: Database, at: datetime) -> lifecycle.ExpiryRun:
+async def expire(db: Database, at: datetime) -> expiry.ExpiryRun:
     """The pickup expiry job as of ``at``."""
-    return await lifecycle.expire_pickups(db, now=at, wiring=_wiring)
+    return await expiry.expire_pickups(db, now=at, wiring=_wiring)
 
 
 def _row(row: CustomerMetrics) -> dict[str, Any]:

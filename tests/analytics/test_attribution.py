@@ -28,8 +28,9 @@ from api.analytics.reactions import MetricsAndAttribution
 from api.catalog.models import SalesChannel
 from api.customers.merge import merge_customers
 from api.growth.models import Touchpoint, TouchpointStep
-from api.orders import importer
-from api.orders.importer import ImportFormat, ImportOptions
+from api.orders.importer import running
+from api.orders.importer.records import ImportFormat
+from api.orders.importer.running import ImportOptions
 from api.orders.models import Fulfillment
 from api.wiring import build
 from tests.analytics.shop_metrics import (
@@ -238,7 +239,7 @@ async def test_an_import_batch_attributes_the_orders_after_recruitment(db, shop)
         row("T1", buyer="tb_1", paid_at=(NOW - 10 * DAY).isoformat()),  # a new customer
     )
     with configured("first_touch", 30) as policy:
-        summary = await importer.import_orders(
+        summary = await running.import_orders(
             db,
             io.BytesIO(data.encode()),
             ImportFormat.CSV,

@@ -24,8 +24,9 @@ from api.analytics.rfm_scoring import score_rfm
 from api.catalog.models import SalesChannel
 from api.customers.merge import merge_customers
 from api.customers.models import CustomerIdentity, IdentityKind
-from api.orders import importer
-from api.orders.importer import ImportFormat, ImportOptions
+from api.orders.importer import running
+from api.orders.importer.records import ImportFormat
+from api.orders.importer.running import ImportOptions
 from api.orders.models import Fulfillment, Order, OrderStatus
 from api.orders.reactions import OrderChange, OrdersChanged
 from tests.analytics.shop_metrics import (
@@ -211,7 +212,7 @@ async def test_an_import_batch_fills_the_rows_of_its_buyers(db, shop):
         row("T2", buyer="tb_1", paid_at=paid[1], paid="200.00", quantity="2"),
         row("J1", market="jd", buyer="jd_1", phone="13812341234", paid_at=paid[2]),
     )
-    summary = await importer.import_orders(
+    summary = await running.import_orders(
         db,
         io.BytesIO(data.encode()),
         ImportFormat.CSV,
@@ -347,7 +348,7 @@ async def test_imports_racing_each_other_and_orders_of_the_same_member_count_the
         data = csv_text(
             row(key, market="jd", buyer=f"jd_{key}", phone="13812341234", paid_at=T0.isoformat())
         )
-        await importer.import_orders(
+        await running.import_orders(
             db,
             io.BytesIO(data.encode()),
             ImportFormat.CSV,
@@ -465,7 +466,7 @@ async def test_an_import_batch_costs_the_hook_the_same_for_3_and_30_orders(
     async def cost(prefix: str, n: int, with_hook: bool) -> int:
         reactions = (metrics_reaction(),) if with_hook else ()
         with count_queries() as counter:
-            summary = await importer.import_orders(
+            summary = await running.import_orders(
                 db,
                 io.BytesIO(orders_of(prefix, n).encode()),
                 ImportFormat.CSV,

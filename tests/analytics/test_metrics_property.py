@@ -6,7 +6,7 @@ at a1; one or two lines) of three customers (a member recruited at a1, one at b1
 recruiter), partial refunds (one unit) and refunds of the rest, cancellations, pickups,
 the expiry job, time passing, merges (one of the three into another, through the real
 merge), and marketplace imports found by a customer's phone. Every step goes through the
-real services (api/orders/service.py, lifecycle.py, importer.py, api/customers/merge.py);
+real services (api/orders/placing.py, lifecycle/, importer/, api/customers/merge.py);
 a step the services refuse (refunding an open pickup, ...) changes nothing and is fine.
 
 After every step ``metrics_differences`` finds nothing; after the sequence a rebuild
@@ -38,10 +38,13 @@ from api.customers.models import Customer, CustomerIdentity, CustomerStatus, Ide
 from api.db import Database
 from api.errors import DomainError
 from api.inventory.models import StockLevel
-from api.orders import importer, lifecycle
-from api.orders.importer import ImportFormat, ImportOptions
+from api.orders.importer import running
+from api.orders.importer.records import ImportFormat
+from api.orders.importer.running import ImportOptions
+from api.orders.lifecycle import cancel as cancelling
+from api.orders.lifecycle import pickup as pickups
 from api.orders.models import OPEN_PICKUP, Fulfillment, Order
-from api.orders.pickup import pickup_secret
+from api.orders.pickup_codes import pickup_secret
 from tests.analytics.shop_metrics import (
     HQ,
     T0,
@@ -186,7 +189,7 @@ async def step(world: World, op: tuple) -> None:
         order_id = world.pick(op[1])
         if order_id is not None:
             async with db.transaction() as session:
-                await lifecycle.cancel(
+                await cancelling.cancel(
                     session, HQ, order_id, reason="no", now=world.now, wiring=wiring_in_force()
                 )
     elif kind == "pickup":
@@ -197,11 +200,11 @@ async def step(world: World, op: tuple) -> None:
         if found.status not in OPEN_PICKUP or found.pickup_code is None:
             return
         async with db.transaction() as session:
-            await lifecycle.pickup(
+            await pickups.pickup(
                 session,
                 InProcessCache(),
                 store_staff(shop.partner_a, shop.a1),
-                lifecycle.PickupProof(code=found.pickup_code),
+                pickups.PickupProof(code=found.pickup_code),
                 store_id=shop.a1,
                 secret=world.secret,
                 now=world.now,
@@ -233,7 +236,7 @@ async def step(world: World, op: tuple) -> None:
                 for _ in range(n)
             )
         )
-        await importer.import_orders(
+        await running.import_orders(
             db,
             io.BytesIO(data.encode()),
             ImportFormat.CSV,

@@ -8,9 +8,11 @@ from decimal import Decimal
 
 import pytest
 
-from api.catalog import service
+from api.catalog import editing, queries
+from api.catalog.editing import ProductChanges, ProductDraft
 from api.catalog.models import ProductStatus, SalesChannel
-from api.catalog.service import Band, BandDraft, ProductChanges, ProductDraft, SkuDraft
+from api.catalog.queries import Band
+from api.catalog.rules import BandDraft, SkuDraft
 from tests.catalog.conftest import HQ
 
 NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
@@ -40,15 +42,15 @@ def sku(code: str, **overrides) -> SkuDraft:
 
 async def create(db, code: str, skus: list[SkuDraft]) -> int:
     async with db.transaction() as session:
-        product = await service.create_product(
+        product = await editing.create_product(
             session, HQ, ProductDraft(code=code, name=code, skus=skus), now=NOW
         )
         return product.id
 
 
-async def priced(db, channel: SalesChannel, **named) -> list[service.PricedSku]:
+async def priced(db, channel: SalesChannel, **named) -> list[queries.PricedSku]:
     async with db.read() as session:
-        return await service.skus_for_order(session, channel, **named)
+        return await queries.skus_for_order(session, channel, **named)
 
 
 async def test_a_sku_priced_for_a_channel(db):
@@ -93,10 +95,10 @@ async def test_unknown_skus_are_left_out_and_ids_and_codes_mix(db):
 async def test_inactive_skus_and_archived_products_are_not_active(db):
     product = await create(db, "TEA", [sku("TEA-1"), sku("TEA-2")])
     async with db.transaction() as session:
-        await service.update_sku(session, HQ, 2, service.SkuChanges(active=False))
+        await editing.update_sku(session, HQ, 2, editing.SkuChanges(active=False))
     assert [s.active for s in await priced(db, SalesChannel.WEB, ids=[1, 2])] == [True, False]
     async with db.transaction() as session:
-        await service.update_product(
+        await editing.update_product(
             session, HQ, product, ProductChanges(status=ProductStatus.ARCHIVED), now=NOW
         )
     assert [s.active for s in await priced(db, SalesChannel.WEB, ids=[1, 2])] == [False, False]

@@ -15,7 +15,9 @@ from api.customers.merge import merge_customers
 from api.growth.funnel import FunnelQuery, conversion_funnel
 from api.growth.models import Touchpoint, TouchpointStep
 from api.growth.system_touches import record_order_touchpoints
-from api.orders import lifecycle
+from api.orders.lifecycle import cancel as cancelling
+from api.orders.lifecycle import expiry
+from api.orders.lifecycle import refund as refunds
 from api.orders.models import Fulfillment, Order, OrderStatus
 from api.orders.reactions import OrderChange, OrdersChanged
 from tests.growth.conftest import add_touches, all_touches
@@ -92,7 +94,7 @@ async def test_a_pickup_order_counts_when_placed_and_a_cancelled_one_does_not(db
     )
     assert steps(await all_touches(db)) == [(pickup.order.id, TouchpointStep.FIRST_ORDER)]
     async with db.transaction() as session:
-        await lifecycle.cancel(
+        await cancelling.cancel(
             session,
             member(shop.ann),
             pickup.order.id,
@@ -135,7 +137,7 @@ async def test_an_expired_pickup_hands_first_order_to_the_next(db, shop):
     ]
     async with db.transaction() as session:
         assert (
-            await lifecycle.expire_pickup(session, pickup.order.id, now=NOW, wiring=orders_wiring())
+            await expiry.expire_pickup(session, pickup.order.id, now=NOW, wiring=orders_wiring())
             is not None
         )
     assert steps(await all_touches(db)) == [
@@ -146,16 +148,16 @@ async def test_an_expired_pickup_hands_first_order_to_the_next(db, shop):
 
 
 async def refund_of(db, order_id: int, key: str, lines=None) -> None:
-    draft = lifecycle.RefundDraft(idempotency_key=key, reason="returned", lines=lines)
+    draft = refunds.RefundDraft(idempotency_key=key, reason="returned", lines=lines)
     async with db.transaction() as session:
-        await lifecycle.refund(session, HQ, order_id, draft, now=NOW, wiring=orders_wiring())
+        await refunds.refund(session, HQ, order_id, draft, now=NOW, wiring=orders_wiring())
 
 
 async def test_a_partial_refund_keeps_the_touch_and_a_full_one_takes_it(db, shop):
     first = await place(db, member(shop.ann), lines=[line(quantity=2)], now=NOW - 2 * DAY)
     second = await place(db, member(shop.ann), now=NOW - DAY)
     (bought,) = await lines_of(db, first.order.id)
-    await refund_of(db, first.order.id, "r1", (lifecycle.RefundLineDraft(bought.id, 1),))
+    await refund_of(db, first.order.id, "r1", (refunds.RefundLineDraft(bought.id, 1),))
     assert steps(await all_touches(db)) == [
         (first.order.id, TouchpointStep.FIRST_ORDER),
         (second.order.id, TouchpointStep.REPURCHASE),
@@ -173,7 +175,7 @@ async def test_touches_recorded_by_hand_are_left_alone(db, shop):
         db, [{"customer_id": shop.ann, "step": TouchpointStep.FIRST_ORDER, "at": NOW - 9 * DAY}]
     )
     async with db.transaction() as session:
-        await lifecycle.cancel(
+        await cancelling.cancel(
             session, HQ, pickup.order.id, reason="out of stock", now=NOW, wiring=orders_wiring()
         )
     assert [(t.recorded_scope, t.step) for t in await all_touches(db)] == [

@@ -19,9 +19,9 @@ from sqlalchemy import select
 from api import events
 from api.auth.principal import Principal, Role
 from api.auth.scopes import ROLE_SCOPES
-from api.catalog import service as catalog
+from api.catalog import editing, queries, rules
 from api.db import Database
-from api.inventory import service
+from api.inventory import adjusting
 from api.inventory.models import StockAlert, StockLevel, StockMovement
 from api.partners import service as partners
 from api.partners.models import PartnerType, StoreKind
@@ -88,14 +88,14 @@ async def new_store(db: Database, partner_id: int | None, **fields: Any) -> int:
 
 async def new_skus(db: Database, prefix: str, n: int) -> list[int]:
     async with db.transaction() as session:
-        product = await catalog.create_product(
+        product = await editing.create_product(
             session,
             HQ,
-            catalog.ProductDraft(
+            editing.ProductDraft(
                 code=prefix,
                 name=prefix,
                 skus=[
-                    catalog.SkuDraft(
+                    rules.SkuDraft(
                         code=f"{prefix}-{i}",
                         name=f"{prefix}-{i}",
                         suggested_retail_price=Decimal(100),
@@ -106,7 +106,7 @@ async def new_skus(db: Database, prefix: str, n: int) -> list[int]:
             ),
             now=T0,
         )
-        return [s.id for s in (await catalog.skus_of_products(session, [product.id]))[product.id]]
+        return [s.id for s in (await queries.skus_of_products(session, [product.id]))[product.id]]
 
 
 @pytest_asyncio.fixture
@@ -139,16 +139,16 @@ async def stock(
     safety: int | None = None,
     principal: Principal = HQ,
     now: datetime = T0,
-) -> service.AdjustResult:
+) -> adjusting.AdjustResult:
     """Count ``on_hand`` units of a SKU at a location (a SET adjustment)."""
     async with db.transaction() as session:
-        return await service.adjust(
+        return await adjusting.adjust(
             session,
             principal,
-            service.AdjustDraft(
+            adjusting.AdjustDraft(
                 store_id=store_id,
                 sku_id=sku_id,
-                mode=service.AdjustMode.SET,
+                mode=adjusting.AdjustMode.SET,
                 quantity=on_hand,
                 reason="count",
                 idempotency_key=f"count-{next(_keys)}",

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from api.auth.principal import Role
-from api.inventory import service
+from api.inventory import adjusting
+from api.inventory import movements as stock_moves
 from tests.inventory.conftest import alerts, gid, level, move, movements, stock
 
 ADJUST = """
@@ -147,9 +148,9 @@ async def test_unknown_and_malformed_ids(gql, world):
     ("overrides", "field", "code"),
     [
         ({"quantity": -1}, "quantity", "INVALID"),
-        ({"quantity": service.MAX_QUANTITY + 1}, "quantity", "INVALID"),
+        ({"quantity": adjusting.MAX_QUANTITY + 1}, "quantity", "INVALID"),
         ({"mode": "DELTA", "quantity": 0}, "quantity", "INVALID"),
-        ({"mode": "DELTA", "quantity": -service.MAX_QUANTITY - 1}, "quantity", "INVALID"),
+        ({"mode": "DELTA", "quantity": -adjusting.MAX_QUANTITY - 1}, "quantity", "INVALID"),
         ({"safetyLevel": -1}, "safetyLevel", "INVALID"),
         ({"reason": "  "}, "reason", "REQUIRED"),
         ({"reason": "r" * 201}, "reason", "INVALID"),
@@ -166,7 +167,7 @@ async def test_bad_input_is_refused_with_its_field(gql, world, db, overrides, fi
 
 async def test_on_hand_never_goes_below_what_is_reserved(gql, world, db):
     await stock(db, world.a1, world.tea, 10)
-    await move(db, service.reserve, world.a1, {world.tea: 3}, "1")
+    await move(db, stock_moves.reserve, world.a1, {world.tea: 3}, "1")
     refused = await adjust(gql, world, quantity=2, idempotencyKey="low")
     assert problems(refused) == [(("input", "quantity"), "BELOW_RESERVED")]
     assert "3 units reserved" in refused["errors"][0]["message"]
@@ -179,7 +180,7 @@ async def test_on_hand_never_goes_below_what_is_reserved(gql, world, db):
     )
     assert problems(nothing) == [(("input", "quantity"), "BELOW_RESERVED")]
     over = await adjust(
-        gql, world, mode="DELTA", quantity=service.MAX_QUANTITY, idempotencyKey="over"
+        gql, world, mode="DELTA", quantity=adjusting.MAX_QUANTITY, idempotencyKey="over"
     )
     assert problems(over) == [(("input", "quantity"), "INVALID")]
     assert await level(db, world.a1, world.tea) == (3, 3, 0)
@@ -189,7 +190,7 @@ async def test_on_hand_never_goes_below_what_is_reserved(gql, world, db):
 
 async def test_a_retry_returns_the_first_adjustment(gql, world, db):
     first = await adjust(gql, world, quantity=10, idempotencyKey="same")
-    await move(db, service.reserve, world.a1, {world.tea: 4}, "1")
+    await move(db, stock_moves.reserve, world.a1, {world.tea: 4}, "1")
     again = await adjust(gql, world, quantity=10, idempotencyKey="same")
     assert again["errors"] == [] and again["replayed"] is True
     assert again["movement"] == first["movement"]

@@ -26,9 +26,10 @@ from sqlalchemy import func, select
 
 from api.db import Database
 from api.errors import DomainError
-from api.inventory import service
+from api.inventory import adjusting, movements
+from api.inventory.adjusting import AdjustDraft, AdjustMode, StockErrorCode
 from api.inventory.models import StockAlert, StockMovement
-from api.inventory.service import AdjustDraft, AdjustMode, InsufficientStock, StockErrorCode
+from api.inventory.movements import InsufficientStock
 from tests.inventory.conftest import HQ, T0, World, level, move, new_store
 
 WHICH = st.sampled_from([0, 1])  # which of the two SKUs
@@ -54,11 +55,11 @@ operations = st.lists(
 )
 
 ORDER_SIDE = {
-    "reserve": service.reserve,
-    "release": service.release_reservation,
-    "commit": service.commit_reservation,
-    "deduct": service.deduct,
-    "restock": service.restock,
+    "reserve": movements.reserve,
+    "release": movements.release_reservation,
+    "commit": movements.commit_reservation,
+    "deduct": movements.deduct,
+    "restock": movements.restock,
 }
 
 
@@ -92,7 +93,7 @@ async def adjust(model: Model, which: int, mode: AdjustMode, units: int, safety:
     valid = (units >= 0) if mode is AdjustMode.SET else (units != 0 or safety is not None)
     try:
         async with model.db.transaction() as session:
-            await service.adjust(
+            await adjusting.adjust(
                 session,
                 HQ,
                 AdjustDraft(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from api.auth.principal import Role
-from api.inventory import service
+from api.inventory import movements
 from api.partners.models import StoreStatus
 from tests.inventory.conftest import gid, move, new_skus, new_store, stock
 
@@ -19,9 +19,9 @@ async def stocked(db, world):
         await stock(db, store, world.tea, 10, safety=5)
     await stock(db, world.a1, world.cup, 2)
     for store in (world.a1, world.b1):
-        await move(db, service.reserve, store, {world.tea: 7}, f"order-{store}")
-    await move(db, service.deduct, world.a2, {world.tea: 6}, "sale-1")
-    await move(db, service.restock, world.a2, {world.tea: 6}, "refund-1", source_type="refund")
+        await move(db, movements.reserve, store, {world.tea: 7}, f"order-{store}")
+    await move(db, movements.deduct, world.a2, {world.tea: 6}, "sale-1")
+    await move(db, movements.restock, world.a2, {world.tea: 6}, "refund-1", source_type="refund")
     return world
 
 

@@ -6,9 +6,9 @@ import asyncio
 import json
 from collections import Counter
 
-from api.inventory import service
+from api.inventory import movements as stock_moves
 from api.inventory.models import MovementKind
-from api.inventory.service import InsufficientStock
+from api.inventory.movements import InsufficientStock
 from tests.inventory.conftest import alerts, gid, level, move, movements, stock
 
 
@@ -23,7 +23,7 @@ async def attempt(db, operation, store_id: int, sku_id: int, source_id: str) -> 
 async def test_300_reservations_of_100_units_reserve_exactly_100(db, world, published):
     await stock(db, world.a1, world.tea, 100, safety=10)
     outcomes = await asyncio.gather(
-        *(attempt(db, service.reserve, world.a1, world.tea, f"o{i}") for i in range(300))
+        *(attempt(db, stock_moves.reserve, world.a1, world.tea, f"o{i}") for i in range(300))
     )
     assert Counter(outcomes) == {"ok": 100, "short": 200}
     assert await level(db, world.a1, world.tea) == (100, 100, 10)
@@ -43,7 +43,9 @@ async def test_300_reservations_of_100_units_reserve_exactly_100(db, world, publ
 async def test_sales_and_reservations_racing_never_oversell(db, world):
     await stock(db, world.a1, world.tea, 100)
     tasks = [
-        attempt(db, service.deduct if i % 2 else service.reserve, world.a1, world.tea, f"o{i}")
+        attempt(
+            db, stock_moves.deduct if i % 2 else stock_moves.reserve, world.a1, world.tea, f"o{i}"
+        )
         for i in range(300)
     ]
     outcomes = await asyncio.gather(*tasks)

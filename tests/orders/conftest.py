@@ -50,7 +50,8 @@ from api.loyalty import balances as loyalty_balances
 from api.loyalty import earning as loyalty_earning
 from api.loyalty.models import PointsEarningRule
 from api.loyalty.rules import PointsPolicy
-from api.orders import service
+from api.orders import placing
+from api.orders.drafts import LineDraft, OrderDraft
 from api.orders.models import Fulfillment, Order, OrderLine
 from api.orders.reactions import OrdersWiring
 from api.partners import service as partners
@@ -106,7 +107,7 @@ def integration(partner_id: int, store_id: int | None = None) -> Principal:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """The settings an order reads (``service.OrderSettings``), set per test."""
+    """The settings an order reads (``api.orders.reactions.OrderSettings``), set per test."""
 
     pickup_window_hours: int = 72
     points_per_yuan: int = 100
@@ -332,13 +333,11 @@ async def grant_coupon(db: Database, customer_id: int, **template: Any) -> str:
     return result.coupon.code
 
 
-def line(code: str = "TEA-1", quantity: int = 1, price: str | None = None) -> service.LineDraft:
-    return service.LineDraft(
-        quantity=quantity, sku_code=code, unit_price=Decimal(price) if price else None
-    )
+def line(code: str = "TEA-1", quantity: int = 1, price: str | None = None) -> LineDraft:
+    return LineDraft(quantity=quantity, sku_code=code, unit_price=Decimal(price) if price else None)
 
 
-def draft(**overrides: Any) -> service.OrderDraft:
+def draft(**overrides: Any) -> OrderDraft:
     """An order draft: by default a MINI_PROGRAM DELIVERY of one TEA-1, no customer."""
     values: dict[str, Any] = {
         "channel": SalesChannel.MINI_PROGRAM,
@@ -346,7 +345,7 @@ def draft(**overrides: Any) -> service.OrderDraft:
         "lines": [line()],
     }
     values.update(overrides)
-    return service.OrderDraft(**values)
+    return OrderDraft(**values)
 
 
 async def place(
@@ -356,11 +355,11 @@ async def place(
     now: Any = NOW,
     wiring: OrdersWiring | None = None,
     **overrides: Any,
-) -> service.OrderResult:
+) -> placing.OrderResult:
     """Place ``draft(**overrides)`` as ``principal`` in its own transaction (with every
     reaction of ``api/wiring.py``, under ``policy``, unless a test hands its own ``wiring``)."""
     async with db.transaction() as session:
-        return await service.create_order(
+        return await placing.create_order(
             session,
             principal,
             draft(**overrides),

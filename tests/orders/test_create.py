@@ -13,8 +13,8 @@ from api.conflicts.models import ChannelViolation
 from api.coupons.models import CouponChannel, CouponKind, CouponStatus, Stacking
 from api.customers.models import CustomerIdentity, IdentityKind, QualifyingSpend
 from api.customers.profile import CustomerDraft
+from api.orders.drafts import LineDraft
 from api.orders.models import Fulfillment, Order, OrderCoupon, OrderEvent, OrderStatus
-from api.orders.service import LineDraft
 from api.partners.models import Store, StoreStatus
 from tests.orders.conftest import (
     HQ,

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from api.customers.merge import merge_customers
+from api.orders.discounts import allocate
 from api.orders.models import Order
-from api.orders.service import allocate
 from tests.orders.conftest import HQ, NOW, line, lines_of, member, place
 from tests.wiring import CUSTOMERS
 

@@ -17,7 +17,7 @@ from api.cli import app
 from api.coupons.models import CouponStatus
 from api.events import customer_orders_channel, store_orders_channel
 from api.inventory.models import MovementKind
-from api.orders import lifecycle
+from api.orders.lifecycle import expiry
 from api.orders.models import OrderStatus
 from tests.orders.conftest import (
     DAY,
@@ -119,7 +119,7 @@ async def test_the_job_works_in_batches_up_to_a_limit(db, shop, life):
     later = NOW + 4 * DAY
     first = await life.expire(now=later, limit=2)
     assert (first.expired, dict(first.by_store)) == (2, {shop.a1: 2})
-    rest = await lifecycle.expire_pickups(db, now=later, batch=2, wiring=orders_wiring())
+    rest = await expiry.expire_pickups(db, now=later, batch=2, wiring=orders_wiring())
     assert rest.expired == 3
     assert {(await order_row(db, o.id)).status for o in orders} == {OrderStatus.EXPIRED}
 
@@ -179,7 +179,7 @@ async def test_the_command_expires_due_pickups_and_reports(db, shop, settings):
 
 def failing_for(monkeypatch, order_id: int) -> None:
     """Make expiring ``order_id`` raise after it has written (its release, its status)."""
-    real = lifecycle.expire_pickup
+    real = expiry.expire_pickup
 
     async def expire(session, due_id, **kwargs):
         order = await real(session, due_id, **kwargs)
@@ -187,7 +187,7 @@ def failing_for(monkeypatch, order_id: int) -> None:
             raise RuntimeError("the books are on fire")
         return order
 
-    monkeypatch.setattr(lifecycle, "expire_pickup", expire)
+    monkeypatch.setattr(expiry, "expire_pickup", expire)
 
 
 async def test_an_order_that_fails_to_expire_is_logged_and_the_others_still_expire(

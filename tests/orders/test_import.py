@@ -1,4 +1,4 @@
-"""Marketplace order import (api/orders/importer.py): what an imported order is, the customers
+"""Marketplace order import (api/orders/importer/): what an imported order is, the customers
 it finds or makes, every reason a row is rejected, idempotency, batches and races.
 
 The catalog and customers are the orders tests' ``shop`` (tests/orders/conftest.py): TEA-1
@@ -32,8 +32,9 @@ from api.customers.profile import CustomerDraft
 from api.customers.upsert import upsert_customer
 from api.db import Database
 from api.loyalty.models import PointsEntry
-from api.orders import importer
-from api.orders.importer import ImportFormat, ImportOptions, OrderImportError, RejectReason
+from api.orders.importer import parsing, records, running
+from api.orders.importer.records import ImportFormat, OrderImportError, RejectReason
+from api.orders.importer.running import ImportOptions
 from api.orders.models import Fulfillment, Order, OrderEvent, OrderLine, OrderStatus
 from api.partners import service as partners
 from api.partners.models import PartnerType
@@ -91,9 +92,9 @@ async def run(
     encoding: str = "utf-8-sig",
     rejects: io.StringIO | None = None,
     **options: Any,
-) -> importer.ImportSummary:
+) -> running.ImportSummary:
     data = text.encode(encoding) if isinstance(text, str) else text
-    return await importer.import_orders(
+    return await running.import_orders(
         db,
         io.BytesIO(data),
         fmt,
@@ -133,7 +134,7 @@ async def count(db: Database, model: Any, *where: Any) -> int:
         return await session.scalar(select(func.count()).select_from(model).where(*where)) or 0
 
 
-def reasons(summary: importer.ImportSummary) -> dict[str, tuple[int, list[int]]]:
+def reasons(summary: running.ImportSummary) -> dict[str, tuple[int, list[int]]]:
     return {r.name: (t.rows, t.lines) for r, t in summary.reasons.items()}
 
 
@@ -598,7 +599,7 @@ async def test_an_order_of_too_many_csv_rows_is_rejected_whole(db, shop):
 
 
 async def test_an_overlong_line_is_rejected_without_being_held(db, shop):
-    huge = row("T9", buyer="b" * (importer.MAX_LINE_CHARS + 10))
+    huge = row("T9", buyer="b" * (parsing.MAX_LINE_CHARS + 10))
     summary = await run(db, csv_text(row("T1"), huge, row("T2")))
     assert (summary.orders_imported, reasons(summary)) == (2, {"UNREADABLE": (1, [3])})
     summary = await run(
@@ -737,11 +738,11 @@ async def test_encodings(db, shop):
 
 
 def test_the_format_comes_from_the_extension_or_the_option(tmp_path):
-    assert importer.detect_format(tmp_path / "x.CSV") is ImportFormat.CSV
-    assert importer.detect_format(tmp_path / "x.ndjson") is ImportFormat.JSONL
-    assert importer.detect_format(tmp_path / "x.txt", ImportFormat.JSONL) is ImportFormat.JSONL
+    assert records.detect_format(tmp_path / "x.CSV") is ImportFormat.CSV
+    assert records.detect_format(tmp_path / "x.ndjson") is ImportFormat.JSONL
+    assert records.detect_format(tmp_path / "x.txt", ImportFormat.JSONL) is ImportFormat.JSONL
     with pytest.raises(OrderImportError, match="--format"):
-        importer.detect_format(tmp_path / "x.json")
+        records.detect_format(tmp_path / "x.json")
 
 
 async def test_a_rejects_file_can_be_fixed_and_imported(db, shop):
@@ -848,18 +849,18 @@ async def test_refunding_an_imported_order_leaves_level_spend_alone(db, shop):
     """Marketplace orders never counted toward member levels, so their refunds must not
     lower what does count."""
     from api.customers.models import QualifyingSpend
-    from api.orders import lifecycle
+    from api.orders.lifecycle import refund as refunds
 
     summary = await run(db, record("R1"), ImportFormat.JSONL)
     assert summary.orders_imported == 1
     async with db.read() as session:
         order = await session.scalar(select(Order).where(Order.external_id == "R1"))
     async with db.transaction() as session:
-        refunded = await lifecycle.refund(
+        refunded = await refunds.refund(
             session,
             HQ,
             order.id,
-            lifecycle.RefundDraft("r-1", "退货"),
+            refunds.RefundDraft("r-1", "退货"),
             now=NOW,
             wiring=orders_wiring(),
         )

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from api.db import utcnow
-from api.orders import importer
+from api.orders.importer import records, running
 from bench.imports import bench_skus, create_catalog, write_orders_file
 from tests.wiring import orders_wiring
 
@@ -63,11 +63,11 @@ async def test_importing_a_large_file_takes_flat_memory(db, tmp_path):
     tracemalloc.start()
     try:
         with open_binary(path) as source:
-            summary = await importer.import_orders(
+            summary = await running.import_orders(
                 db,
                 source,
-                importer.ImportFormat.CSV,
-                options=importer.ImportOptions(),
+                records.ImportFormat.CSV,
+                options=running.ImportOptions(),
                 now=utcnow(),
                 wiring=wiring,
             )

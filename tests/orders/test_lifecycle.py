@@ -23,13 +23,16 @@ from api.catalog.models import SalesChannel
 from api.db import Database
 from api.events import customer_orders_channel, store_orders_channel
 from api.inventory.models import MovementKind, StockLevel, StockMovement
-from api.inventory.service import ReservationMismatch
+from api.inventory.movements import ReservationMismatch
 from api.loyalty import balances as loyalty_balances
 from api.loyalty import jobs as loyalty_jobs
 from api.loyalty.models import EntryKind, PointsEntry
-from api.orders import lifecycle
+from api.orders.lifecycle import cancel as cancelling
+from api.orders.lifecycle import expiry
+from api.orders.lifecycle import pickup as pickups
+from api.orders.lifecycle import refund as refunds
 from api.orders.models import Fulfillment, Order, OrderEvent, OrderStatus
-from api.orders.pickup import pickup_secret, qr_payload
+from api.orders.pickup_codes import pickup_secret, qr_payload
 from api.outbox.models import OutboxMessage
 from api.settings import Settings
 from tests.conftest import REDIS_URL
@@ -66,7 +69,7 @@ class Life:
 
     async def ready(self, principal: Any, order_id: int, now: datetime = NOW) -> Order:
         async with self.db.transaction() as session:
-            return await lifecycle.mark_ready(session, principal, order_id, now=now)
+            return await pickups.mark_ready(session, principal, order_id, now=now)
 
     async def pickup(
         self,
@@ -78,9 +81,9 @@ class Life:
         store_id: int | None = None,
         now: datetime = NOW,
     ) -> Order:
-        proof = lifecycle.PickupProof(code=code, qr_payload=qr, order_id=order_id)
+        proof = pickups.PickupProof(code=code, qr_payload=qr, order_id=order_id)
         async with self.db.transaction() as session:
-            return await lifecycle.pickup(
+            return await pickups.pickup(
                 session,
                 self.cache,
                 principal,
@@ -95,7 +98,7 @@ class Life:
         self, principal: Any, order_id: int, reason: str = "changed my mind", now: datetime = NOW
     ) -> Order:
         async with self.db.transaction() as session:
-            return await lifecycle.cancel(
+            return await cancelling.cancel(
                 session, principal, order_id, reason=reason, now=now, wiring=WIRING
             )
 
@@ -109,22 +112,20 @@ class Life:
         reason: str = "returned",
         restock: bool = True,
         now: datetime = NOW,
-    ) -> lifecycle.RefundResult:
-        draft = lifecycle.RefundDraft(
+    ) -> refunds.RefundResult:
+        draft = refunds.RefundDraft(
             idempotency_key=key,
             reason=reason,
             lines=None
             if lines is None
-            else tuple(lifecycle.RefundLineDraft(line_id, n) for line_id, n in lines),
+            else tuple(refunds.RefundLineDraft(line_id, n) for line_id, n in lines),
             restock=restock,
         )
         async with self.db.transaction() as session:
-            return await lifecycle.refund(
-                session, principal, order_id, draft, now=now, wiring=WIRING
-            )
+            return await refunds.refund(session, principal, order_id, draft, now=now, wiring=WIRING)
 
-    async def expire(self, now: datetime, limit: int | None = None) -> lifecycle.ExpiryRun:
-        return await lifecycle.expire_pickups(self.db, now=now, limit=limit, wiring=WIRING)
+    async def expire(self, now: datetime, limit: int | None = None) -> expiry.ExpiryRun:
+        return await expiry.expire_pickups(self.db, now=now, limit=limit, wiring=WIRING)
 
 
 def new_life(db: Database, settings: Settings) -> Life:
@@ -354,7 +355,7 @@ async def test_ten_wrong_codes_in_fifteen_minutes_lock_the_stores_pickups(db, sh
     order = await pickup_order(db, shop)
     staff = store_staff(shop.partner_a, shop.a1)
     wrong = f"{(int(order.pickup_code) + 1) % 10**6:06d}"
-    for _ in range(lifecycle.PICKUP_FAILURE_LIMIT):
+    for _ in range(pickups.PICKUP_FAILURE_LIMIT):
         assert code_of(await refusal(life.pickup(staff, code=wrong))) == ["WRONG_PICKUP_CODE"]
     # Locked: even the right code waits for the window to pass ...
     locked = await refusal(life.pickup(staff, code=order.pickup_code))
@@ -363,7 +364,7 @@ async def test_ten_wrong_codes_in_fifteen_minutes_lock_the_stores_pickups(db, sh
     other = await pickup_order(db, shop, store_id=shop.a2, coupon_codes=[], points_to_use=0)
     a2_staff = store_staff(shop.partner_a, shop.a2)
     assert (await life.pickup(a2_staff, code=other.pickup_code)).status is OrderStatus.COMPLETED
-    await life.cache.delete(lifecycle._failures_key(shop.a1))  # the window passes
+    await life.cache.delete(pickups.failures_key(shop.a1))  # the window passes
     assert (await life.pickup(staff, code=order.pickup_code)).status is OrderStatus.COMPLETED
 
 
@@ -378,14 +379,14 @@ async def test_the_limit_holds_across_api_processes_sharing_redis(db, shop, sett
         order = await pickup_order(db, shop)
         staff = store_staff(shop.partner_a, shop.a1)
         wrong = f"{(int(order.pickup_code) + 1) % 10**6:06d}"
-        for attempt in range(lifecycle.PICKUP_FAILURE_LIMIT):
+        for attempt in range(pickups.PICKUP_FAILURE_LIMIT):
             refused = await refusal(processes[attempt % 2].pickup(staff, code=wrong))
             assert code_of(refused) == ["WRONG_PICKUP_CODE"]
         for process in processes:
             refused = await refusal(process.pickup(staff, code=order.pickup_code))
             assert code_of(refused) == ["TOO_MANY_ATTEMPTS"]
     finally:
-        await first.delete(lifecycle._failures_key(shop.a1))
+        await first.delete(pickups.failures_key(shop.a1))
         await first.close()
         await second.close()
 

@@ -21,7 +21,7 @@ import pytest
 from api.coupons.models import CouponStatus
 from api.customers import merge
 from api.customers.merge import merge_customers
-from api.orders import lifecycle
+from api.inventory import movements
 from api.orders.models import OrderStatus
 from tests.orders.conftest import (
     HQ,
@@ -91,7 +91,7 @@ def held_point(
     ``lifecycle_step`` (a stock move: after its customer and order locks)."""
     if merge_first:
         return hold(monkeypatch, merge, "move_customer_data")
-    return hold(monkeypatch, lifecycle.inventory, lifecycle_step)
+    return hold(monkeypatch, movements, lifecycle_step)
 
 
 async def assert_on_the_survivor(db: Any, shop: Any, order_id: int) -> None:

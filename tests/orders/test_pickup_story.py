@@ -20,7 +20,7 @@ from api.auth.principal import Role
 from api.events import customer_orders_channel
 from api.graphql.ids import decode_id, encode_id
 from api.loyalty import balances as loyalty_balances
-from api.orders import lifecycle
+from api.orders.lifecycle import expiry
 from api.outbox.models import OutboxMessage
 from tests.orders.conftest import DAY, NOW, POINTS, STOCK, gid, lines_of, stock
 from tests.orders.test_lifecycle import WIRING, books_balance
@@ -148,7 +148,7 @@ async def test_an_unpicked_order_expires_and_the_member_hears_of_it(db, shop, se
         placed = await ok(server, member, CREATE, pickup_at_a1(shop, pointsToUse=1000))
         order = placed["order"]
         assert (await ws.next(following))["orderUpdates"]["status"] == "PLACED"
-        run = await lifecycle.expire_pickups(db, now=NOW + 4 * DAY, wiring=WIRING)
+        run = await expiry.expire_pickups(db, now=NOW + 4 * DAY, wiring=WIRING)
         assert run.expired == 1
         expired = await ws.next(following)
         assert expired == {"orderUpdates": {"id": order["id"], "status": "EXPIRED"}}

@@ -11,9 +11,9 @@ from sqlalchemy import insert, select, text
 from api.auth.principal import Role
 from api.catalog.models import SalesChannel
 from api.coupons.models import Coupon
-from api.orders import service
+from api.orders import queries
 from api.orders.models import Fulfillment, Order, OrderStatus
-from api.orders.pickup import parse_qr_payload, pickup_secret
+from api.orders.pickup_codes import parse_qr_payload, pickup_secret
 from api.pagination import PageRequest, fetch_page
 from tests.orders.conftest import (
     HQ,
@@ -220,7 +220,7 @@ async def test_the_pickup_queue_is_read_through_its_index(db, shop):
         for status in (OrderStatus.PLACED, OrderStatus.READY_FOR_PICKUP) * 3
     ]
     staff = store_staff(shop.partner_a, shop.a1)
-    where = service.OrderFilter(
+    where = queries.OrderFilter(
         statuses=[OrderStatus.PLACED, OrderStatus.READY_FOR_PICKUP], store_ids=[shop.a1]
     )
     async with db.transaction() as session:
@@ -228,10 +228,10 @@ async def test_the_pickup_queue_is_read_through_its_index(db, shop):
         await session.execute(text("ANALYZE"))
     async with db.read() as session:
         queue = await fetch_page(
-            session, service.orders_query(staff, where), service.ORDER_KEYSET, PageRequest(first=20)
+            session, queries.orders_query(staff, where), queries.ORDER_KEYSET, PageRequest(first=20)
         )
         assert len(queue.items) == 6
-        stmt = service.orders_query(staff, where).order_by(Order.id).limit(21)
+        stmt = queries.orders_query(staff, where).order_by(Order.id).limit(21)
         sql = str(
             stmt.compile(dialect=session.get_bind().dialect, compile_kwargs={"literal_binds": True})
         )

@@ -17,7 +17,8 @@ from api.customers.profile import CustomerDraft
 from api.errors import DomainError, Problem
 from api.loyalty import earning as loyalty_earning
 from api.loyalty import errors as loyalty_errors
-from api.orders import service
+from api.orders import validation
+from api.orders.errors import OrderErrorCode
 from api.orders.models import Fulfillment, Order
 from tests.orders.conftest import (
     HQ,
@@ -158,7 +159,7 @@ async def test_another_domains_refusal_in_a_sale_is_an_order_error(db, shop, mon
 
     monkeypatch.setattr(loyalty_earning, "earn_for_purchase", refuse)
     refused = await problems_of(db, HQ, channel=SalesChannel.WEB, customer_id=shop.cat)
-    assert [(p.code, p.field) for p in refused] == [(service.OrderErrorCode.INVALID, ("amount",))]
+    assert [(p.code, p.field) for p in refused] == [(OrderErrorCode.INVALID, ("amount",))]
 
 
 # --- 3. idempotency keys -------------------------------------------------------------------
@@ -303,7 +304,7 @@ async def test_a_member_does_not_choose_where_a_delivery_ships_from(db, shop):
 async def test_a_member_has_a_limited_number_of_open_pickups(db, shop):
     ann = member(shop.ann)
     pickup = {"fulfillment": Fulfillment.PICKUP, "store_id": shop.a1, "lines": [line("TEA-2")]}
-    for _ in range(service.MAX_OPEN_PICKUPS):
+    for _ in range(validation.MAX_OPEN_PICKUPS):
         await place(db, ann, **pickup)
     assert await refusal(place(db, ann, **pickup)) == [("TOO_MANY_OPEN_PICKUPS", ("fulfillment",))]
     # Staff placing one for her at the counter is not her hoarding stock.

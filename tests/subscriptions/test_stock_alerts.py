@@ -12,7 +12,7 @@ from api.auth.principal import Role
 from api.db import Database, count_statements, utcnow
 from api.events import stock_alerts_channel
 from api.graphql.ids import encode_id
-from api.inventory import service as inventory
+from api.inventory import adjusting
 from api.inventory.models import StockAlert
 from api.seed import SEEDER
 from tests.conftest import REDIS_URL
@@ -111,10 +111,10 @@ async def test_a_rolled_back_adjustment_publishes_no_alert(server, shop, db):
     async with server.signed_in(shop.staff(server, shop.partner_a, shop.a1)) as ws:
         operation = await ws.subscribe(STOCK_ALERTS, {"store": shop.a1})
         await server.cache.until_subscribers(stock_alerts_channel(pk(shop.a1)))
-        draft = inventory.AdjustDraft(
+        draft = adjusting.AdjustDraft(
             store_id=pk(shop.a1),
             sku_id=pk(shop.sku),
-            mode=inventory.AdjustMode.DELTA,
+            mode=adjusting.AdjustMode.DELTA,
             quantity=-8,
             reason="breakage",
             idempotency_key="rolled-back",
@@ -125,7 +125,7 @@ async def test_a_rolled_back_adjustment_publishes_no_alert(server, shop, db):
 
         with pytest.raises(Abandoned):
             async with db.transaction() as session:
-                await inventory.adjust(session, SEEDER, draft, now=utcnow())  # raises an alert
+                await adjusting.adjust(session, SEEDER, draft, now=utcnow())  # raises an alert
                 assert await session.scalar(select(func.count()).select_from(StockAlert)) == 1
                 raise Abandoned  # ... in a transaction that then does not commit
         await ws.nothing()
