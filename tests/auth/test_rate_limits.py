@@ -18,7 +18,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
 import httpx
-import pytest
 import pytest_asyncio
 
 from api.app import create_app
@@ -29,7 +28,7 @@ from api.auth.secrets import hash_password
 from api.auth.tokens import TokenSubject, issue_access_token
 from api.cache import Cache, InProcessCache, RedisCache
 from api.settings import Settings
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, service_missing
 
 BASE = "http://qudao.test"
 TYPENAME = {"query": "{ __typename }"}
@@ -136,7 +135,7 @@ async def test_the_window_resets(db, settings):
 
 async def test_processes_on_one_redis_share_one_limit(db, settings):
     if not REDIS_URL:
-        pytest.skip("set QUDAO_TEST_REDIS_URL to test a limit shared over Redis")
+        service_missing("Redis", "set QUDAO_TEST_REDIS_URL to test a limit shared over Redis")
     prefix = f"qudao-test-{uuid.uuid4().hex}:"  # the counters it leaves expire with the window
     caches = [RedisCache(REDIS_URL, prefix=prefix), RedisCache(REDIS_URL, prefix=prefix)]
     try:

@@ -15,7 +15,7 @@ from api.graphql.ids import encode_id
 from api.inventory import service as inventory
 from api.inventory.models import StockAlert
 from api.seed import SEEDER
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, service_missing
 from tests.subscriptions.conftest import STOCK_ADJUST, ok, pk, watched_cache
 
 STOCK_ALERTS = """subscription($store: ID!) {
@@ -161,7 +161,7 @@ async def test_an_adjustment_in_one_process_alerts_the_subscribers_of_another(
 ):
     """With Redis, every API process hears every process's commits."""
     if not REDIS_URL:
-        pytest.skip("set QUDAO_TEST_REDIS_URL: processes share events through Redis")
+        service_missing("Redis", "set QUDAO_TEST_REDIS_URL: processes share events through Redis")
     # A second API process: its own database engine, Redis client, publisher and server.
     other_db = Database(settings.database_url)
     try:
