@@ -123,13 +123,16 @@ async def test_tokens_of_one_subject_share_its_budget(db, settings):
 
 
 async def test_the_window_resets(db, settings):
-    app = build(settings, db, rate_limit=2, rate_window=0.3)
+    now = [1000.0]  # the cache's clock, stepped by hand: no request races the window's end
+    app = build(settings, db, InProcessCache(clock=lambda: now[0]), rate_limit=2, rate_window=0.3)
     async with caller(app) as http:
         assert await statuses(http, 2) == [200, 200]
         refused = await graphql(http)
         assert_refused(refused, "rate_limited", 0.3)
         assert refused.headers["retry-after"] == "1"  # never 0, even under a second left
-        await asyncio.sleep(0.35)
+        now[0] += 0.29
+        assert (await graphql(http)).status_code == 429  # still the same window
+        now[0] += 0.05
         assert await statuses(http, 3) == [200, 200, 429]  # a new window, a full budget
 
 
