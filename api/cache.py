@@ -130,7 +130,7 @@ class Cache(abc.ABC):
 @dataclass(slots=True)
 class _Entry:
     value: str | set[str]
-    expires_at: float | None  # time.monotonic() deadline
+    expires_at: float | None  # a deadline on the cache's clock (time.monotonic)
 
 
 class _QueueMessages:
@@ -161,12 +161,19 @@ class InProcessCache(Cache):
     behind loses its oldest messages: publishers never block on a slow consumer.
     """
 
-    def __init__(self, *, queue_size: int = 1000, sweep_interval: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        queue_size: int = 1000,
+        sweep_interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._data: dict[str, _Entry] = {}
         self._subscribers: dict[str, set[asyncio.Queue[str | None]]] = {}
         self._queue_size = queue_size
         self._sweep_interval = sweep_interval
-        self._next_sweep = time.monotonic() + sweep_interval
+        self._clock = clock  # tests step it instead of sleeping through a TTL or a window
+        self._next_sweep = clock() + sweep_interval
 
     def _live(self, key: str, now: float) -> _Entry | None:
         entry = self._data.get(key)
@@ -202,10 +209,10 @@ class InProcessCache(Cache):
         return entry.value
 
     async def get(self, key: str) -> str | None:
-        return self._string(key, time.monotonic())
+        return self._string(key, self._clock())
 
     async def set(self, key: str, value: str, ttl: float | None = None) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self._maybe_sweep(now)
         expires_at = None if ttl is None else now + _positive(ttl, "ttl")
         self._data[key] = _Entry(value, expires_at)
@@ -215,7 +222,7 @@ class InProcessCache(Cache):
 
     async def hit(self, key: str, window: float) -> tuple[int, float]:
         _positive(window, "window")
-        now = time.monotonic()
+        now = self._clock()
         self._maybe_sweep(now)
         value = self._string(key, now)
         entry = self._data.get(key)
@@ -229,7 +236,7 @@ class InProcessCache(Cache):
         return count, min(window, expires_at - now)
 
     async def set_add(self, key: str, member: str, ttl: float | None = None) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self._maybe_sweep(now)
         expires_at = None if ttl is None else now + _positive(ttl, "ttl")
         members = self._members(key, now)
@@ -241,11 +248,11 @@ class InProcessCache(Cache):
             self._data[key].expires_at = expires_at
 
     async def set_contains(self, key: str, member: str) -> bool:
-        members = self._members(key, time.monotonic())
+        members = self._members(key, self._clock())
         return members is not None and member in members
 
     async def set_remove(self, key: str, member: str) -> None:
-        members = self._members(key, time.monotonic())
+        members = self._members(key, self._clock())
         if members is None:
             return
         members.discard(member)

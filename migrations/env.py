@@ -33,11 +33,25 @@ def _run_sync(connection: Connection) -> None:
         context.run_migrations()
 
 
+def _foreign_keys_off(connection: Connection) -> None:
+    """SQLite's recipe for a batch migration (a table rebuilt: copied, dropped, renamed): with
+    foreign keys on, dropping a table other rows refer to fails or cascades to them. The pragma
+    is ignored inside a transaction, so it is set before the first statement begins one; a
+    migration that rebuilds a table runs ``PRAGMA foreign_key_check`` before it commits."""
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute("PRAGMA foreign_keys=OFF")
+    finally:
+        cursor.close()
+
+
 async def _run_async() -> None:
     # Our Database gives SQLite its PRAGMAs (foreign keys) and real transactional DDL.
     database = Database(_url())
     try:
         async with database.engine.connect() as connection:
+            if database.is_sqlite:
+                await connection.run_sync(_foreign_keys_off)
             await connection.run_sync(_run_sync)
             await connection.commit()
     finally:

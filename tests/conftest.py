@@ -3,6 +3,10 @@
 Every test that uses ``db`` (or ``client``) runs once per engine: SQLite always, PostgreSQL
 too when QUDAO_TEST_DATABASE_URL is set. The schema comes from the migrations (not
 create_all), so the tests exercise exactly what production runs.
+
+Without PostgreSQL or Redis their runs are skipped, and the summary says so. CI sets
+QUDAO_REQUIRE_SERVICES=1: the races that only PostgreSQL catches are the ones that matter, so
+there a missing or unreachable service fails the session before any test runs.
 """
 
 from __future__ import annotations
@@ -10,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
 import pytest_asyncio
+import redis
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -31,6 +37,85 @@ from api.migrate import upgrade
 from api.settings import Settings
 
 REDIS_URL = os.environ.get("QUDAO_TEST_REDIS_URL")
+REQUIRE_SERVICES = os.environ.get("QUDAO_REQUIRE_SERVICES") == "1"
+SERVICES = {"PostgreSQL": "QUDAO_TEST_DATABASE_URL", "Redis": "QUDAO_TEST_REDIS_URL"}
+
+# CI draws the same property-test examples every run and prints how to reproduce a failure.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if profile := os.environ.get("QUDAO_HYPOTHESIS_PROFILE"):
+    hypothesis_settings.load_profile(profile)
+
+
+def service_missing(service: str, why: str) -> NoReturn:
+    """A test that needs ``service`` (a key of SERVICES) and has none: skipped for a developer
+    (counted in the summary), a failure when CI requires the services."""
+    reason = f"{service} run not included: {why}"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (QUDAO_REQUIRE_SERVICES=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+def _unreachable_services() -> list[str]:
+    """What CI requires and cannot reach, one line each (empty when all is well)."""
+    problems = [
+        f"{name}: {var} is not set" for name, var in SERVICES.items() if not os.environ.get(var)
+    ]
+    if pg_url := os.environ.get("QUDAO_TEST_DATABASE_URL"):
+        try:
+            asyncio.run(_ping_pg(pg_url))
+        except Exception as error:
+            problems.append(f"PostgreSQL: cannot connect to {_safe(pg_url)}: {error!r}")
+    if REDIS_URL:
+        try:
+            redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5, socket_timeout=5).ping()
+        except Exception as error:
+            problems.append(f"Redis: cannot reach {_safe(REDIS_URL)}: {error!r}")
+    return problems
+
+
+def _safe(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+async def _ping_pg(url: str) -> None:
+    engine = create_async_engine(
+        make_url(url).set(database="postgres"), poolclass=None, connect_args={"timeout": 5}
+    )
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Checked once, by the controller (xdist workers inherit its verdict), before any test.
+    if REQUIRE_SERVICES and not os.environ.get("PYTEST_XDIST_WORKER"):
+        if problems := _unreachable_services():
+            pytest.exit(
+                "QUDAO_REQUIRE_SERVICES=1 and a required service is missing:\n  "
+                + "\n  ".join(problems),
+                returncode=pytest.ExitCode.USAGE_ERROR,
+            )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say plainly which runs did not happen, so a green local run is not mistaken for CI's."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    for service, var in SERVICES.items():
+        count = sum(
+            1
+            for report in skipped
+            if isinstance(report.longrepr, tuple)
+            and f"{service} run not included" in str(report.longrepr[2])
+        )
+        if count:
+            terminalreporter.write_line(
+                f"qudao: the {service} run did not happen ({count} tests skipped): "
+                f"set {var} to include it; CI requires it (QUDAO_REQUIRE_SERVICES=1)",
+                yellow=True,
+                bold=True,
+            )
 
 
 def _worker_database(url: str | None) -> str | None:
@@ -64,7 +149,7 @@ async def recreate_pg_database(url: str) -> None:
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     if request.param == "postgresql":
         if not PG_URL:
-            pytest.skip("PostgreSQL run: set QUDAO_TEST_DATABASE_URL to include it")
+            service_missing("PostgreSQL", "set QUDAO_TEST_DATABASE_URL to include it")
         asyncio.run(recreate_pg_database(PG_URL))
         url = PG_URL
     else:

@@ -7,7 +7,6 @@ test uses its own random key prefix and deletes what it created.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from uuid import uuid4
 
@@ -16,8 +15,8 @@ import pytest_asyncio
 import redis.asyncio as redis
 
 from api.cache import Cache, InProcessCache, RedisCache, create_cache
+from tests.conftest import REDIS_URL, service_missing
 
-REDIS_URL = os.environ.get("QUDAO_TEST_REDIS_URL")
 UNREACHABLE_URL = "redis://127.0.0.1:1/0"
 SHORT = 0.2  # a TTL that must have expired after WAIT
 WAIT = 0.45  # generous margin, so a slow machine does not make the tests flaky
@@ -32,7 +31,7 @@ async def cache(request: pytest.FixtureRequest) -> AsyncIterator[Cache]:
         await memory.close()
         return
     if not REDIS_URL:
-        pytest.skip("set QUDAO_TEST_REDIS_URL (e.g. redis://127.0.0.1:6379/0) to test RedisCache")
+        service_missing("Redis", "set QUDAO_TEST_REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
     remote = RedisCache(REDIS_URL, prefix=f"qudao-test:{uuid4().hex}:")
     yield remote
     await remote.close()

@@ -32,6 +32,7 @@ from api.app import create_app
 from api.auth import service as auth_service
 from api.auth.principal import Role
 from api.cache import CacheUnavailable, RedisCache
+from tests.conftest import service_missing
 from tests.factories import create_customer
 
 PASSWORD = "correct horse battery"
@@ -241,7 +242,7 @@ class RedisServer:
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+        service_missing("Redis", "redis-server is not installed")
     server = RedisServer(tmp_path)
     server.start()
     try:

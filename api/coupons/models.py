@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Numeric, String
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Numeric, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from api.db import Base, enum_column, utcnow
@@ -88,6 +88,13 @@ class CouponTemplate(Base):
     created_by: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    # Behind the conditional ``issued < total_stock`` update: a lost guard fails here
+    # instead of issuing beyond the stock.
+    __table_args__ = (
+        CheckConstraint("issued >= 0", name="issued_not_negative"),
+        CheckConstraint("issued <= total_stock", name="issued_within_stock"),
+    )
+
 
 class CouponTemplateStore(Base):
     """Limits where a template may be used: to these stores (none listed: any store)."""
@@ -154,3 +161,7 @@ class CouponClaimCount(Base):
     customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"), primary_key=True)
     template_id: Mapped[int] = mapped_column(ForeignKey("coupon_template.id"), primary_key=True)
     claimed: Mapped[int] = mapped_column(default=0)
+
+    # A merge may add counts beyond the limit (the person keeps what both held), so only
+    # the floor is the database's to hold.
+    __table_args__ = (CheckConstraint("claimed >= 0", name="claimed_not_negative"),)

@@ -6,7 +6,16 @@ import enum
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Numeric, String, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Numeric,
+    String,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from api.db import Base, enum_column, utcnow
@@ -41,6 +50,14 @@ class PointsAccount(Base):
     debt: Mapped[int] = mapped_column(BigInteger, default=0)
     version: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    # The last line behind the row lock: a writer that lost it fails here instead of
+    # spending points twice.
+    __table_args__ = (
+        CheckConstraint("balance >= 0", name="balance_not_negative"),
+        CheckConstraint("pending >= 0", name="pending_not_negative"),
+        CheckConstraint("debt >= 0", name="debt_not_negative"),
+    )
 
 
 class PointsEntry(Base):
@@ -88,6 +105,8 @@ class PointsLot(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (
+        CheckConstraint("remaining >= 0", name="remaining_not_negative"),
+        CheckConstraint("remaining <= amount", name="remaining_within_amount"),
         Index("ix_points_lot_customer_id_expires_at", "customer_id", "expires_at"),
         # The expire and release jobs look only at lots with points left: partial indexes
         # stay small however many spent lots accumulate.

@@ -43,7 +43,7 @@ from api.partners.models import PartnerType
 from api.seed import SEEDER
 from api.settings import Settings
 from tests.auth.fake_wechat import Answer, FakeWeChat
-from tests.conftest import REDIS_URL, GraphQLClient
+from tests.conftest import REDIS_URL, GraphQLClient, service_missing
 from tests.wiring import CUSTOMERS, WIRING
 
 BASE = "http://qudao.test"
@@ -992,25 +992,17 @@ async def test_the_seeded_mini_program_logs_members_in(db, settings, wechat):
 # --- the pieces on their own ------------------------------------------------------------------
 
 
-def otp_caches() -> list[Any]:
-    params = [pytest.param("memory", id="in-process")]
-    params.append(
-        pytest.param(
-            "redis",
-            id="redis",
-            marks=pytest.mark.skipif(not REDIS_URL, reason="set QUDAO_TEST_REDIS_URL"),
-        )
-    )
-    return params
-
-
-@pytest_asyncio.fixture(params=otp_caches())
+@pytest_asyncio.fixture(
+    params=[pytest.param("memory", id="in-process"), pytest.param("redis", id="redis")]
+)
 async def otp_cache(request) -> AsyncIterator[tuple[Cache, Cache]]:
     """Two handles on one cache: two API processes sharing a Redis (or one process)."""
     if request.param == "memory":
         cache = InProcessCache()
         yield cache, cache
         return
+    if not REDIS_URL:
+        service_missing("Redis", "set QUDAO_TEST_REDIS_URL")
     import uuid
 
     prefix = f"qudao-test:{uuid.uuid4().hex}:"

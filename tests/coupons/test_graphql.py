@@ -513,7 +513,7 @@ async def test_customers_with_their_coupons_cost_the_same_for_5_and_50(db, gql, 
         large = await gql(COUPON_PAGE, {"n": 50})
     assert len(small["customers"]["nodes"]) == 5 and len(large["customers"]["nodes"]) == 50
     assert all(c["coupons"]["totalCount"] == 3 for c in large["customers"]["nodes"])
-    assert few.count == many.count
+    assert few.count == many.count == 4, many.statements
 
 
 async def test_a_partner_integration_redeems_only_at_its_partners_stores(

@@ -123,7 +123,8 @@ async def test_only_new_customers_cost_statements_of_their_own(db, shop, guides,
         results = await record_many(db, a, batch(10, 0))
     with count_queries() as many:
         await record_many(db, a, batch(60, 100))
-    assert few.count == many.count
+    # PostgreSQL adds an advisory lock per new person (SQLite serializes writers anyway).
+    assert few.count == many.count == (12 if db.is_sqlite else 14), many.statements
     assert all(r.created for r in results)
     async with db.read() as session:
         assert await session.scalar(select(func.count()).select_from(Customer)) == 3 + 4

@@ -35,7 +35,7 @@ from api.orders.models import Fulfillment, Order, OrderEvent, OrderStatus
 from api.orders.pickup_codes import pickup_secret, qr_payload
 from api.outbox.models import OutboxMessage
 from api.settings import Settings
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, service_missing
 from tests.orders.conftest import (
     DAY,
     HQ,
@@ -370,7 +370,7 @@ async def test_ten_wrong_codes_in_fifteen_minutes_lock_the_stores_pickups(db, sh
 
 async def test_the_limit_holds_across_api_processes_sharing_redis(db, shop, settings):
     if not REDIS_URL:
-        pytest.skip("set QUDAO_TEST_REDIS_URL to count wrong codes in Redis")
+        service_missing("Redis", "set QUDAO_TEST_REDIS_URL to count wrong codes in Redis")
     prefix = f"qudao-test:{uuid.uuid4().hex}:"
     first, second = RedisCache(REDIS_URL, prefix), RedisCache(REDIS_URL, prefix)
     secret = pickup_secret(settings.key_ring())

@@ -39,9 +39,9 @@ REFUND = """mutation($input: OrderRefundInput!) { orderRefund(input: $input) {
 UPDATES = """subscription { orderUpdates { id status } }"""
 
 
-@pytest_asyncio.fixture
-async def server(db, settings) -> AsyncIterator[Server]:
-    async with watched_cache() as cache:
+@pytest_asyncio.fixture(params=["memory", "redis"])
+async def server(request, db, settings) -> AsyncIterator[Server]:
+    async with watched_cache(request.param) as cache:
         app = create_app(settings, db=db, cache=cache)
         try:
             async with serve(app) as address:

@@ -405,20 +405,30 @@ def test_values_out_of_range(query: str, message: str) -> None:
     assert caught.value.message.startswith(message)
 
 
+def _utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+
+
 @pytest.mark.parametrize(
-    "query",
+    ("query", "bounds"),
     [
-        "created_at >= '1900-01-01T00:00:00+08:00'",  # 1899-12-31 in UTC
-        "created_at > '2999-12-31'",  # from the next day on
-        "created_at <= '2999-12-31T23:59:59-12:00'",  # 3000-01-01 in UTC
-        "created_at != '1900-01-01'",
-        "member_since > -100y",
-        "last_order_at < -1200m",
-        "bought_sku = 'A' WITHIN -36500d",
+        # 1899-12-31 in UTC
+        ("created_at >= '1900-01-01T00:00:00+08:00'", [_utc(1899, 12, 31, 16)]),
+        ("created_at > '2999-12-31'", [_utc(3000, 1, 1)]),  # from the next day on
+        # 3000-01-01 in UTC
+        ("created_at <= '2999-12-31T23:59:59-12:00'", [_utc(3000, 1, 1, 11, 59, 59)]),
+        ("created_at != '1900-01-01'", [_utc(1900, 1, 1), _utc(1900, 1, 2)]),  # not that day
+        ("member_since > -100y", [_utc(1926, 12, 1, 12)]),
+        ("last_order_at < -1200m", [_utc(1926, 12, 1, 12)]),
+        ("bought_sku = 'A' WITHIN -36500d", [_utc(1926, 12, 26, 12)]),  # 24 leap days
     ],
 )
-def test_dates_at_the_limits_compile_against_the_clock(query: str) -> None:
-    count_statement(parse(query), now=utcnow()).compile()
+def test_dates_at_the_limits_compile_against_the_clock(query: str, bounds: list[datetime]) -> None:
+    count_statement(parse(query), now=utcnow()).compile()  # no overflow at today's date
+    compiled = count_statement(parse(query), now=_utc(2026, 12, 1, 12)).compile()
+    assert [v for v in compiled.params.values() if isinstance(v, datetime)] == bounds
 
 
 def test_known_values_are_taken_in_any_case_and_kept_as_stored() -> None:

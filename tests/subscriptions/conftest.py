@@ -1,8 +1,9 @@
 """A real server for subscription tests: the app under uvicorn on a free local port, spoken to
 over a real websocket (graphql-transport-ws) and over HTTP.
 
-The cache is Redis when QUDAO_TEST_REDIS_URL is set (each test on its own key prefix), the
-in-process cache otherwise. It tells the tests when a channel has a subscriber: a client
+Every test runs on both caches: the in-process one (what the embedded ``make serve`` uses)
+and Redis (each test on its own key prefix; skipped without QUDAO_TEST_REDIS_URL, required
+in CI). The cache tells the tests when a channel has a subscriber: a client
 cannot know when the server has subscribed (graphql-transport-ws does not acknowledge a
 subscribe), and an event published before that is, by design, not delivered.
 """
@@ -20,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
+import pytest
 import pytest_asyncio
 import redis.asyncio as redis
 import uvicorn
@@ -34,7 +36,7 @@ from api.cache import InProcessCache, RedisCache
 from api.db import Database
 from api.graphql.ids import decode_id
 from api.settings import Settings
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, service_missing
 
 WAIT = 5.0  # bound every wait, so a message that never comes fails instead of hanging
 QUIET = 0.3  # how long "nothing arrives" is watched for
@@ -82,15 +84,17 @@ WatchedCache = WatchedMemoryCache | WatchedRedisCache
 
 
 @contextlib.asynccontextmanager
-async def watched_cache(prefix: str | None = None) -> AsyncIterator[WatchedCache]:
-    """Redis when configured (``prefix`` shares one between two "processes"), else memory."""
-    if not REDIS_URL:
+async def watched_cache(kind: str, prefix: str | None = None) -> AsyncIterator[WatchedCache]:
+    """``kind`` "memory" or "redis" (``prefix`` shares one Redis between two "processes")."""
+    if kind == "memory":
         memory = WatchedMemoryCache()
         try:
             yield memory
         finally:
             await memory.close()
         return
+    if not REDIS_URL:
+        service_missing("Redis", "set QUDAO_TEST_REDIS_URL to run the subscriptions over Redis")
     prefix = prefix or f"qudao-test:{uuid.uuid4().hex}:"
     remote = WatchedRedisCache(REDIS_URL, prefix)
     try:
@@ -106,9 +110,9 @@ async def watched_cache(prefix: str | None = None) -> AsyncIterator[WatchedCache
             await raw.aclose()
 
 
-@pytest_asyncio.fixture
-async def cache() -> AsyncIterator[WatchedCache]:
-    async with watched_cache() as watched:
+@pytest_asyncio.fixture(params=["memory", "redis"])
+async def cache(request: pytest.FixtureRequest) -> AsyncIterator[WatchedCache]:
+    async with watched_cache(request.param) as watched:
         yield watched
 
 
