@@ -1,0 +1,721 @@
+"""GraphQL surface of purchasing (进货): price lists, credit lines (授信), purchase orders
+(采购单). Thin wrappers over pricing.py and service.py. Amounts are exact cents inside and
+``Money`` (a decimal to the cent) here; an input amount finer than a cent is refused."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from functools import partial
+
+import strawberry
+
+from api.catalog import loaders as catalog_loaders
+from api.catalog.schema import Sku
+from api.db import utcnow
+from api.errors import DomainError, InputError
+from api.graphql.context import Context, Info
+from api.graphql.errors import PermissionDenied, UserError
+from api.graphql.ids import decode_id_of, encode_id, input_pk
+from api.graphql.money import Money
+from api.graphql.mutations import UnitOfWork, run_mutation
+from api.graphql.parts import SchemaParts
+from api.graphql.permissions import requires
+from api.graphql.relay import Connection, Node, Rows, connection
+from api.partners import loaders as partner_loaders
+from api.partners.schema import Partner, PartnerTier, PartnerType, Store
+from api.purchasing import loaders, models, pricing, service
+from api.purchasing.errors import PurchasingErrorCode as Code
+
+PurchaseOrderStatus = strawberry.enum(
+    models.PurchaseOrderStatus,
+    description="DRAFT → SUBMITTED (credit held) → APPROVED → SHIPPED → RECEIVED → CLOSED "
+    "(paid, credit back); REJECTED by HQ or CANCELLED before shipment give the credit back.",
+)
+PriceBasis = strawberry.enum(
+    pricing.PriceBasis,
+    description="Why a price list applied, most specific first: CONTRACT (the partner's own), "
+    "TIER_AND_TYPE, TIER, TYPE.",
+)
+PurchasingErrorCode = strawberry.enum(Code)
+
+_pk = partial(input_pk, invalid=Code.INVALID)
+_HQ_LISTS = "Price lists are HQ's; a partner asks purchasePrice for its own prices."
+
+
+def _money(cents: int, currency: str) -> Money:
+    return Money(amount=Decimal(cents).scaleb(-2), currency=currency)
+
+
+def _cents(amount: Decimal, *path: str) -> int:
+    """An input amount as cents: finite, not negative, exact to the cent."""
+    try:
+        cents = amount * 100
+        if not amount.is_finite() or amount < 0 or cents != cents.to_integral_value():
+            raise InvalidOperation
+    except InvalidOperation:
+        raise DomainError.one(
+            Code.INVALID, "An amount is not negative and exact to the cent (0.01).", *path
+        ) from None
+    return int(cents)
+
+
+# --- types ------------------------------------------------------------------------------------
+
+
+@strawberry.type(description="A quantity break: from `minQuantity` units, a discount.")
+class PriceBreak:
+    min_quantity: int
+    discount_basis_points: int = strawberry.field(description="300 means 3% off.")
+
+
+@strawberry.type(description="One SKU's price on a list, its minimum order and pack size.")
+class PriceListItem:
+    unit_price: Money
+    min_quantity: int
+    pack_size: int = strawberry.field(description="Orders are whole packs (箱规) of this.")
+    breaks: list[PriceBreak]
+    sku_pk: strawberry.Private[int]
+
+    @strawberry.field
+    async def sku(self, info: Info) -> Sku | None:
+        row = await info.context.loader(catalog_loaders.skus_by_pk).load(self.sku_pk)
+        return Sku.from_row(row, info.context) if row else None
+
+
+@strawberry.type(
+    description="A price list (价格表), HQ's. Never edited: a new edition "
+    "supersedes it by its validity."
+)
+class PriceList(Node):
+    name: str
+    currency: str
+    tier: PartnerTier | None  # type: ignore[valid-type]
+    partner_type: PartnerType | None  # type: ignore[valid-type]
+    valid_from: datetime
+    valid_until: datetime | None
+    created_at: datetime
+    pk: strawberry.Private[int]
+    partner_pk: strawberry.Private[int | None]
+
+    @classmethod
+    def from_row(cls, row: models.PriceList) -> PriceList:
+        return cls(
+            id=strawberry.ID(encode_id("PriceList", row.id)),
+            pk=row.id,
+            partner_pk=row.partner_id,
+            name=row.name,
+            currency=row.currency,
+            tier=row.tier,
+            partner_type=row.partner_type,
+            valid_from=row.valid_from,
+            valid_until=row.valid_until,
+            created_at=row.created_at,
+        )
+
+    @strawberry.field(description="A contract list's partner; null for a tier or type list.")
+    async def partner(self, info: Info) -> Partner | None:
+        if self.partner_pk is None:
+            return None
+        row = await info.context.loader(partner_loaders.partners_by_pk).load(self.partner_pk)
+        return Partner.from_row(row) if row else None
+
+    @strawberry.field(description="Its SKUs in SKU order (one statement for every list).")
+    async def items(self, info: Info) -> list[PriceListItem]:
+        found = await info.context.loader(loaders.items_by_list).load(self.pk)
+        return [
+            PriceListItem(
+                sku_pk=item.sku_id,
+                unit_price=_money(item.unit_price_cents, self.currency),
+                min_quantity=item.min_quantity,
+                pack_size=item.pack_size,
+                breaks=[
+                    PriceBreak(min_quantity=b.min_quantity, discount_basis_points=b.discount_bp)
+                    for b in breaks
+                ],
+            )
+            for item, breaks in found
+        ]
+
+
+@strawberry.type(description="A partner's credit line (授信): what it may owe at once.")
+class PartnerCredit:
+    limit: Money
+    used: Money = strawberry.field(
+        description="Held by its submitted, approved, shipped and received orders not yet paid."
+    )
+    available: Money
+    payment_terms_days: int
+    partner_pk: strawberry.Private[int]
+
+    @classmethod
+    def of(cls, credit: service.Credit) -> PartnerCredit:
+        return cls(
+            partner_pk=credit.partner_id,
+            limit=_money(credit.limit_cents, credit.currency),
+            used=_money(credit.used_cents, credit.currency),
+            available=_money(credit.available_cents, credit.currency),
+            payment_terms_days=credit.payment_terms_days,
+        )
+
+    @strawberry.field
+    async def partner(self, info: Info) -> Partner | None:
+        row = await info.context.loader(partner_loaders.partners_by_pk).load(self.partner_pk)
+        return Partner.from_row(row) if row else None
+
+
+@strawberry.type(description="What a partner pays for a quantity of a SKU, and why.")
+class PurchasePrice:
+    quantity: int
+    unit_price: Money | None
+    line_total: Money | None
+    list_price: Money | None = strawberry.field(description="Before the quantity break.")
+    discount_basis_points: int
+    break_min_quantity: int | None = strawberry.field(description="The break that applied.")
+    min_quantity: int | None
+    pack_size: int | None
+    basis: PriceBasis | None  # type: ignore[valid-type]
+    price_list_name: str | None
+    problem: PurchasingErrorCode | None = strawberry.field(  # type: ignore[valid-type]
+        description="NO_PRICE or PRICE_LIST_EXPIRED: no price applies (the amounts are null)."
+    )
+    explanation: str
+
+
+@strawberry.type(description="A purchase order's line, priced when the order was created.")
+class PurchaseOrderLine:
+    quantity: int
+    list_price: Money
+    discount_basis_points: int
+    unit_price: Money = strawberry.field(description="List price less the break, half-up.")
+    line_total: Money
+    sku_pk: strawberry.Private[int]
+
+    @classmethod
+    def from_row(cls, row: models.PurchaseOrderLine, currency: str) -> PurchaseOrderLine:
+        return cls(
+            sku_pk=row.sku_id,
+            quantity=row.quantity,
+            list_price=_money(row.list_price_cents, currency),
+            discount_basis_points=row.discount_bp,
+            unit_price=_money(row.unit_price_cents, currency),
+            line_total=_money(row.line_total_cents, currency),
+        )
+
+    @strawberry.field
+    async def sku(self, info: Info) -> Sku | None:
+        row = await info.context.loader(catalog_loaders.skus_by_pk).load(self.sku_pk)
+        return Sku.from_row(row, info.context) if row else None
+
+
+@strawberry.type(description="A partner's order for stock from the brand (采购单).")
+class PurchaseOrder(Node):
+    status: PurchaseOrderStatus  # type: ignore[valid-type]
+    total: Money
+    idempotency_key: str
+    note: str | None
+    created_at: datetime
+    submitted_at: datetime | None
+    decided_at: datetime | None
+    rejection_reason: str | None
+    shipped_at: datetime | None
+    tracking_number: str | None
+    received_at: datetime | None
+    cancelled_at: datetime | None
+    paid_at: datetime | None
+    pk: strawberry.Private[int]
+    currency: strawberry.Private[str]
+    partner_pk: strawberry.Private[int]
+    store_pk: strawberry.Private[int]
+
+    @classmethod
+    def from_row(cls, row: models.PurchaseOrder) -> PurchaseOrder:
+        return cls(
+            id=strawberry.ID(encode_id("PurchaseOrder", row.id)),
+            pk=row.id,
+            currency=row.currency,
+            partner_pk=row.partner_id,
+            store_pk=row.store_id,
+            status=row.status,
+            total=_money(row.total_cents, row.currency),
+            idempotency_key=row.idempotency_key,
+            note=row.note,
+            created_at=row.created_at,
+            submitted_at=row.submitted_at,
+            decided_at=row.decided_at,
+            rejection_reason=row.rejection_reason,
+            shipped_at=row.shipped_at,
+            tracking_number=row.tracking_number,
+            received_at=row.received_at,
+            cancelled_at=row.cancelled_at,
+            paid_at=row.paid_at,
+        )
+
+    @strawberry.field
+    async def partner(self, info: Info) -> Partner | None:
+        row = await info.context.loader(partner_loaders.partners_by_pk).load(self.partner_pk)
+        return Partner.from_row(row) if row else None
+
+    @strawberry.field(description="The partner's location it is delivered to.")
+    async def store(self, info: Info) -> Store | None:
+        row = await info.context.loader(partner_loaders.stores_by_pk).load(self.store_pk)
+        return Store.from_row(row) if row else None
+
+    @strawberry.field(description="Its lines (one statement for every order in the response).")
+    async def lines(self, info: Info) -> list[PurchaseOrderLine]:
+        rows = await info.context.loader(loaders.lines_by_order).load(self.pk)
+        return [PurchaseOrderLine.from_row(r, self.currency) for r in rows]
+
+
+async def _load_orders(ctx: Context, pks: Sequence[int]) -> list[PurchaseOrder | None]:
+    rows = await ctx.loader(loaders.orders_by_pk).load_many(pks)
+    return [PurchaseOrder.from_row(r) if r else None for r in rows]
+
+
+async def _load_price_lists(ctx: Context, pks: Sequence[int]) -> list[PriceList | None]:
+    if not ctx.principal.is_hq:  # a partner's node(id:) answers like for a missing one
+        return [None for _ in pks]
+    rows = await ctx.loader(loaders.price_lists_by_pk).load_many(pks)
+    return [PriceList.from_row(r) if r else None for r in rows]
+
+
+# --- queries ----------------------------------------------------------------------------------
+
+
+@strawberry.input
+class PurchaseOrderFilter:
+    statuses: list[PurchaseOrderStatus] | None = None  # type: ignore[valid-type]
+    partner_id: strawberry.ID | None = strawberry.field(
+        default=None, description="HQ: one partner's. A partner sees only its own anyway."
+    )
+
+    def to_service(self) -> service.OrderFilter:
+        return service.OrderFilter(
+            statuses=self.statuses or (),
+            partner_ids=[decode_id_of(self.partner_id, "Partner")] if self.partner_id else (),
+        )
+
+
+def _partner_pk(info: Info, partner_id: strawberry.ID | None) -> int | None:
+    """The partner a read is about: HQ names it; a partner reads its own (naming another
+    finds nothing, like a missing one)."""
+    principal = info.context.principal
+    if partner_id is not None:
+        pk = decode_id_of(partner_id, "Partner")
+        return pk if principal.is_hq or pk == principal.partner_id else None
+    return None if principal.is_hq else principal.partner_id
+
+
+@strawberry.type
+class PurchasingQuery:
+    @connection(
+        Connection[PurchaseOrder],
+        description="Purchase orders, oldest first (reverse: newest first): HQ all, a partner "
+        "its own.",
+        permission_classes=[requires("purchasing:read")],
+    )
+    async def purchase_orders(
+        self, info: Info, filter: PurchaseOrderFilter | None = None, reverse: bool = False
+    ) -> Rows[PurchaseOrder]:
+        stmt = service.orders_query(info.context.principal, filter.to_service() if filter else None)
+        return Rows(stmt, service.PURCHASE_ORDER_KEYSET, PurchaseOrder.from_row, reverse=reverse)
+
+    @strawberry.field(permission_classes=[requires("purchasing:read")])
+    async def purchase_order(self, info: Info, id: strawberry.ID) -> PurchaseOrder | None:
+        found = await info.context.loader(loaders.orders_by_pk).load(
+            decode_id_of(id, "PurchaseOrder")
+        )
+        return PurchaseOrder.from_row(found) if found else None
+
+    @connection(
+        Connection[PriceList],
+        description="Price lists, oldest first. HQ only: " + _HQ_LISTS,
+        permission_classes=[requires("purchasing:manage")],
+    )
+    async def price_lists(self, info: Info, reverse: bool = False) -> Rows[PriceList]:
+        if not info.context.principal.is_hq:
+            raise PermissionDenied(_HQ_LISTS)
+        stmt = pricing.price_lists_query(info.context.principal)
+        return Rows(stmt, pricing.PRICE_LIST_KEYSET, PriceList.from_row, reverse=reverse)
+
+    @strawberry.field(
+        description="A partner's credit line (default: yours); null when it has none.",
+        permission_classes=[requires("purchasing:read")],
+    )
+    async def partner_credit(
+        self, info: Info, partner_id: strawberry.ID | None = None
+    ) -> PartnerCredit | None:
+        pk = _partner_pk(info, partner_id)
+        if pk is None:
+            return None
+        async with info.context.db.read() as session:
+            found = await service.credit_of(session, info.context.principal, pk)
+        return PartnerCredit.of(found) if found else None
+
+    @strawberry.field(
+        description="What `quantity` units of a SKU cost a partner (default: you) now: the "
+        "list and quantity break that applied, or why none did. Null for another partner.",
+        permission_classes=[requires("purchasing:read")],
+    )
+    async def purchase_price(
+        self,
+        info: Info,
+        sku_id: strawberry.ID,
+        quantity: int,
+        partner_id: strawberry.ID | None = None,
+    ) -> PurchasePrice | None:
+        pk = _partner_pk(info, partner_id)
+        sku_pk = decode_id_of(sku_id, "Sku")
+        if not 0 < quantity <= pricing.MAX_QUANTITY:
+            raise InputError(f"A quantity is 1 to {pricing.MAX_QUANTITY}.")
+        if pk is None:
+            return None
+        async with info.context.db.read() as session:
+            found = await pricing.quote_one(session, pk, sku_pk, quantity, utcnow())
+        if found is None:
+            return None
+        if isinstance(found, DomainError):
+            problem = found.problems[0]
+            return PurchasePrice(
+                quantity=quantity,
+                unit_price=None,
+                line_total=None,
+                list_price=None,
+                discount_basis_points=0,
+                break_min_quantity=None,
+                min_quantity=None,
+                pack_size=None,
+                basis=None,
+                price_list_name=None,
+                problem=problem.code,
+                explanation=problem.message,
+            )
+        return PurchasePrice(
+            quantity=quantity,
+            unit_price=_money(found.unit_price_cents, found.currency),
+            line_total=_money(found.line_total_cents, found.currency),
+            list_price=_money(found.list_price_cents, found.currency),
+            discount_basis_points=found.discount_bp,
+            break_min_quantity=found.break_min_quantity,
+            min_quantity=found.min_quantity,
+            pack_size=found.pack_size,
+            basis=found.basis,
+            price_list_name=found.price_list_name,
+            problem=None,
+            explanation=found.explain(),
+        )
+
+
+# --- mutations --------------------------------------------------------------------------------
+
+
+@strawberry.type
+class PurchasingError(UserError):
+    code: PurchasingErrorCode  # type: ignore[valid-type]
+
+
+@strawberry.input
+class PriceBreakInput:
+    min_quantity: int
+    discount_basis_points: int = strawberry.field(description="300 means 3% off.")
+
+
+@strawberry.input
+class PriceListItemInput:
+    sku_id: strawberry.ID
+    unit_price: Decimal = strawberry.field(description="Exact to the cent.")
+    min_quantity: int = 1
+    pack_size: int = 1
+    breaks: list[PriceBreakInput] = strawberry.field(default_factory=list)
+
+
+@strawberry.input(
+    description="Whom it is for: one partner (a contract list), or a tier and/or a partner type."
+)
+class PriceListCreateInput:
+    name: str
+    valid_from: datetime
+    items: list[PriceListItemInput]
+    valid_until: datetime | None = None
+    partner_id: strawberry.ID | None = None
+    tier: PartnerTier | None = None  # type: ignore[valid-type]
+    partner_type: PartnerType | None = None  # type: ignore[valid-type]
+    currency: str = "CNY"
+
+    def to_service(self) -> pricing.PriceListDraft:
+        return pricing.PriceListDraft(
+            name=self.name,
+            valid_from=self.valid_from,
+            valid_until=self.valid_until,
+            partner_id=_pk(self.partner_id, "Partner", "partnerId") if self.partner_id else None,
+            tier=self.tier,
+            partner_type=self.partner_type,
+            currency=self.currency,
+            items=[
+                pricing.ItemDraft(
+                    sku_id=_pk(item.sku_id, "Sku", "items", str(i), "skuId"),
+                    unit_price_cents=_cents(item.unit_price, "items", str(i), "unitPrice"),
+                    min_quantity=item.min_quantity,
+                    pack_size=item.pack_size,
+                    breaks=[
+                        pricing.BreakDraft(b.min_quantity, b.discount_basis_points)
+                        for b in item.breaks
+                    ],
+                )
+                for i, item in enumerate(self.items)
+            ],
+        )
+
+
+@strawberry.input
+class PartnerCreditSetInput:
+    partner_id: strawberry.ID
+    limit: Decimal = strawberry.field(description="In CNY, exact to the cent.")
+    payment_terms_days: int = 30
+
+
+@strawberry.input
+class PurchaseOrderLineInput:
+    sku_id: strawberry.ID
+    quantity: int
+
+
+@strawberry.input
+class PurchaseOrderCreateInput:
+    store_id: strawberry.ID = strawberry.field(description="Your location it is delivered to.")
+    lines: list[PurchaseOrderLineInput]
+    idempotency_key: str = strawberry.field(
+        description="Retrying with the same key returns the first order (created: false)."
+    )
+    partner_id: strawberry.ID | None = strawberry.field(
+        default=None, description="HQ: the partner it orders for. A partner orders for itself."
+    )
+    note: str | None = None
+    submit: bool = strawberry.field(
+        default=False, description="Submit at once (holding credit), as purchaseOrderSubmit."
+    )
+
+
+@strawberry.input
+class PurchaseOrderInput:
+    id: strawberry.ID
+
+
+@strawberry.input
+class PurchaseOrderRejectInput:
+    id: strawberry.ID
+    reason: str
+
+
+@strawberry.input
+class PurchaseOrderShipInput:
+    id: strawberry.ID
+    warehouse_id: strawberry.ID = strawberry.field(description="The HQ location it leaves.")
+    tracking_number: str
+
+
+@strawberry.type
+class PriceListCreatePayload:
+    price_list: PriceList | None = None
+    errors: list[PurchasingError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class PartnerCreditSetPayload:
+    credit: PartnerCredit | None = None
+    errors: list[PurchasingError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class PurchaseOrderCreatePayload:
+    purchase_order: PurchaseOrder | None = None
+    created: bool = strawberry.field(
+        default=False, description="false: a retry with the same key, the first order."
+    )
+    errors: list[PurchasingError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class PurchaseOrderPayload:
+    purchase_order: PurchaseOrder | None = None
+    errors: list[PurchasingError] = strawberry.field(default_factory=list)
+
+
+_Step = Callable[..., Awaitable[models.PurchaseOrder]]
+
+
+async def _step(
+    info: Info, input_id: strawberry.ID, step: _Step, **kwargs: str
+) -> PurchaseOrderPayload:
+    """Run one state change of an order as a mutation."""
+
+    async def change(work: UnitOfWork) -> PurchaseOrderPayload:
+        order_id = _pk(input_id, "PurchaseOrder", "id")
+        row = await step(work.session, work.principal, order_id, now=utcnow(), **kwargs)
+        work.touched("PurchaseOrder", row.id)
+        return PurchaseOrderPayload(purchase_order=PurchaseOrder.from_row(row))
+
+    return await run_mutation(info, PurchaseOrderPayload, change)
+
+
+@strawberry.type
+class PurchasingMutation:
+    @strawberry.mutation(
+        description="Publish a price list (HQ).",
+        permission_classes=[requires("purchasing:manage")],
+    )
+    async def price_list_create(
+        self, info: Info, input: PriceListCreateInput
+    ) -> PriceListCreatePayload:
+        async def change(work: UnitOfWork) -> PriceListCreatePayload:
+            row = await pricing.create_price_list(work.session, work.principal, input.to_service())
+            work.touched("PriceList", row.id)
+            return PriceListCreatePayload(price_list=PriceList.from_row(row))
+
+        return await run_mutation(info, PriceListCreatePayload, change)
+
+    @strawberry.mutation(
+        description="Give a partner a credit line or change it (HQ). Not below what its open "
+        "orders use (LIMIT_BELOW_USED).",
+        permission_classes=[requires("purchasing:manage")],
+    )
+    async def partner_credit_set(
+        self, info: Info, input: PartnerCreditSetInput
+    ) -> PartnerCreditSetPayload:
+        async def change(work: UnitOfWork) -> PartnerCreditSetPayload:
+            partner_pk = _pk(input.partner_id, "Partner", "partnerId")
+            credit = await service.set_credit(
+                work.session,
+                work.principal,
+                partner_pk,
+                limit_cents=_cents(input.limit, "limit"),
+                payment_terms_days=input.payment_terms_days,
+                now=utcnow(),
+            )
+            work.touched("Partner", partner_pk)
+            return PartnerCreditSetPayload(credit=PartnerCredit.of(credit))
+
+        return await run_mutation(info, PartnerCreditSetPayload, change)
+
+    @strawberry.mutation(
+        description="Create a purchase order priced now (DRAFT, or SUBMITTED with submit). "
+        "Refusals: NO_PRICE, PRICE_LIST_EXPIRED, BELOW_MINIMUM, WRONG_PACK_SIZE, and with "
+        "submit NO_CREDIT or CREDIT_EXCEEDED (nothing is created then).",
+        permission_classes=[requires("purchasing:write")],
+    )
+    async def purchase_order_create(
+        self, info: Info, input: PurchaseOrderCreateInput
+    ) -> PurchaseOrderCreatePayload:
+        async def change(work: UnitOfWork) -> PurchaseOrderCreatePayload:
+            draft = service.OrderDraft(
+                store_id=_pk(input.store_id, "Store", "storeId"),
+                lines=[
+                    (_pk(line.sku_id, "Sku", "lines", str(i), "skuId"), line.quantity)
+                    for i, line in enumerate(input.lines)
+                ],
+                idempotency_key=input.idempotency_key,
+                partner_id=_pk(input.partner_id, "Partner", "partnerId")
+                if input.partner_id
+                else None,
+                note=input.note,
+            )
+            now = utcnow()
+            result = await service.create_order(work.session, work.principal, draft, now=now)
+            order = result.order
+            if input.submit and result.created:
+                order = await service.submit(work.session, work.principal, order.id, now=now)
+            work.touched("PurchaseOrder", order.id)
+            return PurchaseOrderCreatePayload(
+                purchase_order=PurchaseOrder.from_row(order), created=result.created
+            )
+
+        return await run_mutation(info, PurchaseOrderCreatePayload, change)
+
+    @strawberry.mutation(
+        description="Send a draft to HQ, holding its total on your credit line "
+        "(CREDIT_EXCEEDED: it does not fit; nothing changes).",
+        permission_classes=[requires("purchasing:write")],
+    )
+    async def purchase_order_submit(
+        self, info: Info, input: PurchaseOrderInput
+    ) -> PurchaseOrderPayload:
+        return await _step(info, input.id, service.submit)
+
+    @strawberry.mutation(
+        description="Withdraw an order before it ships; held credit comes back.",
+        permission_classes=[requires("purchasing:write")],
+    )
+    async def purchase_order_cancel(
+        self, info: Info, input: PurchaseOrderInput
+    ) -> PurchaseOrderPayload:
+        return await _step(info, input.id, service.cancel)
+
+    @strawberry.mutation(
+        description="Take a shipped order in at its location: its stock moves in, once.",
+        permission_classes=[requires("purchasing:write")],
+    )
+    async def purchase_order_receive(
+        self, info: Info, input: PurchaseOrderInput
+    ) -> PurchaseOrderPayload:
+        return await _step(info, input.id, service.receive)
+
+    @strawberry.mutation(
+        description="Approve a submitted order (HQ).",
+        permission_classes=[requires("purchasing:manage")],
+    )
+    async def purchase_order_approve(
+        self, info: Info, input: PurchaseOrderInput
+    ) -> PurchaseOrderPayload:
+        return await _step(info, input.id, service.approve)
+
+    @strawberry.mutation(
+        description="Reject a submitted order (HQ); its credit comes back.",
+        permission_classes=[requires("purchasing:manage")],
+    )
+    async def purchase_order_reject(
+        self, info: Info, input: PurchaseOrderRejectInput
+    ) -> PurchaseOrderPayload:
+        return await _step(info, input.id, service.reject, reason=input.reason)
+
+    @strawberry.mutation(
+        description="Ship an approved order from an HQ location (HQ): the units leave there "
+        "(OUT_OF_STOCK: not enough; nothing changes).",
+        permission_classes=[requires("purchasing:manage")],
+    )
+    async def purchase_order_ship(
+        self, info: Info, input: PurchaseOrderShipInput
+    ) -> PurchaseOrderPayload:
+        async def change(work: UnitOfWork) -> PurchaseOrderPayload:
+            row = await service.ship(
+                work.session,
+                work.principal,
+                _pk(input.id, "PurchaseOrder", "id"),
+                warehouse_id=_pk(input.warehouse_id, "Store", "warehouseId"),
+                tracking_number=input.tracking_number,
+                now=utcnow(),
+            )
+            work.touched("PurchaseOrder", row.id)
+            return PurchaseOrderPayload(purchase_order=PurchaseOrder.from_row(row))
+
+        return await run_mutation(info, PurchaseOrderPayload, change)
+
+    @strawberry.mutation(
+        description="Record a received order paid (HQ finance): it closes, credit comes back.",
+        permission_classes=[requires("purchasing:manage")],
+    )
+    async def purchase_order_payment_record(
+        self, info: Info, input: PurchaseOrderInput
+    ) -> PurchaseOrderPayload:
+        return await _step(info, input.id, service.record_payment)
+
+
+__all__ = ["PriceList", "PurchaseOrder", "PurchasingMutation", "PurchasingQuery"]
+
+
+schema_parts = SchemaParts(
+    query=PurchasingQuery,
+    mutation=PurchasingMutation,
+    types=[PurchaseOrder, PriceList],
+    nodes={"PurchaseOrder": _load_orders, "PriceList": _load_price_lists},
+)
