@@ -108,6 +108,7 @@ _COMMIT = _Change(MovementKind.SALE, -1, -1)
 _DEDUCT = _Change(MovementKind.SALE, -1, 0)
 _RESTOCK = _Change(MovementKind.RESTOCK, +1, 0)
 _DISPATCH = _Change(MovementKind.DISPATCH, -1, 0)
+_DISPATCH_RESERVED = _Change(MovementKind.DISPATCH, -1, -1)
 _RECEIPT = _Change(MovementKind.RECEIPT, +1, 0)
 
 
@@ -427,6 +428,32 @@ async def dispatch(
         store_id,
         items,
         _DISPATCH,
+        source_type=source_type,
+        source_id=source_id,
+        reason=reason,
+        actor=actor,
+        now=now,
+    )
+
+
+async def dispatch_reserved(
+    session: AsyncSession,
+    store_id: int,
+    *,
+    items: Mapping[int, int],
+    source_type: str,
+    source_id: str,
+    reason: str,
+    actor: str | None,
+    now: datetime,
+) -> None:
+    """Send units held for this shipment (an allocated purchase order): on hand -= q and
+    reserved -= q."""
+    await _move(
+        session,
+        store_id,
+        items,
+        _DISPATCH_RESERVED,
         source_type=source_type,
         source_id=source_id,
         reason=reason,

@@ -127,7 +127,8 @@ class PartnerCredit(Base):
 class PurchaseOrderStatus(enum.Enum):
     DRAFT = "draft"  # the partner is still editing it; holds no credit
     SUBMITTED = "submitted"  # holds credit; waits for HQ
-    APPROVED = "approved"  # HQ accepted it
+    APPROVED = "approved"  # HQ accepted it; lines not fully allocated are back-ordered
+    ALLOCATED = "allocated"  # every line's units are reserved at one HQ warehouse
     REJECTED = "rejected"  # HQ refused it; credit given back
     SHIPPED = "shipped"  # left an HQ warehouse (stock moved out there)
     RECEIVED = "received"  # arrived at the partner's location (stock moved in there)
@@ -188,9 +189,14 @@ class PurchaseOrderLine(Base):
     discount_bp: Mapped[int] = mapped_column(default=0)
     unit_price_cents: Mapped[int] = mapped_column(BigInteger)
     line_total_cents: Mapped[int] = mapped_column(BigInteger)
+    # Units reserved for it at the order's warehouse (``ship_from_store_id``) by allocation;
+    # the rest is back-ordered until an allocation run finds stock.
+    allocated: Mapped[int] = mapped_column(BigInteger, default=0)
 
     __table_args__ = (
         UniqueConstraint("purchase_order_id", "sku_id"),
+        Index("ix_purchase_order_line_sku_id", "sku_id"),
         CheckConstraint("quantity > 0", name="quantity_positive"),
+        CheckConstraint("allocated >= 0 AND allocated <= quantity", name="allocated_in_range"),
         CheckConstraint("line_total_cents = unit_price_cents * quantity", name="line_total"),
     )

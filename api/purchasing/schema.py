@@ -25,12 +25,13 @@ from api.graphql.permissions import requires
 from api.graphql.relay import Connection, Node, Rows, connection
 from api.partners import loaders as partner_loaders
 from api.partners.schema import Partner, PartnerTier, PartnerType, Store
-from api.purchasing import loaders, models, pricing, service
+from api.purchasing import allocation, loaders, models, pricing, service
 from api.purchasing.errors import PurchasingErrorCode as Code
 
 PurchaseOrderStatus = strawberry.enum(
     models.PurchaseOrderStatus,
-    description="DRAFT → SUBMITTED (credit held) → APPROVED → SHIPPED → RECEIVED → CLOSED "
+    description="DRAFT → SUBMITTED (credit held) → APPROVED → ALLOCATED (its units reserved "
+    "at a warehouse) → SHIPPED → RECEIVED → CLOSED "
     "(paid, credit back); REJECTED by HQ or CANCELLED before shipment give the credit back.",
 )
 PriceBasis = strawberry.enum(
@@ -190,6 +191,10 @@ class PurchaseOrderLine:
     discount_basis_points: int
     unit_price: Money = strawberry.field(description="List price less the break, half-up.")
     line_total: Money
+    allocated: int = strawberry.field(description="Units reserved for it at its warehouse.")
+    backordered: int = strawberry.field(
+        description="Units an approved order still waits for (a later allocation fills them)."
+    )
     sku_pk: strawberry.Private[int]
 
     @classmethod
@@ -201,6 +206,8 @@ class PurchaseOrderLine:
             discount_basis_points=row.discount_bp,
             unit_price=_money(row.unit_price_cents, currency),
             line_total=_money(row.line_total_cents, currency),
+            allocated=row.allocated,
+            backordered=row.quantity - row.allocated,
         )
 
     @strawberry.field
@@ -515,6 +522,25 @@ class PurchaseOrderShipInput:
     tracking_number: str
 
 
+@strawberry.input
+class PurchaseAllocateInput:
+    warehouse_id: strawberry.ID = strawberry.field(description="The HQ location holding stock.")
+    sku_id: strawberry.ID
+
+
+@strawberry.type(description="Units one run allocated to one order.")
+class PurchaseAllocation:
+    purchase_order: PurchaseOrder
+    quantity: int
+    backordered: int = strawberry.field(description="What the order's line still lacks.")
+
+
+@strawberry.type
+class PurchaseAllocatePayload:
+    allocations: list[PurchaseAllocation] = strawberry.field(default_factory=list)
+    errors: list[PurchasingError] = strawberry.field(default_factory=list)
+
+
 @strawberry.type
 class PriceListCreatePayload:
     price_list: PriceList | None = None
@@ -699,6 +725,41 @@ class PurchasingMutation:
             return PurchaseOrderPayload(purchase_order=PurchaseOrder.from_row(row))
 
         return await run_mutation(info, PurchaseOrderPayload, change)
+
+    @strawberry.mutation(
+        description="Allocate a warehouse's available units of a SKU to approved orders short "
+        "of it (HQ): tier A before B before C, then by submission; a line left short is "
+        "back-ordered until a later run. Never more than the warehouse has available.",
+        permission_classes=[requires("purchasing:manage")],
+    )
+    async def purchase_allocate(
+        self, info: Info, input: PurchaseAllocateInput
+    ) -> PurchaseAllocatePayload:
+        async def change(work: UnitOfWork) -> PurchaseAllocatePayload:
+            warehouse_pk = _pk(input.warehouse_id, "Store", "warehouseId")
+            done = await allocation.allocate(
+                work.session,
+                work.principal,
+                warehouse_pk,
+                _pk(input.sku_id, "Sku", "skuId"),
+                now=utcnow(),
+            )
+            found = await service.orders_by_id(
+                work.session, work.principal, [a.order_id for a in done]
+            )
+            work.touched("Store", warehouse_pk)
+            return PurchaseAllocatePayload(
+                allocations=[
+                    PurchaseAllocation(
+                        purchase_order=PurchaseOrder.from_row(found[a.order_id]),
+                        quantity=a.quantity,
+                        backordered=a.backordered,
+                    )
+                    for a in done
+                ]
+            )
+
+        return await run_mutation(info, PurchaseAllocatePayload, change)
 
     @strawberry.mutation(
         description="Record a received order paid (HQ finance): it closes, credit comes back.",

@@ -42,6 +42,7 @@ from api.errors import DomainError, Problem
 from api.inventory import service as inventory
 from api.outbox.service import enqueue
 from api.partners.models import Partner, Store, StoreStatus
+from api.purchasing import allocation
 from api.purchasing.errors import PurchasingErrorCode, require_hq
 from api.purchasing.models import (
     PartnerCredit,
@@ -62,8 +63,8 @@ _KEY = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces: keys are machi
 
 PURCHASE_ORDER_KEYSET = (PurchaseOrder.id,)
 # Steps that give credit back: the order held it in these states.
-_HOLDS_CREDIT = (Status.SUBMITTED, Status.APPROVED)
-_CANCELLABLE = (Status.DRAFT, Status.SUBMITTED, Status.APPROVED)
+_HOLDS_CREDIT = (Status.SUBMITTED, Status.APPROVED, Status.ALLOCATED)
+_CANCELLABLE = (Status.DRAFT, *_HOLDS_CREDIT)
 
 
 # --- credit -----------------------------------------------------------------------------------
@@ -473,6 +474,18 @@ async def cancel(
     moved = await _move_status(session, order, Status.CANCELLED, now, cancelled_at=now)
     if held:
         await _give_back_credit(session, moved, now)
+    reserved = await allocation.allocated_items(session, order.id)
+    if reserved and order.ship_from_store_id is not None:
+        await inventory.release_reservation(
+            session,
+            order.ship_from_store_id,
+            items=reserved,
+            source_type=allocation.SOURCE,
+            source_id=f"{order.id}:cancel",
+            reason=f"purchase order {order.id} cancelled",
+            actor=principal.subject,
+            now=now,
+        )
     return moved
 
 
@@ -495,7 +508,13 @@ async def ship(
     if warehouse is None or warehouse.partner_id is not None:
         raise DomainError.one(Code.NOT_FOUND, "No such HQ location.", "warehouseId")
     order = await _scoped_order(session, principal, order_id)
-    _require_state(order, Status.APPROVED)
+    _require_state(order, Status.APPROVED, Status.ALLOCATED)
+    if order.ship_from_store_id not in (None, warehouse_id):
+        raise DomainError.one(
+            Code.INVALID,
+            "Its units are allocated at another warehouse; ship it from there.",
+            "warehouseId",
+        )
     moved = await _move_status(
         session,
         order,
@@ -505,11 +524,29 @@ async def ship(
         ship_from_store_id=warehouse_id,
         tracking_number=tracking_number.strip(),
     )
+    reserved = await allocation.allocated_items(session, order.id)
+    if reserved:
+        await inventory.dispatch_reserved(
+            session,
+            warehouse_id,
+            items=reserved,
+            source_type=allocation.SOURCE,
+            source_id=f"{order.id}:ship",
+            reason=f"purchase order {order.id} shipped",
+            actor=principal.subject,
+            now=now,
+        )
+    # What was not allocated (back-ordered) leaves from what the warehouse has free.
+    rest = {
+        sku: quantity - reserved.get(sku, 0)
+        for sku, quantity in (await _items(session, order.id)).items()
+        if quantity > reserved.get(sku, 0)
+    }
     try:
         await inventory.dispatch(
             session,
             warehouse_id,
-            items=await _items(session, order.id),
+            items=rest,
             source_type="purchase_order",
             source_id=str(order.id),
             reason=f"purchase order {order.id} shipped",

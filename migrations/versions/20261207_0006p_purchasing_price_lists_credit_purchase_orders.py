@@ -120,6 +120,7 @@ def upgrade() -> None:
                 "draft",
                 "submitted",
                 "approved",
+                "allocated",
                 "rejected",
                 "shipped",
                 "received",
@@ -202,6 +203,11 @@ def upgrade() -> None:
         sa.Column("discount_bp", sa.Integer(), nullable=False),
         sa.Column("unit_price_cents", sa.BigInteger(), nullable=False),
         sa.Column("line_total_cents", sa.BigInteger(), nullable=False),
+        sa.Column("allocated", sa.BigInteger(), nullable=False),
+        sa.CheckConstraint(
+            "allocated >= 0 AND allocated <= quantity",
+            name=op.f("ck_purchase_order_line_allocated_in_range"),
+        ),
         sa.CheckConstraint(
             "line_total_cents = unit_price_cents * quantity",
             name=op.f("ck_purchase_order_line_line_total"),
@@ -228,9 +234,14 @@ def upgrade() -> None:
             name=op.f("uq_purchase_order_line_purchase_order_id_sku_id"),
         ),
     )
+    with op.batch_alter_table("purchase_order_line", schema=None) as batch_op:
+        batch_op.create_index("ix_purchase_order_line_sku_id", ["sku_id"], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("purchase_order_line", schema=None) as batch_op:
+        batch_op.drop_index("ix_purchase_order_line_sku_id")
+
     op.drop_table("purchase_order_line")
     op.drop_table("price_break")
     with op.batch_alter_table("purchase_order", schema=None) as batch_op:

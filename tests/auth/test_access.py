@@ -919,6 +919,13 @@ MUTATION_CASES = {
         hq_only=True,
         business_refusals=("NOT_FOUND",),  # a partner's store is no HQ warehouse
     ),
+    "purchaseAllocate": Case(
+        "mutation($sa: ID!, $sku: ID!) { purchaseAllocate(input: {warehouseId: $sa, "
+        "skuId: $sku}) { allocations { quantity } errors { code } } }",
+        ("purchasing:manage",),
+        hq_only=True,
+        business_refusals=("NOT_FOUND",),  # a partner's store is no HQ warehouse
+    ),
     "purchaseOrderPaymentRecord": Case(
         "mutation($po: ID!) { purchaseOrderPaymentRecord(input: {id: $po}) "
         "{ purchaseOrder { id } errors { code } } }",
