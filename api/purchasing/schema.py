@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from functools import partial
+from typing import Annotated
 
 import strawberry
 
@@ -25,7 +26,7 @@ from api.graphql.permissions import requires
 from api.graphql.relay import Connection, Node, Rows, connection
 from api.partners import loaders as partner_loaders
 from api.partners.schema import Partner, PartnerTier, PartnerType, Store
-from api.purchasing import allocation, loaders, models, pricing, service
+from api.purchasing import allocation, loaders, models, pricing, sell_through, service
 from api.purchasing.errors import PurchasingErrorCode as Code
 
 PurchaseOrderStatus = strawberry.enum(
@@ -182,6 +183,39 @@ class PurchasePrice:
         description="NO_PRICE or PRICE_LIST_EXPIRED: no price applies (the amounts are null)."
     )
     explanation: str
+
+
+@strawberry.type(
+    description="进销存 of one location and SKU over a period: closing = opening + purchased "
+    "− sold + returned − dispatched + adjusted."
+)
+class SellThroughRow:
+    opening: int
+    purchased: int = strawberry.field(description="Received (purchase orders).")
+    sold: int
+    returned: int = strawberry.field(description="Put back by refunds and returns.")
+    dispatched: int = strawberry.field(description="Sent to other locations.")
+    adjusted: int = strawberry.field(description="Counts and corrections, net.")
+    closing: int
+    turnover: Decimal | None = strawberry.field(
+        description="Sold ÷ average stock ((opening + closing) ÷ 2), half-up to 0.01; null "
+        "without stock."
+    )
+    days_of_inventory: Decimal | None = strawberry.field(
+        description="Average stock × days ÷ sold, half-up to 0.01; null when nothing sold."
+    )
+    store_pk: strawberry.Private[int]
+    sku_pk: strawberry.Private[int]
+
+    @strawberry.field
+    async def store(self, info: Info) -> Store | None:
+        row = await info.context.loader(partner_loaders.stores_by_pk).load(self.store_pk)
+        return Store.from_row(row) if row else None
+
+    @strawberry.field
+    async def sku(self, info: Info) -> Sku | None:
+        row = await info.context.loader(catalog_loaders.skus_by_pk).load(self.sku_pk)
+        return Sku.from_row(row, info.context) if row else None
 
 
 @strawberry.type(description="A purchase order's line, priced when the order was created.")
@@ -345,6 +379,45 @@ class PurchasingQuery:
             raise PermissionDenied(_HQ_LISTS)
         stmt = pricing.price_lists_query(info.context.principal)
         return Rows(stmt, pricing.PRICE_LIST_KEYSET, PriceList.from_row, reverse=reverse)
+
+    @strawberry.field(
+        description="Sell-through (进销存) per location and SKU over [from, to) (at most 366 "
+        "days, 1000 rows, by location then SKU): HQ every location, a partner its own.",
+        permission_classes=[requires("purchasing:read")],
+    )
+    async def sell_through(
+        self,
+        info: Info,
+        period_from: Annotated[datetime, strawberry.argument(name="from")],
+        period_to: Annotated[datetime, strawberry.argument(name="to")],
+        store_ids: list[strawberry.ID] | None = None,
+        sku_ids: list[strawberry.ID] | None = None,
+    ) -> list[SellThroughRow]:
+        async with info.context.db.read() as session:
+            found = await sell_through.sell_through(
+                session,
+                info.context.principal,
+                start=period_from,
+                end=period_to,
+                store_ids=[decode_id_of(s, "Store") for s in store_ids or ()],
+                sku_ids=[decode_id_of(s, "Sku") for s in sku_ids or ()],
+            )
+        return [
+            SellThroughRow(
+                store_pk=row.store_id,
+                sku_pk=row.sku_id,
+                opening=row.opening,
+                purchased=row.purchased,
+                sold=row.sold,
+                returned=row.returned,
+                dispatched=row.dispatched,
+                adjusted=row.adjusted,
+                closing=row.closing,
+                turnover=row.turnover,
+                days_of_inventory=row.days_of_inventory,
+            )
+            for row in found
+        ]
 
     @strawberry.field(
         description="A partner's credit line (default: yours); null when it has none.",
