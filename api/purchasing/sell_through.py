@@ -105,7 +105,7 @@ async def sell_through(
     sku_ids: Sequence[int] = (),
 ) -> list[SellThrough]:
     """Each (location, SKU) with stock or movement in the period, by location then SKU."""
-    if not start < end <= start + MAX_PERIOD:
+    if not start < end or end - start > MAX_PERIOD:  # (no date arithmetic that can overflow)
         raise InputError("A period runs forward, at most 366 days.")
     scoped = _scoped(principal, store_ids, sku_ids)
     opening = await _levels_before(session, scoped, start)
