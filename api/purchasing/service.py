@@ -386,11 +386,21 @@ async def _move_status(
     now: datetime,
     **values: Any,
 ) -> PurchaseOrder:
-    """``order.status → to``, only if it is still what was read; BAD_STATE otherwise."""
+    """``order.status → to``, only if it is still what was read; BAD_STATE otherwise.
+
+    "What was read" includes the warehouse: an allocation run that pinned the order (and
+    reserved for it) since it was read makes a cancel or a shipment read it again, or the
+    reservation would be missed."""
+    read_from = order.ship_from_store_id
+    same_warehouse = (
+        PurchaseOrder.ship_from_store_id.is_(None)
+        if read_from is None
+        else PurchaseOrder.ship_from_store_id == read_from
+    )
     row = await update_returning(
         session,
         update(PurchaseOrder)
-        .where(PurchaseOrder.id == order.id, PurchaseOrder.status == order.status)
+        .where(PurchaseOrder.id == order.id, PurchaseOrder.status == order.status, same_warehouse)
         .values(status=to, updated_at=now, **values)
         .returning(PurchaseOrder)
         # The order was read into this session: refresh it from the returned row.
