@@ -16,6 +16,7 @@ from api.loyalty import models as loyalty
 from api.orders import models as orders
 from api.outbox import models as outbox
 from api.partners import models as partners
+from api.purchasing import models as purchasing
 from api.referrals import models as referrals
 from api.segments import models as segments
 
@@ -35,6 +36,7 @@ __all__ = [
     "orders",
     "outbox",
     "partners",
+    "purchasing",
     "referrals",
     "segments",
 ]

@@ -24,6 +24,7 @@ from api.inventory.models import StockAlert, StockLevel, StockMovement
 from api.loyalty.models import PointsEntry
 from api.orders.models import Order
 from api.partners.models import Partner, Store
+from api.purchasing.models import PartnerCredit, PurchaseOrder
 from api.segments.models import Segment, SegmentGrantJob
 
 # A column of the row itself, or a correlated scalar subquery over another table.
@@ -90,6 +91,10 @@ OWNERSHIP: Mapping[type, Ownership] = {
     ChannelSpend: Ownership(partner=ChannelSpend.partner_id),
     Segment: Ownership(partner=Segment.owner_partner_id),
     # A grant job is seen where its segment is.
+    # A partner's purchase orders (a store principal: those delivered to its store) and its
+    # credit line. Price lists are HQ's: a partner reads its prices as quotes.
+    PurchaseOrder: Ownership(partner=PurchaseOrder.partner_id, store=PurchaseOrder.store_id),
+    PartnerCredit: Ownership(partner=PartnerCredit.partner_id),
     SegmentGrantJob: Ownership(
         partner=select(Segment.owner_partner_id)
         .where(Segment.id == SegmentGrantJob.segment_id)

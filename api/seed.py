@@ -3,8 +3,9 @@
 Besides partners and stores it creates member levels, earning rules, coupon templates and a few
 members with points and coupons (and a marketplace buyer who duplicates one of them), a small
 catalog with price bands and an online-exclusive SKU, stock at the stores and the warehouse (one
-store below its safety level), a pickup order waiting at a store and a counter sale, one
-demo login per staff role (all with the documented
+store below its safety level), a pickup order waiting at a store and a counter sale, price
+lists by tier with a contract list and purchase orders in several states
+(api/purchasing/demo.py), one demo login per staff role (all with the documented
 password below), the first-party console client (`qudao-console`, password grant), an
 integration client for one agent and the members' mini-program (`qudao-miniprogram`, public,
 phone code and WeChat logins). Client secrets are stored hashed: the seed returns them so
@@ -47,6 +48,7 @@ from api.orders.drafts import LineDraft, OrderDraft
 from api.orders.models import Fulfillment
 from api.partners import service
 from api.partners.models import Partner, PartnerStatus, PartnerTier, PartnerType
+from api.purchasing.demo import seed_purchasing
 from api.referrals.campaigns import CampaignDraft, RewardDraft, create_campaign
 from api.referrals.invites import create_invite
 from api.segments import service as segments
@@ -145,6 +147,7 @@ async def seed_demo(db: Database, wiring: Wiring) -> DemoSeed | None:
         seeded = await _seed_identities(session, partners, stores)
         members = await _seed_crm(session, stores, wiring)
         await _seed_commerce(session, stores, members, wiring)
+        await seed_purchasing(session, SEEDER, partners, stores)
         await _seed_growth(session, stores, members)
         return seeded
 

@@ -32,6 +32,10 @@ SCOPES: dict[str, str] = {
     "referrals:write": "configure referral campaigns",
     "referrals:join": "invite others and accept an invite (a member for themself)",
     "spend:write": "record channel spend",
+    "purchasing:read": "read purchase orders, the credit line and purchase prices",
+    "purchasing:write": "create, submit, cancel and receive purchase orders",
+    "purchasing:manage": "publish price lists, set credit lines, approve, reject and ship "
+    "purchase orders, record payments",
 }
 
 # Never granted to a partner's integration client: they act on every partner's data.
@@ -45,6 +49,7 @@ HQ_ONLY_SCOPES = frozenset(
         "audit:read",
         "referrals:write",
         "spend:write",
+        "purchasing:manage",
     }
 )
 
@@ -62,6 +67,9 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
             "pii:read",
             "analytics:read",
             "spend:write",
+            "purchasing:read",
+            "purchasing:write",
+            "purchasing:manage",
         }
     ),
     Role.MARKETER: frozenset(
@@ -92,6 +100,8 @@ ROLE_SCOPES: dict[Role, frozenset[str]] = {
             "growth:write",
             "analytics:read",
             "segments:write",
+            "purchasing:read",
+            "purchasing:write",
         }
     ),
     Role.STORE_STAFF: frozenset(

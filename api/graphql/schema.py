@@ -37,6 +37,7 @@ from api.inventory import schema as inventory
 from api.loyalty import schema as loyalty
 from api.orders import schema as orders
 from api.partners import schema as partners
+from api.purchasing import schema as purchasing
 from api.referrals import schema as referrals
 from api.segments import schema as segments
 from api.settings import Settings
@@ -50,6 +51,7 @@ PARTS: tuple[SchemaParts, ...] = (
     catalog.schema_parts,
     inventory.schema_parts,
     orders.schema_parts,
+    purchasing.schema_parts,
     conflicts.schema_parts,
     growth.schema_parts,
     referrals.schema_parts,

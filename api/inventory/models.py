@@ -49,6 +49,8 @@ class MovementKind(enum.Enum):
     RELEASE = "release"  # a held reservation is given back (cancel, expiry)
     SALE = "sale"  # units leave: a pickup from the reservation, or a sale from on hand
     RESTOCK = "restock"  # a refund or return puts units back
+    DISPATCH = "dispatch"  # units leave for another location (a purchase order shipped)
+    RECEIPT = "receipt"  # units arrive from elsewhere (a purchase order received)
 
 
 class StockMovement(Base):

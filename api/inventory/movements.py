@@ -74,6 +74,9 @@ _RELEASE = _Change(MovementKind.RELEASE, 0, -1)
 _COMMIT = _Change(MovementKind.SALE, -1, -1)
 _DEDUCT = _Change(MovementKind.SALE, -1, 0)
 _RESTOCK = _Change(MovementKind.RESTOCK, +1, 0)
+_DISPATCH = _Change(MovementKind.DISPATCH, -1, 0)
+_DISPATCH_RESERVED = _Change(MovementKind.DISPATCH, -1, -1)
+_RECEIPT = _Change(MovementKind.RECEIPT, +1, 0)
 
 
 def insert_into(session: AsyncSession, model: type) -> Any:
@@ -99,8 +102,8 @@ async def _apply(
     now: datetime,
 ) -> tuple[int, int, int]:
     """Make one change to one level; (on hand, reserved, safety level) after it."""
-    if change is _RESTOCK:
-        # Units coming back may land where the SKU was never stocked: create the level.
+    if change.on_hand > 0:
+        # Units coming in may land where the SKU was never stocked: create the level.
         stmt = (
             insert_into(session, StockLevel)
             .values(
@@ -348,6 +351,84 @@ async def deduct(
         store_id,
         items,
         _DEDUCT,
+        source_type=source_type,
+        source_id=source_id,
+        reason=reason,
+        actor=actor,
+        now=now,
+    )
+
+
+async def dispatch(
+    session: AsyncSession,
+    store_id: int,
+    *,
+    items: Mapping[int, int],
+    source_type: str,
+    source_id: str,
+    reason: str,
+    actor: str | None,
+    now: datetime,
+) -> None:
+    """Send units to another location (a purchase order shipped from a warehouse): on hand
+    -= q where at least q are available, else InsufficientStock."""
+    await _move(
+        session,
+        store_id,
+        items,
+        _DISPATCH,
+        source_type=source_type,
+        source_id=source_id,
+        reason=reason,
+        actor=actor,
+        now=now,
+    )
+
+
+async def dispatch_reserved(
+    session: AsyncSession,
+    store_id: int,
+    *,
+    items: Mapping[int, int],
+    source_type: str,
+    source_id: str,
+    reason: str,
+    actor: str | None,
+    now: datetime,
+) -> None:
+    """Send units held for this shipment (an allocated purchase order): on hand -= q and
+    reserved -= q."""
+    await _move(
+        session,
+        store_id,
+        items,
+        _DISPATCH_RESERVED,
+        source_type=source_type,
+        source_id=source_id,
+        reason=reason,
+        actor=actor,
+        now=now,
+    )
+
+
+async def receive(
+    session: AsyncSession,
+    store_id: int,
+    *,
+    items: Mapping[int, int],
+    source_type: str,
+    source_id: str,
+    reason: str,
+    actor: str | None,
+    now: datetime,
+) -> None:
+    """Take in units from elsewhere (a purchase order received): on hand += q. The
+    movement's unique source key makes a second receipt of the same source fail."""
+    await _move(
+        session,
+        store_id,
+        items,
+        _RECEIPT,
         source_type=source_type,
         source_id=source_id,
         reason=reason,

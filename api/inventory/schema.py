@@ -32,7 +32,9 @@ StockMovementKind = strawberry.enum(
     models.MovementKind,
     name="StockMovementKind",
     description="ADJUST: counted or corrected; RESERVE / RELEASE: a pickup order holds units "
-    "or gives them back; SALE: units sold; RESTOCK: a refund put units back.",
+    "or gives them back; SALE: units sold; RESTOCK: a refund put units back; DISPATCH / "
+    "RECEIPT: units sent to or taken in from another location (a purchase order shipped, "
+    "received).",
 )
 StockAdjustMode = strawberry.enum(
     adjusting.AdjustMode,

@@ -114,6 +114,7 @@ async def build_two_partners(gql, db) -> dict:
     world["ENTRY_B"] = (await _ok(gql, adjust, {"c": world["CB"]["id"], "k": "welcome-b"}))["entry"]
     await _commerce(gql, world)
     await _growth(gql, db, world)
+    await _purchasing(gql, world)
     return world
 
 
@@ -255,6 +256,39 @@ async def _growth(gql, db, world: dict) -> None:
     )["referralCampaign"]
 
 
+async def _purchasing(gql, world: dict) -> None:
+    """A contract price list and a credit line for each partner; a draft purchase order of
+    each (HQ places them for the partners)."""
+    for side, store in (("A", "SA"), ("B", "SB")):
+        prices = await _ok(
+            gql,
+            "mutation($p: ID!, $sku: ID!, $from: DateTime!) { priceListCreate(input: {name: "
+            '"contract", partnerId: $p, validFrom: $from, items: [{skuId: $sku, unitPrice: '
+            '"10"}]}) { priceList { id } errors { code } } }',
+            {
+                "p": world[side]["id"],
+                "sku": world["SKU"]["id"],
+                "from": (datetime.now(UTC) - timedelta(days=1)).isoformat(),
+            },
+        )
+        world[f"PRICE_LIST_{side}"] = prices["priceList"]
+        await _ok(
+            gql,
+            'mutation($p: ID!) { partnerCreditSet(input: {partnerId: $p, limit: "1000"}) '
+            "{ credit { limit { amount } } errors { code } } }",
+            {"p": world[side]["id"]},
+        )
+        world[f"PO_{side}"] = (
+            await _ok(
+                gql,
+                "mutation($p: ID!, $s: ID!, $sku: ID!) { purchaseOrderCreate(input: {partnerId: "
+                '$p, storeId: $s, lines: [{skuId: $sku, quantity: 1}], idempotencyKey: "w"}) '
+                "{ purchaseOrder { id } errors { code } } }",
+                {"p": world[side]["id"], "s": world[store]["id"], "sku": world["SKU"]["id"]},
+            )
+        )["purchaseOrder"]
+
+
 def pk(global_id: str) -> int:
     return int(base64.urlsafe_b64decode(global_id + "==").decode().split(":")[1])
 
@@ -317,9 +351,10 @@ OTHER_PARTNERS_OBJECT = {
     "ChannelSpend": "SPEND_B",
     "Segment": "SEGMENT_B",
     "SegmentGrantJob": "JOB_B",
+    "PurchaseOrder": "PO_B",
 }
 # Node types no partner principal sees at all, whoever owns them.
-HQ_ONLY = {"AuditEvent", "ChannelViolation", "ReferralCampaign"}
+HQ_ONLY = {"AuditEvent", "ChannelViolation", "ReferralCampaign", "PriceList"}
 # Brand-wide configuration every channel works with: no partner owns it.
 BRAND_WIDE = {
     "MemberLevel": "LEVEL",
@@ -334,6 +369,7 @@ TYPED_ROOT_FIELD = {
     "Order": "order",
     "Segment": "segment",
     "SegmentGrantJob": "segmentGrantJob",
+    "PurchaseOrder": "purchaseOrder",
 }
 FOREIGN = (
     "B",
@@ -350,6 +386,7 @@ FOREIGN = (
     "SPEND_B",
     "SEGMENT_B",
     "JOB_B",
+    "PO_B",
 )
 OWN = (
     "A",
@@ -365,6 +402,7 @@ OWN = (
     "TOUCH_A",
     "SPEND_A",
     "SEGMENT_A",
+    "PO_A",
 )
 
 
@@ -466,6 +504,8 @@ CONNECTION_PROBES = {
     "channelSpends": ["", '(filter: {partnerId: "$B"})', "(filter: {channels: [MINI_PROGRAM]})"],
     "segments": [""],
     "referralCampaigns": None,  # HQ's programme and members' invites: refused for partners
+    "purchaseOrders": ["", '(filter: {partnerId: "$B"})', "(filter: {statuses: [DRAFT]})"],
+    "priceLists": None,  # HQ's: a partner reads its own prices through purchasePrice
 }
 
 
@@ -823,6 +863,76 @@ MUTATION_CASES = {
         ("segments:write",),
         also_needs=("points:write",),
     ),
+    "priceListCreate": Case(
+        'mutation($sku: ID!, $now: DateTime!) { priceListCreate(input: {name: "n", tier: A, '
+        'validFrom: $now, items: [{skuId: $sku, unitPrice: "9.90"}]}) '
+        "{ priceList { id } errors { code } } }",
+        ("purchasing:manage",),
+        hq_only=True,
+    ),
+    "partnerCreditSet": Case(
+        'mutation($id: ID!) { partnerCreditSet(input: {partnerId: $id, limit: "2000"}) '
+        "{ credit { limit { amount } } errors { code } } }",
+        ("purchasing:manage",),
+        hq_only=True,
+    ),
+    "purchaseOrderCreate": Case(
+        "mutation($id: ID!, $sa: ID!, $sku: ID!) { purchaseOrderCreate(input: {partnerId: $id, "
+        'storeId: $sa, lines: [{skuId: $sku, quantity: 2}], idempotencyKey: "matrix-1"}) '
+        "{ purchaseOrder { id } errors { code } } }",
+        ("purchasing:write",),
+    ),
+    "purchaseOrderSubmit": Case(
+        "mutation($po: ID!) { purchaseOrderSubmit(input: {id: $po}) "
+        "{ purchaseOrder { id } errors { code } } }",
+        ("purchasing:write",),
+    ),
+    "purchaseOrderCancel": Case(
+        "mutation($po: ID!) { purchaseOrderCancel(input: {id: $po}) "
+        "{ purchaseOrder { id } errors { code } } }",
+        ("purchasing:write",),
+    ),
+    "purchaseOrderReceive": Case(
+        "mutation($po: ID!) { purchaseOrderReceive(input: {id: $po}) "
+        "{ purchaseOrder { id } errors { code } } }",
+        ("purchasing:write",),
+        business_refusals=("BAD_STATE",),  # a draft: nothing shipped to receive
+    ),
+    "purchaseOrderApprove": Case(
+        "mutation($po: ID!) { purchaseOrderApprove(input: {id: $po}) "
+        "{ purchaseOrder { id } errors { code } } }",
+        ("purchasing:manage",),
+        hq_only=True,
+        business_refusals=("BAD_STATE",),  # a draft is not submitted yet
+    ),
+    "purchaseOrderReject": Case(
+        'mutation($po: ID!) { purchaseOrderReject(input: {id: $po, reason: "matrix"}) '
+        "{ purchaseOrder { id } errors { code } } }",
+        ("purchasing:manage",),
+        hq_only=True,
+        business_refusals=("BAD_STATE",),
+    ),
+    "purchaseOrderShip": Case(
+        "mutation($po: ID!, $sa: ID!) { purchaseOrderShip(input: {id: $po, warehouseId: $sa, "
+        'trackingNumber: "T"}) { purchaseOrder { id } errors { code } } }',
+        ("purchasing:manage",),
+        hq_only=True,
+        business_refusals=("NOT_FOUND",),  # a partner's store is no HQ warehouse
+    ),
+    "purchaseAllocate": Case(
+        "mutation($sa: ID!, $sku: ID!) { purchaseAllocate(input: {warehouseId: $sa, "
+        "skuId: $sku}) { allocations { quantity } errors { code } } }",
+        ("purchasing:manage",),
+        hq_only=True,
+        business_refusals=("NOT_FOUND",),  # a partner's store is no HQ warehouse
+    ),
+    "purchaseOrderPaymentRecord": Case(
+        "mutation($po: ID!) { purchaseOrderPaymentRecord(input: {id: $po}) "
+        "{ purchaseOrder { id } errors { code } } }",
+        ("purchasing:manage",),
+        hq_only=True,
+        business_refusals=("BAD_STATE",),
+    ),
 }
 
 CALLERS = {
@@ -899,6 +1009,7 @@ async def test_authorization_matrix(app, db, gql, issue_token, mutation, caller)
         "pickup": two_partners["PICKUP_A"]["id"],
         "segment": two_partners["SEGMENT_A"]["id"],
         "campaign": two_partners["CAMPAIGN"]["id"],
+        "po": two_partners["PO_A"]["id"],
         "now": datetime.now(UTC).isoformat(),
         "pickupCode": await _pickup_code(db, pk(two_partners["PICKUP_A"]["id"]))
         if passes_the_check
