@@ -252,8 +252,8 @@ class PriceListCreateInput:
     items: list[PriceListItemInput]
     valid_until: datetime | None = None
     partner_id: strawberry.ID | None = None
-    tier: PartnerTier | None = None  # type: ignore[valid-type]
-    partner_type: PartnerType | None = None  # type: ignore[valid-type]
+    tier: PartnerTier | None = None
+    partner_type: PartnerType | None = None
     currency: str = "CNY"
 
     def to_service(self) -> pricing.PriceListDraft:

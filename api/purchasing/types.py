@@ -70,8 +70,8 @@ class PriceListItem:
 class PriceList(Node):
     name: str
     currency: str
-    tier: PartnerTier | None  # type: ignore[valid-type]
-    partner_type: PartnerType | None  # type: ignore[valid-type]
+    tier: PartnerTier | None
+    partner_type: PartnerType | None
     valid_from: datetime
     valid_until: datetime | None
     created_at: datetime
