@@ -34,9 +34,9 @@ from api.auth.oauth.routes import ROUTES as OAUTH_ROUTES
 from api.auth.principal import ANONYMOUS
 from api.auth.tokens import InvalidToken
 from api.cache import Cache, CacheUnavailable, create_cache
-from api.db import Database
+from api.db import Database, unavailable
 from api.graphql.context import Context
-from api.graphql.errors import coded
+from api.graphql.errors import DATABASE_RETRY_AFTER, coded
 from api.graphql.schema import NODE_LOADERS, build_schema
 from api.graphql.subscriptions import (
     MAX_SUBSCRIPTIONS_PER_CONNECTION,
@@ -261,6 +261,43 @@ async def cache_unavailable(request: Request, error: Exception) -> Response:
     )
 
 
+class DatabaseOutageMiddleware:
+    """The routes outside GraphQL (OAuth, member login codes) answer an unreachable database
+    the way GraphQL does: a 503 with Retry-After the client can act on, counted in the outage
+    log (one traceback per outage), never a 500 with a traceback per request."""
+
+    def __init__(self, app: ASGIApp, db: Database) -> None:
+        self.app = app
+        self.db = db
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as error:
+            if started or not unavailable(error):
+                raise
+            self.db.outage.failed(error)
+            response = JSONResponse(
+                {
+                    "error": "temporarily_unavailable",
+                    "error_description": "The database is unavailable; try again shortly.",
+                },
+                status_code=503,
+                headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+            )
+            await response(scope, receive, send)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -324,6 +361,7 @@ def create_app(
     app.state.keys = settings.key_ring()
     app.state.oauth = build_oauth_server(app.state.db, app.state.cache, app.state.keys, settings)
     member_login.install(app.state.oauth, settings)  # phone code and WeChat grants
+    app.add_middleware(DatabaseOutageMiddleware, db=app.state.db)
     app.add_middleware(
         AuthenticationMiddleware, keys=app.state.keys, cache=app.state.cache, settings=settings
     )

@@ -577,3 +577,19 @@ def _check_outage_log(records: list[logging.LogRecord]) -> None:
     assert outages and all(r in outages for r in tracebacks), [r.getMessage() for r in tracebacks]
     assert len([r for r in outages if r.exc_info]) == len(ends)
     print(f"outages logged: {len(ends)}; tracebacks: {len(tracebacks)}")
+
+
+async def test_oauth_answers_an_unreachable_database_with_a_retryable_503(world: World) -> None:
+    """The token endpoint reads clients from the database: while it is gone, a 503 with
+    Retry-After and no internals (not a 500), and the usual answer once it is back."""
+    world.proxy.refuse()
+    token = {"grant_type": "client_credentials"}
+    response = await world.http.post("/oauth/token", data=token, auth=("nobody", "secret"))
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["error"] == "temporarily_unavailable"
+    assert not [word for word in INTERNALS if word in response.text]
+    await world.proxy.restore()
+    response = await world.http.post("/oauth/token", data=token, auth=("nobody", "secret"))
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
