@@ -19,7 +19,10 @@ from api.customers.models import Customer
 from api.db import Base, Database
 from api.inventory.models import StockLevel
 from api.loyalty.models import PointsAccount, PointsLot
+from api.partners.models import PartnerTier, PartnerType
+from api.purchasing.models import PartnerCredit
 from tests.inventory.conftest import new_skus, new_store
+from tests.purchasing.conftest import new_partner
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -48,6 +51,9 @@ VIOLATIONS = [
     ("ck_stock_level_reserved_not_negative", "UPDATE stock_level SET reserved = -1"),
     ("ck_stock_level_reserved_within_on_hand", "UPDATE stock_level SET reserved = on_hand + 1"),
     ("ck_stock_level_safety_not_negative", "UPDATE stock_level SET safety_level = -1"),
+    # What a lost credit guard would do: two submissions overdrawing the partner's credit.
+    ("ck_partner_credit_used_within_limit", "UPDATE partner_credit SET used_cents = 1001"),
+    ("ck_partner_credit_used_not_negative", "UPDATE partner_credit SET used_cents = -1"),
 ]
 
 # The boundaries are allowed: all spent, all issued, all reserved, nothing left.
@@ -59,6 +65,8 @@ BOUNDARIES = [
     "UPDATE coupon_claim_count SET claimed = 0",
     "UPDATE stock_level SET reserved = on_hand",
     "UPDATE stock_level SET on_hand = 0, reserved = 0, safety_level = 0",
+    "UPDATE partner_credit SET used_cents = limit_cents",
+    "UPDATE partner_credit SET limit_cents = 0, used_cents = 0",
 ]
 
 
@@ -67,6 +75,7 @@ async def rows(db: Database) -> None:
     """One valid row in each constrained table."""
     store = await new_store(db, None)
     (sku,) = await new_skus(db, "CK", 1)
+    partner = await new_partner(db, "CK-P", PartnerTier.A, PartnerType.DISTRIBUTOR)
     async with db.transaction() as session:
         customer = Customer(name="顾客")
         template = CouponTemplate(
@@ -93,6 +102,7 @@ async def rows(db: Database) -> None:
                 ),
                 CouponClaimCount(customer_id=customer.id, template_id=template.id, claimed=1),
                 StockLevel(store_id=store, sku_id=sku, on_hand=5, reserved=2, safety_level=1),
+                PartnerCredit(partner_id=partner, limit_cents=1000, used_cents=400),
             ]
         )
 

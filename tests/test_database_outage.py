@@ -210,9 +210,9 @@ class Proxy:
 # --- the world ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def direct_url() -> Iterator[str]:
-    """A database of this module's own (the shared server, another name)."""
+    """A database of each test's own (the shared server, another name)."""
     assert PG_URL
     url = make_url(PG_URL)
     own = url.set(database=f"{url.database}_outage").render_as_string(hide_password=False)
