@@ -53,7 +53,7 @@ class Touchpoint(Base):
     store_id: Mapped[int | None] = mapped_column(ForeignKey("store.id"), index=True)
     guide_id: Mapped[int | None] = mapped_column(ForeignKey("staff_user.id"))
     campaign_id: Mapped[str | None] = mapped_column(String(64), index=True)
-    # A withdrawn import (an order split across batches, api/orders/importer.py) deletes its
+    # A withdrawn import (an order split across batches, api/orders/importer/running.py) deletes its
     # orders: their touchpoints go with them.
     order_id: Mapped[int | None] = mapped_column(
         ForeignKey("customer_order.id", ondelete="CASCADE")
