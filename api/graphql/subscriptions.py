@@ -61,6 +61,7 @@ MAX_SUBSCRIPTIONS_PER_CONNECTION = 20
 FORBIDDEN = 4403
 
 T = TypeVar("T")
+Result = TypeVar("Result")
 
 
 class NotFound(InputError):
@@ -313,14 +314,14 @@ class SubscriptionSocket(BaseGraphQLTransportWSHandler[Context, None]):
         await super().shutdown()
 
 
-async def coded_results(
-    results: AsyncGenerator[ExecutionResult, None],
-) -> AsyncIterator[ExecutionResult]:
+async def coded_results(results: AsyncGenerator[Result, None]) -> AsyncIterator[Result]:
     """Errors as HTTP clients see them (``extensions.code``, bugs masked): the HTTP view
-    codes its results in ``process_result``, which the websocket transport does not call."""
+    codes its results in ``process_result``, which the websocket transport does not call.
+    Only subscriptions run here, so every result is an ExecutionResult (strawberry's stream
+    also types the incremental frames of @defer and @stream, which they never send)."""
     async with aclosing(results):
         async for result in results:
-            if result.errors:
+            if isinstance(result, ExecutionResult) and result.errors:
                 result.errors = [coded(error) for error in result.errors]
             yield result
 
