@@ -53,8 +53,6 @@ log = logging.getLogger("qudao.subscriptions")
 # without a fresh check, and expiry is exact; this bounds how long a revoked token's idle
 # connection lingers.
 TOKEN_CHECK_SECONDS = 30.0
-# The idle timer's sleep: tests put a hand-stepped one in its place instead of waiting.
-timer_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 # Each subscription holds a pub/sub connection to Redis for as long as it runs.
 MAX_SUBSCRIPTIONS_PER_CONNECTION = 20
 # Connection codes of graphql-transport-ws.
@@ -145,7 +143,7 @@ class SocketConnection:
         try:
             while True:
                 until_expiry = self.expires_at - time.time()
-                await timer_sleep(max(0.0, min(TOKEN_CHECK_SECONDS, until_expiry)))
+                await asyncio.sleep(max(0.0, min(TOKEN_CHECK_SECONDS, until_expiry)))
                 if not await self.still_valid():
                     return
         except Exception:
