@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from asyncpg import exceptions as pg_errors  # type: ignore[import-untyped]
+from asyncpg import exceptions as pg_errors  # type: ignore[import-untyped]  # asyncpg ships no stubs
 from sqlalchemy import (
     DateTime,
     Dialect,

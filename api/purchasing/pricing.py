@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import ColumnElement, Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth.principal import Principal
@@ -101,7 +101,7 @@ def _basis(price_list: PriceList) -> PriceBasis:
 _RANK = {basis: rank for rank, basis in enumerate(PriceBasis)}
 
 
-def _applies_to(partner: Partner) -> object:
+def _applies_to(partner: Partner) -> ColumnElement[bool]:
     """SQL: the list applies to ``partner`` (its contract, or its tier and/or type)."""
     tier_ok = (
         PriceList.tier.is_(None)
@@ -128,7 +128,7 @@ async def quote_lines(
         await session.execute(
             select(PriceList, PriceListItem)
             .join(PriceListItem, PriceListItem.price_list_id == PriceList.id)
-            .where(PriceListItem.sku_id.in_(list(lines)), _applies_to(partner))  # type: ignore[arg-type]
+            .where(PriceListItem.sku_id.in_(list(lines)), _applies_to(partner))
         )
     ).all()
     best: dict[int, tuple[PriceList, PriceListItem]] = {}

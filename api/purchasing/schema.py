@@ -59,7 +59,7 @@ def _cents(amount: Decimal, *path: str) -> int:
 
 @strawberry.input
 class PurchaseOrderFilter:
-    statuses: list[PurchaseOrderStatus] | None = None  # type: ignore[valid-type]
+    statuses: list[PurchaseOrderStatus] | None = None
     partner_id: strawberry.ID | None = strawberry.field(
         default=None, description="HQ: one partner's. A partner sees only its own anyway."
     )
@@ -190,6 +190,7 @@ class PurchasingQuery:
             return None
         if isinstance(found, DomainError):
             problem = found.problems[0]
+            assert isinstance(problem.code, PurchasingErrorCode)  # pricing raises only its own
             return PurchasePrice(
                 quantity=quantity,
                 unit_price=None,
@@ -225,7 +226,7 @@ class PurchasingQuery:
 
 @strawberry.type
 class PurchasingError(UserError):
-    code: PurchasingErrorCode  # type: ignore[valid-type]
+    code: PurchasingErrorCode
 
 
 @strawberry.input

@@ -22,18 +22,23 @@ from api.partners.schema import Partner, Store
 from api.purchasing import loaders, models, pricing, service
 from api.purchasing.errors import PurchasingErrorCode as Code
 
-PurchaseOrderStatus = strawberry.enum(
-    models.PurchaseOrderStatus,
+# strawberry.enum registers the GraphQL enum on the domain enum class itself (and returns
+# it): fields are annotated with the class, which is a type to mypy too.
+PurchaseOrderStatus = models.PurchaseOrderStatus
+strawberry.enum(
+    PurchaseOrderStatus,
     description="DRAFT → SUBMITTED (credit held) → APPROVED → ALLOCATED (its units reserved "
     "at a warehouse) → SHIPPED → RECEIVED → CLOSED "
     "(paid, credit back); REJECTED by HQ or CANCELLED before shipment give the credit back.",
 )
-PriceBasis = strawberry.enum(
-    pricing.PriceBasis,
+PriceBasis = pricing.PriceBasis
+strawberry.enum(
+    PriceBasis,
     description="Why a price list applied, most specific first: CONTRACT (the partner's own), "
     "TIER_AND_TYPE, TIER, TYPE.",
 )
-PurchasingErrorCode = strawberry.enum(Code)
+PurchasingErrorCode = Code
+strawberry.enum(PurchasingErrorCode)
 
 
 def money(cents: int, currency: str) -> Money:
@@ -154,9 +159,9 @@ class PurchasePrice:
     break_min_quantity: int | None = strawberry.field(description="The break that applied.")
     min_quantity: int | None
     pack_size: int | None
-    basis: PriceBasis | None  # type: ignore[valid-type]
+    basis: PriceBasis | None
     price_list_name: str | None
-    problem: PurchasingErrorCode | None = strawberry.field(  # type: ignore[valid-type]
+    problem: PurchasingErrorCode | None = strawberry.field(
         description="NO_PRICE or PRICE_LIST_EXPIRED: no price applies (the amounts are null)."
     )
     explanation: str
@@ -229,7 +234,7 @@ class PurchaseOrderLine:
 
 @strawberry.type(description="A partner's order for stock from the brand (采购单).")
 class PurchaseOrder(Node):
-    status: PurchaseOrderStatus  # type: ignore[valid-type]
+    status: PurchaseOrderStatus
     total: Money
     idempotency_key: str
     note: str | None
