@@ -25,7 +25,7 @@ from api.graphql.money import Money
 from api.graphql.mutations import UnitOfWork, run_mutation
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import Authenticated, requires
-from api.graphql.relay import Connection, Node, page_request, root_connection
+from api.graphql.relay import Connection, Node, Rows, connection
 from api.inventory import loaders as inventory_loaders
 from api.inventory.adjusting import MAX_QUANTITY
 
@@ -215,26 +215,16 @@ class ProductFilter:
 
 @strawberry.type
 class CatalogQuery:
-    @strawberry.field(
+    @connection(
+        Connection[Product],
         description="The catalog, for every signed-in caller.",
         permission_classes=[Authenticated],
     )
     async def products(
-        self,
-        info: Info,
-        filter: ProductFilter | None = None,
-        reverse: bool = False,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-    ) -> Connection[Product]:
-        ctx = info.context
-        request = page_request(info, first, after, last, before)
+        self, info: Info, filter: ProductFilter | None = None, reverse: bool = False
+    ) -> Rows[Product]:
         stmt = queries.products_query(filter.to_service() if filter else None)
-        return await root_connection(
-            ctx, stmt, queries.PRODUCT_KEYSET, request, Product.from_row, reverse=reverse
-        )
+        return Rows(stmt, queries.PRODUCT_KEYSET, Product.from_row, reverse=reverse)
 
     @strawberry.field(
         description="A SKU by its code (what a scanner or an import names); null if none.",

@@ -202,9 +202,10 @@ class Paged(FieldExtension):
         before: str | None = None,
         **kwargs: Any,
     ) -> Connection[Any]:
-        request = page_request(info, first, after, last, before)
+        # The resolver first: its own refusals (a caller who may not list this) come before
+        # a complaint about the paging arguments, as they did when each field checked both.
         listing: Listing[Any] = await next_(source, info, **kwargs)
-        return await listing.page(info.context, request)
+        return await listing.page(info.context, page_request(info, first, after, last, before))
 
 
 def connection(
