@@ -33,12 +33,7 @@ from api.graphql.money import Money
 from api.graphql.mutations import UnitOfWork, run_mutation
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
-from api.graphql.relay import (
-    Connection,
-    Node,
-    page_request,
-    root_connection,
-)
+from api.graphql.relay import Connection, Node, Rows, connection
 from api.referrals import accepting, campaigns, errors, invites, loaders, models, stats, tree
 
 # strawberry.enum registers the GraphQL enum on the Python enum class itself (and returns
@@ -297,34 +292,20 @@ class ReferralCampaignStats:
 
 @strawberry.type
 class ReferralQuery:
-    @strawberry.field(
+    @connection(
+        Connection[ReferralCampaign],
         description="Referral campaigns, oldest first (reverse: newest first); `running`: "
         "only those running now. HQ and members.",
         permission_classes=[_CAMPAIGN_READERS],
     )
     async def referral_campaigns(
-        self,
-        info: Info,
-        running: bool | None = None,
-        reverse: bool = False,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-    ) -> Connection[ReferralCampaign]:
+        self, info: Info, running: bool | None = None, reverse: bool = False
+    ) -> Rows[ReferralCampaign]:
         ctx = info.context
         if not campaigns.may_see_campaigns(ctx.principal):
             raise PermissionDenied(_NOT_YOURS)
-        request = page_request(info, first, after, last, before)
         stmt = campaigns.campaigns_query(ctx.principal, running_at=utcnow() if running else None)
-        return await root_connection(
-            ctx,
-            stmt,
-            campaigns.CAMPAIGN_KEYSET,
-            request,
-            ReferralCampaign.from_row,
-            reverse=reverse,
-        )
+        return Rows(stmt, campaigns.CAMPAIGN_KEYSET, ReferralCampaign.from_row, reverse=reverse)
 
     @strawberry.field(
         description="Who invited whom below a customer, down to `depth` levels (1-5). A "
