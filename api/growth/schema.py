@@ -29,12 +29,7 @@ from api.graphql.ids import decode_id_of, encode_id, input_pk
 from api.graphql.mutations import UnitOfWork, run_mutation
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
-from api.graphql.relay import (
-    Connection,
-    Node,
-    page_request,
-    root_connection,
-)
+from api.graphql.relay import Connection, Node, Rows, connection
 from api.growth import errors as growth_errors
 from api.growth import funnel, loaders, models, reads, recording
 from api.orders.schema import Order
@@ -484,27 +479,19 @@ def _argument_errors(error: DomainError) -> list[GrowthError]:
 
 @strawberry.type
 class GrowthQuery:
-    @strawberry.field(
+    @connection(
+        Connection[Touchpoint],
         description="Touchpoints you may see, oldest recorded first (reverse: newest first): "
         "HQ all; a partner its own partner's; store staff their store's.",
         permission_classes=[requires(ANALYTICS_READ)],
     )
     async def touchpoints(
-        self,
-        info: Info,
-        filter: TouchpointFilter | None = None,
-        reverse: bool = False,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-    ) -> Connection[Touchpoint]:
-        ctx = info.context
-        request = page_request(info, first, after, last, before)
-        stmt = reads.touchpoints_query(ctx.principal, filter.to_service() if filter else None)
-        return await root_connection(
-            ctx, stmt, reads.TOUCHPOINT_KEYSET, request, Touchpoint.from_row, reverse=reverse
+        self, info: Info, filter: TouchpointFilter | None = None, reverse: bool = False
+    ) -> Rows[Touchpoint]:
+        stmt = reads.touchpoints_query(
+            info.context.principal, filter.to_service() if filter else None
         )
+        return Rows(stmt, reads.TOUCHPOINT_KEYSET, Touchpoint.from_row, reverse=reverse)
 
     @strawberry.field(
         description="The conversion funnel of the customers whose first touch of steps[0] "
