@@ -18,12 +18,7 @@ from api.graphql.context import Context, Info
 from api.graphql.ids import encode_id
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
-from api.graphql.relay import (
-    Connection,
-    Node,
-    page_request,
-    root_connection,
-)
+from api.graphql.relay import Connection, Node, Rows, connection
 from api.partners import loaders as partner_loaders
 from api.partners.schema import Partner, Store
 
@@ -167,29 +162,19 @@ class AuthQuery:
             customer_pk=principal.customer_id if principal.is_member else None,
         )
 
-    @strawberry.field(
-        permission_classes=[requires("audit:read")], description="The audit log, newest first."
+    @connection(
+        Connection[AuditEvent],
+        permission_classes=[requires("audit:read")],
+        description="The audit log, newest first.",
     )
-    async def audit_events(
-        self,
-        info: Info,
-        filter: AuditEventFilter | None = None,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-    ) -> Connection[AuditEvent]:
-        ctx = info.context
-        request = page_request(info, first, after, last, before)
+    async def audit_events(self, filter: AuditEventFilter | None = None) -> Rows[AuditEvent]:
         where = (
             audit.AuditFilter(filter.actor, filter.action, filter.object_type, filter.object_id)
             if filter
             else None
         )
         stmt = audit.events_query(where)
-        return await root_connection(
-            ctx, stmt, audit.EVENT_KEYSET, request, AuditEvent.from_row, reverse=True
-        )
+        return Rows(stmt, audit.EVENT_KEYSET, AuditEvent.from_row, reverse=True)
 
 
 schema_parts = SchemaParts(query=AuthQuery, types=[AuditEvent], nodes={"AuditEvent": _load_events})
