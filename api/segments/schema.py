@@ -28,12 +28,7 @@ from api.graphql.ids import decode_id_of, encode_id, input_pk
 from api.graphql.mutations import UnitOfWork, run_mutation
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
-from api.graphql.relay import (
-    Connection,
-    Node,
-    page_request,
-    root_connection,
-)
+from api.graphql.relay import Connection, Node, Rows, connection
 from api.partners import loaders as partner_loaders
 from api.partners.schema import Partner
 from api.segments import jobs, models, service
@@ -163,24 +158,16 @@ class Segment(Node):
                 session, ctx.principal, expr, now=utcnow(), segment=self.row
             )
 
-    @strawberry.field(
+    @connection(
+        Connection[Customer],
         description="Its members now, by customer id (among the customers you may see).",
         permission_classes=[CUSTOMER_ANALYTICS],
     )
-    async def members(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-    ) -> Connection[Customer]:
-        ctx = info.context
-        request = page_request(info, first, after, last, before)
+    async def members(self, info: Info) -> Rows[Customer]:
         stmt = service.members_query(
-            ctx.principal, _saved_query(self.row), now=utcnow(), segment=self.row
+            info.context.principal, _saved_query(self.row), now=utcnow(), segment=self.row
         )
-        return await root_connection(ctx, stmt, service.MEMBER_KEYSET, request, Customer.from_row)
+        return Rows(stmt, service.MEMBER_KEYSET, Customer.from_row)
 
     @strawberry.field(
         description="Which of the query's conditions a customer meets; null when the customer "
@@ -313,22 +300,14 @@ class SegmentPreview:
 
 @strawberry.type
 class SegmentQuery:
-    @strawberry.field(
+    @connection(
+        Connection[Segment],
         description="Saved segments, oldest first: HQ sees all, a partner its own.",
         permission_classes=[READERS],
     )
-    async def segments(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-    ) -> Connection[Segment]:
-        ctx = info.context
-        request = page_request(info, first, after, last, before)
-        stmt = service.segments_query(ctx.principal)
-        return await root_connection(ctx, stmt, service.SEGMENT_KEYSET, request, Segment.from_row)
+    async def segments(self, info: Info) -> Rows[Segment]:
+        stmt = service.segments_query(info.context.principal)
+        return Rows(stmt, service.SEGMENT_KEYSET, Segment.from_row)
 
     @strawberry.field(
         description="A segment by ID; null when missing or not yours.",
