@@ -23,7 +23,7 @@ from api.graphql.ids import decode_id_of, encode_id, input_pk
 from api.graphql.mutations import UnitOfWork, run_mutation
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
-from api.graphql.relay import Connection, Node, page_request, root_connection
+from api.graphql.relay import Connection, Node, Rows, connection
 from api.inventory import adjusting, loaders, models, movements, queries
 from api.partners import loaders as partner_loaders
 from api.partners.schema import Store
@@ -260,7 +260,8 @@ class StockAlertFilter:
 
 @strawberry.type
 class InventoryQuery:
-    @strawberry.field(
+    @connection(
+        Connection[StockLevel],
         description="Stock levels of the locations you may see, by id.",
         permission_classes=[StockReaders],
     )
@@ -268,17 +269,13 @@ class InventoryQuery:
         self,
         info: Info,
         filter: StockLevelFilter | None = None,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-    ) -> Connection[StockLevel]:
+    ) -> Rows[StockLevel]:
         ctx = info.context
-        request = page_request(info, first, after, last, before)
         stmt = queries.levels_query(ctx.principal, filter.to_service() if filter else None)
-        return await root_connection(ctx, stmt, queries.LEVEL_KEYSET, request, StockLevel.from_row)
+        return Rows(stmt, queries.LEVEL_KEYSET, StockLevel.from_row)
 
-    @strawberry.field(
+    @connection(
+        Connection[StockMovement],
         description="The movement log of the locations you may see, newest first.",
         permission_classes=[StockReaders],
     )
@@ -286,19 +283,13 @@ class InventoryQuery:
         self,
         info: Info,
         filter: StockMovementFilter | None = None,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-    ) -> Connection[StockMovement]:
+    ) -> Rows[StockMovement]:
         ctx = info.context
-        request = page_request(info, first, after, last, before)
         stmt = queries.movements_query(ctx.principal, filter.to_service() if filter else None)
-        return await root_connection(
-            ctx, stmt, queries.MOVEMENT_KEYSET, request, StockMovement.from_row, reverse=True
-        )
+        return Rows(stmt, queries.MOVEMENT_KEYSET, StockMovement.from_row, reverse=True)
 
-    @strawberry.field(
+    @connection(
+        Connection[StockAlert],
         description="Low-stock alerts of the locations you may see, newest first: open ones, "
         "or with `includeResolved` all.",
         permission_classes=[StockReaders],
@@ -307,17 +298,10 @@ class InventoryQuery:
         self,
         info: Info,
         filter: StockAlertFilter | None = None,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-    ) -> Connection[StockAlert]:
+    ) -> Rows[StockAlert]:
         ctx = info.context
-        request = page_request(info, first, after, last, before)
         stmt = queries.alerts_query(ctx.principal, filter.to_service() if filter else None)
-        return await root_connection(
-            ctx, stmt, queries.ALERT_KEYSET, request, StockAlert.from_row, reverse=True
-        )
+        return Rows(stmt, queries.ALERT_KEYSET, StockAlert.from_row, reverse=True)
 
 
 # --- mutations ------------------------------------------------------------------------------
