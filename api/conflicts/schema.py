@@ -21,12 +21,7 @@ from api.graphql.ids import decode_id_of, encode_id
 from api.graphql.money import Money
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
-from api.graphql.relay import (
-    Connection,
-    Node,
-    page_request,
-    root_connection,
-)
+from api.graphql.relay import Connection, Node, Rows, connection
 from api.orders import loaders as order_loaders
 from api.orders.schema import Order
 from api.partners import loaders as partner_loaders
@@ -177,7 +172,8 @@ class ChannelViolationFilter:
 
 @strawberry.type
 class ConflictQuery:
-    @strawberry.field(
+    @connection(
+        Connection[ChannelViolation],
         description="Channel violations (乱价, 窜货), oldest first (reverse: newest first). HQ "
         "staff with orders:read only; anyone else is refused.",
         permission_classes=[requires("orders:read")],
@@ -187,19 +183,12 @@ class ConflictQuery:
         info: Info,
         filter: ChannelViolationFilter | None = None,
         reverse: bool = False,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-    ) -> Connection[ChannelViolation]:
+    ) -> Rows[ChannelViolation]:
         ctx = info.context
         if not ctx.principal.is_hq:
             raise PermissionDenied(_HQ_ONLY)
-        request = page_request(info, first, after, last, before)
         stmt = service.violations_query(ctx.principal, filter.to_service() if filter else None)
-        return await root_connection(
-            ctx, stmt, service.VIOLATION_KEYSET, request, ChannelViolation.from_row, reverse=reverse
-        )
+        return Rows(stmt, service.VIOLATION_KEYSET, ChannelViolation.from_row, reverse=reverse)
 
 
 __all__ = ["ChannelViolation", "ConflictQuery"]
