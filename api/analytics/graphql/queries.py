@@ -44,7 +44,7 @@ from api.graphql.context import Info
 from api.graphql.ids import decode_id_of
 from api.graphql.money import Money
 from api.graphql.permissions import requires
-from api.graphql.relay import Connection, page_request, root_connection
+from api.graphql.relay import Connection, Rows, connection
 
 # --- queries and mutations -----------------------------------------------------------------
 
@@ -301,7 +301,8 @@ class AnalyticsQuery:
             rows=[AttributedSalesRow.of(dimension, r, currency, cost_visible=visible) for r in rows]
         )
 
-    @strawberry.field(
+    @connection(
+        Connection[ChannelSpend],
         permission_classes=[requires(ANALYTICS_READ)],
         description="Channel spend records, oldest first (reverse: newest first). HQ sees "
         "all; a partner the spend recorded for it.",
@@ -311,13 +312,8 @@ class AnalyticsQuery:
         info: Info,
         filter: ChannelSpendFilter | None = None,
         reverse: bool = False,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-    ) -> Connection[ChannelSpend]:
+    ) -> Rows[ChannelSpend]:
         ctx = info.context
-        request = page_request(info, first, after, last, before)
         where = None
         if filter is not None:
             where = spend.SpendFilter(
@@ -329,11 +325,9 @@ class AnalyticsQuery:
                 overlapping_from=filter.overlapping_from,
                 overlapping_to=filter.overlapping_to,
             )
-        return await root_connection(
-            ctx,
+        return Rows(
             spend.channel_spends_query(ctx.principal, where),
             spend.SPEND_KEYSET,
-            request,
             ChannelSpend.from_row,
             reverse=reverse,
         )
