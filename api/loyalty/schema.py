@@ -23,13 +23,7 @@ from api.graphql.ids import decode_id_of, encode_id, input_pk
 from api.graphql.mutations import UnitOfWork, run_mutation
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
-from api.graphql.relay import (
-    Connection,
-    Node,
-    page_request,
-    root_connection,
-    to_connection,
-)
+from api.graphql.relay import Children, Connection, Node, Rows, connection
 from api.loyalty import adjustments, balances, earning, errors, loaders, models, rules
 
 # strawberry.enum gives an enum class its GraphQL name and description and returns the class
@@ -162,20 +156,15 @@ async def customer_points(info: Info, customer_pk: int) -> PointsBalance:
     return PointsBalance.of(balance)
 
 
-async def customer_points_ledger(
-    info: Info,
-    customer_pk: int,
-    first: int | None = None,
-    after: str | None = None,
-    last: int | None = None,
-    before: str | None = None,
-) -> Connection[PointsEntry]:
-    """``Customer.pointsLedger``, newest first: two statements for all customers."""
-    ctx = info.context
-    request = page_request(info, first, after, last, before)
-    page = await ctx.loader(loaders.entry_pages_by_customer, request).load(customer_pk)
-    counts = ctx.loader(loaders.entry_counts_by_customer)
-    return to_connection(page, PointsEntry.from_row, lambda: counts.load(customer_pk))
+def customer_points_ledger(customer_pk: int) -> Children[PointsEntry]:
+    """``Customer.pointsLedger``, newest first: one statement pages every customer's ledger
+    (and one more counts them, only when ``totalCount`` is asked for)."""
+    return Children(
+        loaders.entry_pages_by_customer,
+        loaders.entry_counts_by_customer,
+        customer_pk,
+        PointsEntry.from_row,
+    )
 
 
 async def _load_entries(ctx: Context, pks: Sequence[int]) -> list[PointsEntry | None]:
@@ -278,24 +267,14 @@ class LoyaltyQuery:
             ],
         )
 
-    @strawberry.field(
+    @connection(
+        Connection[PointsEarningRule],
         permission_classes=[requires("customers:read")],
         description="The points earning rules, oldest first.",
     )
-    async def points_earning_rules(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-    ) -> Connection[PointsEarningRule]:
-        ctx = info.context
-        request = page_request(info, first, after, last, before)
-        stmt = earning.earning_rules_query(ctx.principal)
-        return await root_connection(
-            ctx, stmt, earning.RULE_KEYSET, request, PointsEarningRule.from_row
-        )
+    async def points_earning_rules(self, info: Info) -> Rows[PointsEarningRule]:
+        stmt = earning.earning_rules_query(info.context.principal)
+        return Rows(stmt, earning.RULE_KEYSET, PointsEarningRule.from_row)
 
 
 # --- mutations --------------------------------------------------------------------------------

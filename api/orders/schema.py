@@ -35,13 +35,7 @@ from api.graphql.money import Money
 from api.graphql.mutations import UnitOfWork, run_mutation
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
-from api.graphql.relay import (
-    Connection,
-    Node,
-    page_request,
-    root_connection,
-    to_connection,
-)
+from api.graphql.relay import Children, Connection, Node, Rows, connection
 from api.orders import errors, loaders, models, placing, queries, validation
 from api.orders.drafts import LineDraft, OrderDraft
 from api.orders.pickup_codes import qr_payload, request_pickup_secret
@@ -292,22 +286,15 @@ async def _load_orders(ctx: Context, pks: Sequence[int]) -> list[Order | None]:
     return [Order.from_row(r, ctx) if r else None for r in rows]
 
 
-async def customer_orders(
-    info: Info,
-    customer_pk: int,
-    first: int | None,
-    after: str | None,
-    last: int | None,
-    before: str | None,
-) -> Connection[Order]:
+def customer_orders(info: Info, customer_pk: int) -> Children[Order]:
     """``Customer.orders``, newest first: one statement pages every customer's orders (and
     one more counts them, only when ``totalCount`` is asked for)."""
     ctx = info.context
-    request = page_request(info, first, after, last, before)
-    page = await ctx.loader(loaders.order_pages_by_customer, request).load(customer_pk)
-    counts = ctx.loader(loaders.order_counts_by_customer)
-    return to_connection(
-        page, lambda row: Order.from_row(row, ctx), lambda: counts.load(customer_pk)
+    return Children(
+        loaders.order_pages_by_customer,
+        loaders.order_counts_by_customer,
+        customer_pk,
+        lambda row: Order.from_row(row, ctx),
     )
 
 
@@ -342,31 +329,19 @@ class OrderFilter:
 
 @strawberry.type
 class OrderQuery:
-    @strawberry.field(
+    @connection(
+        Connection[Order],
         description="Orders you may see, oldest first (reverse: newest first): HQ all; a "
         "partner its stores' and its own; a store its own; a member their own.",
         permission_classes=[requires("orders:read")],
     )
     async def orders(
-        self,
-        info: Info,
-        filter: OrderFilter | None = None,
-        reverse: bool = False,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-    ) -> Connection[Order]:
+        self, info: Info, filter: OrderFilter | None = None, reverse: bool = False
+    ) -> Rows[Order]:
         ctx = info.context
-        request = page_request(info, first, after, last, before)
         stmt = queries.orders_query(ctx.principal, filter.to_service() if filter else None)
-        return await root_connection(
-            ctx,
-            stmt,
-            queries.ORDER_KEYSET,
-            request,
-            lambda row: Order.from_row(row, ctx),
-            reverse=reverse,
+        return Rows(
+            stmt, queries.ORDER_KEYSET, lambda row: Order.from_row(row, ctx), reverse=reverse
         )
 
     @strawberry.field(

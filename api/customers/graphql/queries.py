@@ -21,8 +21,7 @@ from api.errors import DomainError, InputError
 from api.graphql.context import Info
 from api.graphql.ids import decode_id_of
 from api.graphql.permissions import requires
-from api.graphql.relay import Connection, page_request
-from api.loyalty.schema import root_connection
+from api.graphql.relay import Connection, Rows, connection
 
 
 @strawberry.input(description="A time range: from (inclusive) to (exclusive).")
@@ -106,7 +105,8 @@ class CustomerFilter:
 
 @strawberry.type
 class CustomerQuery:
-    @strawberry.field(
+    @connection(
+        Connection[Customer],
         permission_classes=[requires("customers:read")],
         description="Customers you may see: HQ all; a partner those it recruited; a store its "
         "own; a member themself.",
@@ -117,26 +117,16 @@ class CustomerQuery:
         filter: CustomerFilter | None = None,
         sort_key: CustomerSortKeys = customer_filter.CustomerSortKey.ID,
         reverse: bool = False,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-    ) -> Connection[Customer]:
+    ) -> Rows[Customer]:
         ctx = info.context
-        request = page_request(info, first, after, last, before)
         try:
             stmt = customer_filter.customers_query(
                 ctx.principal, filter.to_service() if filter else None
             )
         except DomainError as error:
             raise InputError(str(error)) from None
-        return await root_connection(
-            ctx,
-            stmt,
-            customer_filter.CUSTOMER_KEYSETS[sort_key],
-            request,
-            Customer.from_row,
-            reverse=reverse,
+        return Rows(
+            stmt, customer_filter.CUSTOMER_KEYSETS[sort_key], Customer.from_row, reverse=reverse
         )
 
     @strawberry.field(

@@ -22,7 +22,7 @@ from api.coupons.graphql.types import Coupon, customer_coupons
 from api.customers import customer_filter, duplicates, errors, loaders, models, profile
 from api.graphql.context import Context, Info
 from api.graphql.ids import encode_id
-from api.graphql.relay import Children, Connection, Node, connection, page_request, to_connection
+from api.graphql.relay import Children, Connection, Node, connection
 from api.loyalty.schema import PointsBalance, PointsEntry, customer_points, customer_points_ledger
 from api.orders.schema import Order, customer_orders
 from api.partners import loaders as partner_loaders
@@ -301,34 +301,22 @@ class Customer(Node):
     async def level(self, info: Info) -> MemberLevel | None:
         return await _level(info, self.membership.level_pk if self.membership else None)
 
-    @strawberry.field(description="Every level change, newest first.")
-    async def level_history(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-    ) -> Connection[MemberLevelChange]:
-        request = page_request(info, first, after, last, before)
-        page = await info.context.loader(loaders.level_history_pages, request).load(self.pk)
-        counts = info.context.loader(loaders.level_history_counts)
-        return to_connection(page, MemberLevelChange.from_row, lambda: counts.load(self.pk))
+    @connection(Connection[MemberLevelChange], description="Every level change, newest first.")
+    async def level_history(self) -> Children[MemberLevelChange]:
+        return Children(
+            loaders.level_history_pages,
+            loaders.level_history_counts,
+            self.pk,
+            MemberLevelChange.from_row,
+        )
 
     @strawberry.field(description="Points (积分): balance, pending and what expires soon.")
     async def points(self, info: Info) -> PointsBalance:
         return await customer_points(info, self.pk)
 
-    @strawberry.field(description="The points ledger, newest first.")
-    async def points_ledger(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-    ) -> Connection[PointsEntry]:
-        return await customer_points_ledger(info, self.pk, first, after, last, before)
+    @connection(Connection[PointsEntry], description="The points ledger, newest first.")
+    async def points_ledger(self) -> Children[PointsEntry]:
+        return customer_points_ledger(self.pk)
 
     @connection(Connection[Coupon], description="The customer's coupons, newest first.")
     async def coupons(self, info: Info) -> Children[Coupon]:
@@ -342,16 +330,9 @@ class Customer(Node):
     async def metrics(self, info: Info) -> CustomerMetrics | None:
         return await customer_metrics(info, self.pk)
 
-    @strawberry.field(description="The customer's orders, newest first.")
-    async def orders(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-    ) -> Connection[Order]:
-        return await customer_orders(info, self.pk, first, after, last, before)
+    @connection(Connection[Order], description="The customer's orders, newest first.")
+    async def orders(self, info: Info) -> Children[Order]:
+        return customer_orders(info, self.pk)
 
 
 async def load_customers(ctx: Context, pks: Sequence[int]) -> list[Customer | None]:
