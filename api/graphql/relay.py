@@ -79,7 +79,7 @@ class Connection(Generic[T]):
         return await self.count_fn()
 
 
-def page_request(
+def _page_request(
     info: Info,
     first: int | None,
     after: str | None,
@@ -97,7 +97,7 @@ def page_request(
     )
 
 
-def to_connection(page: Page[Any], wrap: Callable[[Any], T], count_fn: CountFn) -> Connection[T]:
+def _to_connection(page: Page[Any], wrap: Callable[[Any], T], count_fn: CountFn) -> Connection[T]:
     nodes = [wrap(item) for item in page.items]
     return Connection(
         edges=[Edge(cursor=c, node=n) for c, n in zip(page.cursors, nodes, strict=True)],
@@ -110,27 +110,6 @@ def to_connection(page: Page[Any], wrap: Callable[[Any], T], count_fn: CountFn) 
         ),
         count_fn=count_fn,
     )
-
-
-async def root_connection(
-    ctx: Context,
-    stmt: Select[Any],
-    keyset: Sequence[Any],
-    request: PageRequest,
-    wrap: Callable[[Any], T],
-    *,
-    reverse: bool = False,
-) -> Connection[T]:
-    """A root connection over ``stmt`` (already scoped to the principal): one page query
-    now, and a COUNT in its own session only if ``totalCount`` is asked for."""
-    async with ctx.db.read() as session:
-        page = await fetch_page(session, stmt, keyset, request, reverse=reverse)
-
-    async def total() -> int:
-        async with ctx.db.read() as session:
-            return await count(session, stmt)
-
-    return to_connection(page, wrap, total)
 
 
 class Listing(Protocol[T_co]):
@@ -150,9 +129,16 @@ class Rows(Generic[T]):
     reverse: bool = False
 
     async def page(self, context: Context, request: PageRequest) -> Connection[T]:
-        return await root_connection(
-            context, self.stmt, self.keyset, request, self.wrap, reverse=self.reverse
-        )
+        stmt = self.stmt
+        async with context.db.read() as session:
+            page = await fetch_page(session, stmt, self.keyset, request, reverse=self.reverse)
+
+        async def total() -> int:
+            # In its own session: the page's is closed by the time totalCount resolves.
+            async with context.db.read() as session:
+                return await count(session, stmt)
+
+        return _to_connection(page, self.wrap, total)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,13 +156,24 @@ class Children(Generic[T]):
         found = await context.loader(self.pages, request).load(self.parent)
         counts = context.loader(self.counts)
         parent = self.parent
-        return to_connection(found, self.wrap, lambda: counts.load(parent))
+        return _to_connection(found, self.wrap, lambda: counts.load(parent))
 
 
 class Paged(FieldExtension):
     """Gives a field the paging arguments and pages what its resolver returns."""
 
     def apply(self, field: StrawberryField) -> None:
+        annotation = field.type_annotation
+        resolver = field.base_resolver
+        if (
+            annotation is not None
+            and isinstance(annotation.raw_annotation, str)
+            and annotation.namespace is None
+            and resolver is not None
+        ):
+            # A type naming the one being defined (``"Connection[Partner]"`` on ``Partner``)
+            # is a string, resolved like the resolver's own annotations: in its module.
+            annotation.namespace = resolver._namespace
         field.arguments = [
             *field.arguments,
             *(
@@ -205,7 +202,7 @@ class Paged(FieldExtension):
         # The resolver first: its own refusals (a caller who may not list this) come before
         # a complaint about the paging arguments, as they did when each field checked both.
         listing: Listing[Any] = await next_(source, info, **kwargs)
-        return await listing.page(info.context, page_request(info, first, after, last, before))
+        return await listing.page(info.context, _page_request(info, first, after, last, before))
 
 
 def connection(
@@ -215,7 +212,8 @@ def connection(
     permission_classes: Sequence[type[Any]] = (),
 ) -> Any:
     """A connection field: ``@connection(Connection[Store], description=...)`` on an async
-    resolver that returns a ``Listing`` (``Rows`` or ``Children``)."""
+    resolver that returns a ``Listing`` (``Rows`` or ``Children``); on a type listing its own
+    kind, name it as a string: ``@connection("Connection[Partner]")``."""
     return strawberry.field(
         graphql_type=graphql_type,
         description=description,

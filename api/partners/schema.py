@@ -19,13 +19,7 @@ from api.graphql.ids import decode_id_of, encode_id, input_pk
 from api.graphql.mutations import UnitOfWork, run_mutation
 from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
-from api.graphql.relay import (
-    Connection,
-    Node,
-    page_request,
-    root_connection,
-    to_connection,
-)
+from api.graphql.relay import Children, Connection, Node, Rows, connection
 from api.partners import loaders, models, service
 
 # strawberry.enum makes the enum class itself the GraphQL enum (and returns it): fields are
@@ -114,33 +108,20 @@ class Partner(Node):
         row = await info.context.loader(loaders.partners_by_pk).load(self.parent_pk)
         return Partner.from_row(row) if row else None
 
-    @strawberry.field(description="Downstream partners (下级), e.g. a distributor's agents.")
-    async def children(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-    ) -> Connection[Partner]:
-        request = page_request(info, first, after, last, before)
-        page = await info.context.loader(loaders.child_pages_by_parent, request).load(self.pk)
-        counts = info.context.loader(loaders.child_counts_by_parent)
-        return to_connection(page, Partner.from_row, lambda: counts.load(self.pk))
+    @connection(
+        "Connection[Partner]",
+        description="Downstream partners (下级), e.g. a distributor's agents.",
+    )
+    async def children(self) -> Children[Partner]:
+        return Children(
+            loaders.child_pages_by_parent, loaders.child_counts_by_parent, self.pk, Partner.from_row
+        )
 
-    @strawberry.field
-    async def stores(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-    ) -> Connection[Store]:
-        request = page_request(info, first, after, last, before)
-        page = await info.context.loader(loaders.store_pages_by_partner, request).load(self.pk)
-        counts = info.context.loader(loaders.store_counts_by_partner)
-        return to_connection(page, Store.from_row, lambda: counts.load(self.pk))
+    @connection("Connection[Store]")
+    async def stores(self) -> Children[Store]:
+        return Children(
+            loaders.store_pages_by_partner, loaders.store_counts_by_partner, self.pk, Store.from_row
+        )
 
 
 @strawberry.type(description="A store or other location (门店); HQ-run when it has no partner.")
@@ -233,43 +214,27 @@ class StoreFilter:
 
 @strawberry.type
 class PartnerQuery:
-    @strawberry.field(permission_classes=[requires("partners:read")])
+    @connection(Connection[Partner], permission_classes=[requires("partners:read")])
     async def partners(
         self,
         info: Info,
         filter: PartnerFilter | None = None,
         sort_key: service.PartnerSortKey = service.PartnerSortKey.ID,
         reverse: bool = False,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-    ) -> Connection[Partner]:
-        ctx = info.context
-        request = page_request(info, first, after, last, before)
-        stmt = service.partners_query(ctx.principal, filter.to_service() if filter else None)
-        return await root_connection(
-            ctx, stmt, service.PARTNER_KEYSETS[sort_key], request, Partner.from_row, reverse=reverse
+    ) -> Rows[Partner]:
+        stmt = service.partners_query(
+            info.context.principal, filter.to_service() if filter else None
         )
+        return Rows(stmt, service.PARTNER_KEYSETS[sort_key], Partner.from_row, reverse=reverse)
 
     @strawberry.field(permission_classes=[requires("partners:read")])
     async def partner(self, info: Info, id: strawberry.ID) -> Partner | None:
         return (await _load_partners(info.context, [decode_id_of(id, "Partner")]))[0]
 
-    @strawberry.field(permission_classes=[requires("partners:read")])
-    async def stores(
-        self,
-        info: Info,
-        filter: StoreFilter | None = None,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-    ) -> Connection[Store]:
-        ctx = info.context
-        request = page_request(info, first, after, last, before)
-        stmt = service.stores_query(ctx.principal, filter.to_service() if filter else None)
-        return await root_connection(ctx, stmt, service.STORE_KEYSET, request, Store.from_row)
+    @connection(Connection[Store], permission_classes=[requires("partners:read")])
+    async def stores(self, info: Info, filter: StoreFilter | None = None) -> Rows[Store]:
+        stmt = service.stores_query(info.context.principal, filter.to_service() if filter else None)
+        return Rows(stmt, service.STORE_KEYSET, Store.from_row)
 
     @strawberry.field(permission_classes=[requires("partners:read")])
     async def store(self, info: Info, id: strawberry.ID) -> Store | None:
