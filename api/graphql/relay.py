@@ -9,6 +9,7 @@ a DataLoader). A list field is then its filter and its query, nothing else.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -173,7 +174,7 @@ class Paged(FieldExtension):
         ):
             # A type naming the one being defined (``"Connection[Partner]"`` on ``Partner``)
             # is a string, resolved like the resolver's own annotations: in its module.
-            annotation.namespace = resolver._namespace
+            annotation.namespace = vars(sys.modules[resolver.wrapped_func.__module__])
         field.arguments = [
             *field.arguments,
             *(
