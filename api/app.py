@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any, cast
 
 from cross_web import HTTPException
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -284,7 +285,10 @@ class DatabaseOutageMiddleware:
         try:
             await self.app(scope, receive, watched)
         except Exception as error:
-            if started or not unavailable(error):
+            # Only what the database layer raises: a request's own timeout (a body that
+            # stopped arriving) is not an outage, and the limits around this answer it.
+            from_database = isinstance(error, SQLAlchemyError | OSError | TimeoutError)
+            if started or not from_database or not unavailable(error):
                 raise
             self.db.outage.failed(error)
             response = JSONResponse(
