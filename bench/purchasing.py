@@ -52,7 +52,7 @@ from api.inventory import movements as inventory
 from api.inventory.models import StockLevel
 from api.partners import service as partners
 from api.partners.models import PartnerTier, PartnerType, StoreKind
-from api.purchasing import allocation, pricing, service
+from api.purchasing import allocation, credit_lines, pricing, service
 from api.purchasing.models import PartnerCredit, PurchaseOrder, PurchaseOrderLine
 from bench import data
 
@@ -127,7 +127,7 @@ async def _world(db: Database, orders: int) -> _World:
             ),
         )
         for partner in ids:
-            await service.set_credit(
+            await credit_lines.set_credit(
                 session, HQ, partner, limit_cents=10**12, payment_terms_days=30, now=now
             )
         for warehouse in stores[1:]:

@@ -11,7 +11,7 @@ from api.auth.principal import Principal
 from api.catalog.queries import skus_by_code
 from api.db import utcnow
 from api.partners.models import PartnerTier
-from api.purchasing import pricing, service
+from api.purchasing import credit_lines, pricing, service
 from api.purchasing.pricing import BreakDraft, ItemDraft, PriceListDraft
 
 # partner code, credit limit (cents)
@@ -62,7 +62,7 @@ async def seed_purchasing(
         ),
     )
     for code, limit in DEMO_CREDIT:
-        await service.set_credit(
+        await credit_lines.set_credit(
             session, hq, partners[code], limit_cents=limit, payment_terms_days=30, now=now
         )
     for key, lines, steps in DEMO_ORDERS:

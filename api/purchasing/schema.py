@@ -22,7 +22,7 @@ from api.graphql.parts import SchemaParts
 from api.graphql.permissions import requires
 from api.graphql.relay import Connection, Rows, connection
 from api.partners.models import PartnerTier, PartnerType
-from api.purchasing import allocation, loaders, models, pricing, sell_through, service
+from api.purchasing import allocation, credit_lines, loaders, models, pricing, sell_through, service
 from api.purchasing.errors import PurchasingErrorCode as Code
 from api.purchasing.types import (
     PartnerCredit,
@@ -163,7 +163,7 @@ class PurchasingQuery:
         if pk is None:
             return None
         async with info.context.db.read() as session:
-            found = await service.credit_of(session, info.context.principal, pk)
+            found = await credit_lines.credit_of(session, info.context.principal, pk)
         return PartnerCredit.of(found) if found else None
 
     @strawberry.field(
@@ -418,7 +418,7 @@ class PurchasingMutation:
     ) -> PartnerCreditSetPayload:
         async def change(work: UnitOfWork) -> PartnerCreditSetPayload:
             partner_pk = _pk(input.partner_id, "Partner", "partnerId")
-            credit = await service.set_credit(
+            credit = await credit_lines.set_credit(
                 work.session,
                 work.principal,
                 partner_pk,

@@ -42,15 +42,14 @@ from api.errors import DomainError, Problem
 from api.inventory import movements as inventory
 from api.outbox.service import enqueue
 from api.partners.models import Partner, Store, StoreStatus
-from api.purchasing import allocation
+from api.purchasing import allocation, credit_lines
 from api.purchasing.errors import PurchasingErrorCode, require_hq
 from api.purchasing.models import (
-    PartnerCredit,
     PurchaseOrder,
     PurchaseOrderLine,
     PurchaseOrderStatus,
 )
-from api.purchasing.pricing import MAX_CENTS, MAX_QUANTITY, Quote, quote_lines
+from api.purchasing.pricing import MAX_QUANTITY, Quote, quote_lines
 
 Status = PurchaseOrderStatus
 Code = PurchasingErrorCode
@@ -65,139 +64,6 @@ PURCHASE_ORDER_KEYSET = (PurchaseOrder.id,)
 # Steps that give credit back: the order held it in these states.
 _HOLDS_CREDIT = (Status.SUBMITTED, Status.APPROVED, Status.ALLOCATED)
 _CANCELLABLE = (Status.DRAFT, *_HOLDS_CREDIT)
-
-
-# --- credit -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Credit:
-    partner_id: int
-    currency: str
-    limit_cents: int
-    used_cents: int
-    payment_terms_days: int
-
-    @property
-    def available_cents(self) -> int:
-        return self.limit_cents - self.used_cents
-
-    @classmethod
-    def of(cls, row: Any) -> Credit:
-        return cls(
-            row.partner_id, row.currency, row.limit_cents, row.used_cents, row.payment_terms_days
-        )
-
-
-async def credit_of(session: AsyncSession, principal: Principal, partner_id: int) -> Credit | None:
-    """The partner's credit line, if HQ gave it one and the caller may see it."""
-    row = await session.scalar(
-        restrict(
-            select(PartnerCredit).where(PartnerCredit.partner_id == partner_id),
-            PartnerCredit,
-            principal,
-        )
-    )
-    return Credit.of(row) if row else None
-
-
-async def set_credit(
-    session: AsyncSession,
-    principal: Principal,
-    partner_id: int,
-    *,
-    limit_cents: int,
-    payment_terms_days: int,
-    now: datetime,
-) -> Credit:
-    """Give a partner a credit line or change it (HQ). A limit under what its open orders
-    already use is refused (LIMIT_BELOW_USED), decided by the same conditional UPDATE."""
-    require_hq(principal, "Only HQ sets credit lines.")
-    problems = []
-    if not 0 <= limit_cents <= MAX_CENTS:
-        problems.append(Problem(Code.INVALID, "A limit is 0 to 10^12 cents.", ("limitCents",)))
-    if not 0 <= payment_terms_days <= 365:
-        problems.append(
-            Problem(Code.INVALID, "Payment terms are 0 to 365 days.", ("paymentTermsDays",))
-        )
-    if problems:
-        raise DomainError(problems)
-    if await session.get(Partner, partner_id) is None:
-        raise DomainError.one(Code.NOT_FOUND, "No such partner.", "partnerId")
-    await insert_or_get(
-        session,
-        PartnerCredit,
-        {
-            "partner_id": partner_id,
-            "currency": "CNY",
-            "limit_cents": 0,
-            "used_cents": 0,
-            "payment_terms_days": payment_terms_days,
-            "updated_at": now,
-        },
-        ["partner_id"],
-    )
-    row = await update_returning(
-        session,
-        update(PartnerCredit)
-        .where(PartnerCredit.partner_id == partner_id, PartnerCredit.used_cents <= limit_cents)
-        .values(limit_cents=limit_cents, payment_terms_days=payment_terms_days, updated_at=now)
-        .returning(PartnerCredit)
-        .execution_options(populate_existing=True),
-    )
-    if row is None:
-        used = await session.scalar(
-            select(PartnerCredit.used_cents).where(PartnerCredit.partner_id == partner_id)
-        )
-        raise DomainError.one(
-            Code.LIMIT_BELOW_USED,
-            f"Open orders already use {used} cents of this line; the limit cannot go below.",
-            "limitCents",
-        )
-    return Credit.of(row[0])
-
-
-async def _take_credit(session: AsyncSession, order: PurchaseOrder, now: datetime) -> None:
-    total = order.total_cents
-    row = await update_returning(
-        session,
-        update(PartnerCredit)
-        .where(
-            PartnerCredit.partner_id == order.partner_id,
-            PartnerCredit.currency == order.currency,
-            PartnerCredit.used_cents + total <= PartnerCredit.limit_cents,
-        )
-        .values(used_cents=PartnerCredit.used_cents + total, updated_at=now)
-        .returning(PartnerCredit.used_cents),
-    )
-    if row is not None:
-        return
-    credit = await session.get(PartnerCredit, order.partner_id)
-    if credit is None or credit.currency != order.currency:
-        raise DomainError.one(
-            Code.NO_CREDIT, f"The partner has no {order.currency} credit line: ask HQ for one."
-        )
-    raise DomainError.one(
-        Code.CREDIT_EXCEEDED,
-        f"The order's {total} cents exceed the available credit of "
-        f"{credit.limit_cents - credit.used_cents} cents (limit {credit.limit_cents}, "
-        f"used {credit.used_cents}).",
-    )
-
-
-async def _give_back_credit(session: AsyncSession, order: PurchaseOrder, now: datetime) -> None:
-    row = await update_returning(
-        session,
-        update(PartnerCredit)
-        .where(
-            PartnerCredit.partner_id == order.partner_id,
-            PartnerCredit.used_cents >= order.total_cents,
-        )
-        .values(used_cents=PartnerCredit.used_cents - order.total_cents, updated_at=now)
-        .returning(PartnerCredit.used_cents),
-    )
-    # The order took this much when it was submitted: less used now is a ledger bug.
-    assert row is not None, f"credit of partner {order.partner_id} below order {order.id}"
 
 
 # --- creating -----------------------------------------------------------------------------------
@@ -438,7 +304,7 @@ async def submit(
     order = await _scoped_order(session, principal, order_id)
     _require_state(order, Status.DRAFT)
     moved = await _move_status(session, order, Status.SUBMITTED, now, submitted_at=now)
-    await _take_credit(session, moved, now)
+    await credit_lines.take_credit(session, moved, now)
     return moved
 
 
@@ -470,7 +336,7 @@ async def reject(
         decided_by=principal.subject,
         rejection_reason=reason.strip(),
     )
-    await _give_back_credit(session, moved, now)
+    await credit_lines.give_back_credit(session, moved, now)
     return moved
 
 
@@ -483,7 +349,7 @@ async def cancel(
     held = order.status in _HOLDS_CREDIT
     moved = await _move_status(session, order, Status.CANCELLED, now, cancelled_at=now)
     if held:
-        await _give_back_credit(session, moved, now)
+        await credit_lines.give_back_credit(session, moved, now)
     reserved = await allocation.allocated_items(session, order.id)
     if reserved and order.ship_from_store_id is not None:
         await inventory.release_reservation(
@@ -602,7 +468,7 @@ async def record_payment(
     order = await _scoped_order(session, principal, order_id)
     _require_state(order, Status.RECEIVED)
     moved = await _move_status(session, order, Status.CLOSED, now, paid_at=now)
-    await _give_back_credit(session, moved, now)
+    await credit_lines.give_back_credit(session, moved, now)
     return moved
 
 

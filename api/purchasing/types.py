@@ -19,7 +19,7 @@ from api.graphql.relay import Node
 from api.partners import loaders as partner_loaders
 from api.partners.models import PartnerTier, PartnerType
 from api.partners.schema import Partner, Store
-from api.purchasing import loaders, models, pricing, service
+from api.purchasing import credit_lines, loaders, models, pricing
 from api.purchasing.errors import PurchasingErrorCode as Code
 
 # strawberry.enum registers the GraphQL enum on the domain enum class itself (and returns
@@ -134,7 +134,7 @@ class PartnerCredit:
     partner_pk: strawberry.Private[int]
 
     @classmethod
-    def of(cls, credit: service.Credit) -> PartnerCredit:
+    def of(cls, credit: credit_lines.Credit) -> PartnerCredit:
         return cls(
             partner_pk=credit.partner_id,
             limit=money(credit.limit_cents, credit.currency),

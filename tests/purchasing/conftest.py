@@ -18,7 +18,7 @@ from api.auth.scopes import ROLE_SCOPES
 from api.db import Database
 from api.partners import service as partners
 from api.partners.models import PartnerTier, PartnerType, StoreKind
-from api.purchasing import pricing, service
+from api.purchasing import credit_lines, pricing, service
 from api.purchasing.models import PartnerCredit, PurchaseOrder
 from tests.inventory.conftest import new_skus, new_store
 
@@ -90,9 +90,9 @@ async def price_list(
         return (await pricing.create_price_list(session, HQ, draft)).id
 
 
-async def credit(db: Database, partner_id: int, limit_cents: int) -> service.Credit:
+async def credit(db: Database, partner_id: int, limit_cents: int) -> credit_lines.Credit:
     async with db.transaction() as session:
-        return await service.set_credit(
+        return await credit_lines.set_credit(
             session, HQ, partner_id, limit_cents=limit_cents, payment_terms_days=30, now=T0
         )
 

@@ -9,7 +9,7 @@ from api.errors import DomainError
 from api.inventory.models import MovementKind, StockMovement
 from api.outbox.models import OutboxMessage
 from api.partners.models import PartnerTier
-from api.purchasing import service
+from api.purchasing import credit_lines, service
 from api.purchasing.errors import PurchasingErrorCode as Code
 from api.purchasing.models import PurchaseOrderLine
 from api.purchasing.models import PurchaseOrderStatus as S
@@ -196,7 +196,7 @@ async def test_another_partners_order_and_store_answer_like_missing_ones(db, pri
     assert await refused(create(db, other, w.b1, [(w.tea, 1)], partner_id=w.a)) is (Code.NOT_FOUND)
     async with db.read() as session:
         assert await service.orders_by_id(session, other, [mine.id]) == {}
-        assert await service.credit_of(session, other, w.a) is None
+        assert await credit_lines.credit_of(session, other, w.a) is None
 
 
 async def test_partners_cannot_do_hqs_steps(db, priced):
@@ -207,7 +207,7 @@ async def test_partners_cannot_do_hqs_steps(db, priced):
     assert await refused(step(db, service.approve, me, order.id)) is Code.FORBIDDEN
     assert await refused(step(db, service.record_payment, me, order.id)) is Code.FORBIDDEN
     async with db.transaction() as session:
-        setting = service.set_credit(
+        setting = credit_lines.set_credit(
             session, me, w.a, limit_cents=10**9, payment_terms_days=30, now=order.created_at
         )
         assert await refused(setting) is Code.FORBIDDEN
