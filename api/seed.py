@@ -15,14 +15,12 @@ phone code and WeChat logins). Client secrets are stored hashed: the seed return
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.analytics import rfm_scoring
-from api.analytics.spend import SpendDraft, record_channel_spend
 from api.auth import otp, wechat
 from api.auth import service as auth
 from api.auth.principal import Principal, Role
@@ -38,8 +36,7 @@ from api.customers.profile import ConsentDecision, CustomerDraft
 from api.customers.qualification import record_spend
 from api.customers.upsert import upsert_customer
 from api.db import Database, utcnow
-from api.growth.models import TouchpointStep
-from api.growth.recording import CustomerRef, TouchpointDraft, record_touchpoint
+from api.growth.demo import seed_growth
 from api.inventory import adjusting
 from api.loyalty import adjustments as loyalty_adjustments
 from api.loyalty import earning as loyalty_earning
@@ -49,9 +46,6 @@ from api.orders.models import Fulfillment
 from api.partners import service
 from api.partners.models import Partner, PartnerStatus, PartnerTier, PartnerType
 from api.purchasing.demo import seed_purchasing
-from api.referrals.campaigns import CampaignDraft, RewardDraft, create_campaign
-from api.referrals.invites import create_invite
-from api.segments import service as segments
 from api.wiring import Wiring
 
 SEEDER = Principal(subject="seed", role=Role.HQ_ADMIN)
@@ -148,7 +142,7 @@ async def seed_demo(db: Database, wiring: Wiring) -> DemoSeed | None:
         members = await _seed_crm(session, stores, wiring)
         await _seed_commerce(session, stores, members, wiring)
         await seed_purchasing(session, SEEDER, partners, stores)
-        await _seed_growth(session, stores, members)
+        await seed_growth(session, SEEDER, stores, members)
         return seeded
 
 
@@ -523,84 +517,6 @@ async def _seed_commerce(
             wiring=wiring.orders,
             now=now,
         )
-
-
-# Conversion steps the demo members took before their first private-domain order:
-# (customer, step, store, days ago, campaign). Registrations and orders record their own.
-DEMO_TOUCHES = [
-    ("王芳", TouchpointStep.QR_SCAN, "S-SH-001", 20, "PKG-2026-Q4"),
-    ("王芳", TouchpointStep.WECOM_ADDED, "S-SH-001", 19, None),
-    ("李娜", TouchpointStep.QR_SCAN, "S-SH-001", 15, "PKG-2026-Q4"),
-    ("李娜", TouchpointStep.WECOM_ADDED, "S-SH-001", 15, None),
-    ("李娜", TouchpointStep.COMMUNITY_JOINED, "S-SH-001", 12, None),
-    ("张伟", TouchpointStep.WECOM_ADDED, "S-SH-002", 8, None),
-]
-DEMO_SEGMENTS = [
-    (
-        "高价值会员",
-        "orders_count >= 1 AND level IN ('gold', 'platinum') AND NOT tag = 'vip_blacklist'",
-    ),
-    ("沉睡会员召回", "member = true AND (orders_count = 0 OR last_order_at < -90d)"),
-    ("护肤兴趣·可触达", "tag = 'skincare' AND consent.marketing_messages = true"),
-]
-
-
-async def _seed_growth(
-    session: AsyncSession, stores: dict[str, int], members: dict[str, int]
-) -> None:
-    """Touchpoints for the funnel, channel spend for CAC, a running referral campaign with
-    王芳's invite, saved segments, and RFM scores over the demo orders."""
-    now = utcnow()
-    for index, (name, step, store, days_ago, touch_campaign) in enumerate(DEMO_TOUCHES):
-        await record_touchpoint(
-            session,
-            SEEDER,
-            TouchpointDraft(
-                event_id=f"seed-{index}",
-                step=step,
-                customer=CustomerRef(id=members[name]),
-                occurred_at=now - timedelta(days=days_ago),
-                source_channel="wecom" if step is TouchpointStep.WECOM_ADDED else None,
-                store_id=stores[store],
-                campaign_id=touch_campaign,
-            ),
-            now=now,
-        )
-    month_start = now.date().replace(day=1)
-    for channel, amount in ((SalesChannel.MINI_PROGRAM, "5000"), (SalesChannel.TMALL, "20000")):
-        await record_channel_spend(
-            session,
-            SEEDER,
-            SpendDraft(
-                channel=channel,
-                period_start=month_start,
-                period_end=month_start + timedelta(days=27),
-                amount=Decimal(amount),
-                idempotency_key=f"seed-{channel.value}",
-                note="demo",
-            ),
-            now=now,
-        )
-    campaign = await create_campaign(
-        session,
-        SEEDER,
-        CampaignDraft(
-            name="老带新·邀请有礼",
-            starts_at=now - timedelta(days=1),
-            ends_at=now + timedelta(days=60),
-            registration_reward=RewardDraft(points=100),
-            first_order_reward=RewardDraft(points=500),
-            max_rewarded_per_inviter=20,
-        ),
-        now=now,
-    )
-    inviter = Principal(subject="seed", role=Role.MEMBER, customer_id=members["王芳"])
-    await create_invite(session, inviter, campaign.id, now=now)
-    for name, query in DEMO_SEGMENTS:
-        await segments.create_segment(
-            session, SEEDER, name=name, query=query, description=None, now=now
-        )
-    await rfm_scoring.score_rfm(session, now)
 
 
 def _seeded(new: auth.NewClient) -> SeededClient:
